@@ -1,0 +1,1 @@
+"""Encoders (torch) and the Ray Data embedding pipeline."""

@@ -1,0 +1,1 @@
+"""Job specs, the `edgemine` CLI, orchestration, publishing and the synthetic drive-log generator."""

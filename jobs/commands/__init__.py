@@ -1,0 +1,1 @@
+"""One module per CLI capability. Each exposes `register(app)` and imports heavy libraries lazily."""

@@ -1,0 +1,308 @@
+"""The Arrow schemas users rely on, in one place, and the manifest validator.
+
+DESIGN.md names these contracts; this module is their single definition. Every table edgemine writes is
+cast to (or checked against) one of the schemas below before it hits disk.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from jobs.errors import InputNotFoundError, SchemaError
+
+# ---------------------------------------------------------------- frames manifest (input)
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+MANIFEST_REQUIRED: dict[str, pa.DataType] = {
+    "frame_id": pa.string(),
+    "drive_id": pa.string(),
+    "timestamp": TIMESTAMP,
+    "uri": pa.string(),
+}
+MANIFEST_OPTIONAL: dict[str, pa.DataType] = {
+    "probs": pa.list_(pa.float32()),
+    "embedding": pa.list_(pa.float32()),  # fixed-size on disk; any float list is accepted
+    "label": pa.string(),
+}
+MANIFEST_SCHEMA = pa.schema(
+    [pa.field(n, t, nullable=False) for n, t in MANIFEST_REQUIRED.items()]
+    + [pa.field(n, t) for n, t in MANIFEST_OPTIONAL.items()]
+)
+
+# ---------------------------------------------------------------- ground truth (synthetic logs only)
+GROUND_TRUTH_SCHEMA = pa.schema(
+    [
+        pa.field("frame_id", pa.string(), nullable=False),
+        pa.field("event_id", pa.string()),  # null for frames outside any rare event
+        pa.field("category", pa.string(), nullable=False),  # "normal" or a rare category
+        pa.field("is_rare", pa.bool_(), nullable=False),
+    ]
+)
+
+
+# ---------------------------------------------------------------- embeddings (embed step output)
+def embeddings_schema(dim: int) -> pa.Schema:
+    """Embedding shards: one row per usable frame."""
+    if dim < 1:
+        raise SchemaError(f"embedding dim={dim} must be >= 1")
+    return pa.schema(
+        [
+            pa.field("frame_id", pa.string(), nullable=False),
+            pa.field("embedding", pa.list_(pa.float32(), dim), nullable=False),
+            pa.field("logits", pa.list_(pa.float32())),  # null when the encoder has no classifier head
+            pa.field("encoder", pa.string(), nullable=False),
+        ]
+    )
+
+
+# ---------------------------------------------------------------- errors (every unusable frame)
+ERRORS_SCHEMA = pa.schema(
+    [
+        pa.field("frame_id", pa.string()),
+        pa.field("uri", pa.string()),
+        pa.field("stage", pa.string(), nullable=False),  # validate | decode | embed | score
+        pa.field("reason", pa.string(), nullable=False),
+    ]
+)
+
+# ---------------------------------------------------------------- scores (every scored frame)
+SIGNAL_COLUMNS = ("novelty", "uncertainty", "rarity", "trigger")
+SCORES_SCHEMA = pa.schema(
+    [
+        pa.field("frame_id", pa.string(), nullable=False),
+        pa.field("score", pa.float32(), nullable=False),
+        pa.field("reasons", pa.list_(pa.string()), nullable=False),
+    ]
+    + [pa.field(s, pa.float32()) for s in SIGNAL_COLUMNS]
+)
+
+# ---------------------------------------------------------------- candidates (what reviewers see)
+CANDIDATES_CORE_SCHEMA = pa.schema(
+    [
+        pa.field("frame_id", pa.string(), nullable=False),
+        pa.field("rank", pa.int32(), nullable=False),  # 1..budget
+        pa.field("score", pa.float32(), nullable=False),
+        pa.field("reasons", pa.list_(pa.string()), nullable=False),
+        pa.field("scenario_id", pa.string()),
+        pa.field("event_id", pa.string()),
+    ]
+    + [pa.field(s, pa.float32()) for s in SIGNAL_COLUMNS]
+)
+# candidates.parquet = CANDIDATES_CORE_SCHEMA + the manifest's columns (frame_id not repeated).
+
+# ---------------------------------------------------------------- review decisions
+VERDICTS = ("edge_case", "not_edge_case", "unsure")
+DECISIONS_SCHEMA = pa.schema(
+    [
+        pa.field("decision_id", pa.int64(), nullable=False),
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("frame_id", pa.string(), nullable=False),
+        pa.field("reviewer", pa.string(), nullable=False),
+        pa.field("verdict", pa.string(), nullable=False),
+        pa.field("category", pa.string()),
+        pa.field("root_causes", pa.list_(pa.string())),
+        pa.field("notes", pa.string()),
+        pa.field("seconds", pa.float32()),
+        pa.field("created_at", TIMESTAMP, nullable=False),
+    ]
+)
+
+# ---------------------------------------------------------------- training rows (Delta table edge_cases)
+SPLITS = ("train", "val")
+TRAINING_SCHEMA = pa.schema(
+    [
+        pa.field("frame_id", pa.string(), nullable=False),
+        pa.field("uri", pa.string(), nullable=False),
+        pa.field("drive_id", pa.string(), nullable=False),
+        pa.field("timestamp", TIMESTAMP, nullable=False),
+        pa.field("category", pa.string(), nullable=False),
+        pa.field("root_cause", pa.string()),
+        pa.field("confidence", pa.float32(), nullable=False),
+        pa.field("n_reviews", pa.int32(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("score", pa.float32()),
+    ]
+    + [pa.field(s, pa.float32()) for s in SIGNAL_COLUMNS]
+)
+
+
+# ================================================================ manifest validation
+def _type_ok(name: str, actual: pa.DataType, expected: pa.DataType) -> bool:
+    if name == "timestamp":
+        return pa.types.is_timestamp(actual) or pa.types.is_int64(actual)
+    if pa.types.is_string(expected):
+        return pa.types.is_string(actual) or pa.types.is_large_string(actual)
+    if name in ("probs", "embedding"):
+        is_list = (
+            pa.types.is_list(actual) or pa.types.is_large_list(actual) or pa.types.is_fixed_size_list(actual)
+        )
+        return is_list and pa.types.is_floating(actual.value_type)
+    return actual.equals(expected)
+
+
+def _describe(t: pa.DataType) -> str:
+    return str(t)
+
+
+def check_manifest_schema(schema: pa.Schema, *, source: str = "manifest") -> None:
+    """Raise SchemaError if the schema cannot be read as a frames manifest."""
+    names = set(schema.names)
+    missing = [c for c in MANIFEST_REQUIRED if c not in names]
+    if missing:
+        raise SchemaError(
+            f"{source}: missing required column(s) {missing}; required are {list(MANIFEST_REQUIRED)}"
+        )
+    for name, expected in {**MANIFEST_REQUIRED, **MANIFEST_OPTIONAL}.items():
+        if name not in names:
+            continue
+        actual = schema.field(name).type
+        if not _type_ok(name, actual, expected):
+            want = "timestamp[us, UTC] or int64 microseconds" if name == "timestamp" else _describe(expected)
+            raise SchemaError(f"{source}: column {name!r} has type {actual}, expected {want}")
+
+
+def _resolve_uri(uri: str, base_dir: str | None) -> str:
+    if "://" in uri or base_dir is None or os.path.isabs(uri):
+        return uri
+    return os.path.normpath(os.path.join(base_dir, uri))
+
+
+def normalize_manifest_batch(
+    batch: pa.RecordBatch | pa.Table, *, base_dir: str | None = None, source: str = "manifest"
+) -> pa.Table:
+    """Check one batch against the contract and return it normalised.
+
+    Normalised means: `timestamp` as timestamp[us, UTC], string columns as `string`, relative `uri`s
+    resolved against `base_dir`. Columns outside the contract are kept unchanged (they are metadata).
+    Raises SchemaError naming the first problem; does not check frame_id uniqueness across batches.
+    """
+    table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+    check_manifest_schema(table.schema, source=source)
+    for name in MANIFEST_REQUIRED:
+        nulls = table.column(name).null_count
+        if nulls:
+            idx = pc.index(pc.is_null(table.column(name)), True).as_py()
+            fid = table.column("frame_id")[idx].as_py() if name != "frame_id" else None
+            where = f"frame_id={fid!r}" if fid is not None else f"row {idx}"
+            raise SchemaError(f"{source}: column {name!r} has {nulls} null value(s), first at {where}")
+    cols = {}
+    for name in table.column_names:
+        col = table.column(name)
+        if name == "timestamp":
+            if pa.types.is_int64(col.type):
+                col = col.cast(TIMESTAMP)
+            elif col.type.tz is None:
+                col = pc.assume_timezone(col.cast(pa.timestamp("us")), "UTC").cast(TIMESTAMP)
+            else:
+                col = col.cast(TIMESTAMP)
+        elif name in MANIFEST_REQUIRED or name == "label":
+            col = col.cast(pa.string())
+        if name == "uri":
+            empty = pc.equal(pc.utf8_length(col), 0)
+            if pc.any(empty).as_py():
+                idx = pc.index(empty, True).as_py()
+                fid = table.column("frame_id")[idx].as_py()
+                raise SchemaError(f"{source}: column 'uri' is empty for frame_id={fid!r}")
+            if base_dir is not None:
+                col = pa.array([_resolve_uri(u, base_dir) for u in col.to_pylist()], pa.string())
+        cols[name] = col
+    return pa.table(cols)
+
+
+def _duplicate_ids(ids: pa.Array | pa.ChunkedArray) -> list[str]:
+    counts = pc.value_counts(ids)
+    dup = counts.filter(pc.greater(counts.field("counts"), 1))
+    return [v.as_py() for v in dup.field("values")]
+
+
+def validate_manifest(table: pa.Table, *, base_dir: str | None = None, source: str = "manifest") -> pa.Table:
+    """Validate a whole in-memory manifest and return it normalised (see normalize_manifest_batch).
+
+    Rejects: an empty table, a missing required column, a column of the wrong type, duplicate `frame_id`s,
+    null required values. Extra columns are kept as metadata.
+    """
+    if table.num_rows == 0:
+        raise SchemaError(f"{source}: the manifest is empty (0 rows)")
+    out = normalize_manifest_batch(table, base_dir=base_dir, source=source)
+    dups = _duplicate_ids(out.column("frame_id"))
+    if dups:
+        shown = ", ".join(repr(d) for d in dups[:5])
+        raise SchemaError(f"{source}: duplicate frame_id {shown} ({len(dups)} duplicated id(s))")
+    return out
+
+
+def manifest_base_dir(path: str | os.PathLike[str]) -> str:
+    """The folder relative `uri`s are resolved against: the manifest file's folder, or the directory itself."""
+    p = Path(path)
+    return str(p.resolve() if p.is_dir() else p.resolve().parent)
+
+
+def _open_dataset(path: str | os.PathLike[str]):  # noqa: ANN202 - pyarrow.dataset.Dataset
+    import pyarrow.dataset as ds
+
+    p = str(path)
+    if "://" not in p and not os.path.exists(p):
+        raise InputNotFoundError(f"manifest {p!r} does not exist")
+    try:
+        return ds.dataset(p, format="parquet")
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SchemaError(f"manifest {p!r} is not readable as Parquet: {exc}") from exc
+
+
+def iter_manifest(
+    path: str | os.PathLike[str], *, batch_size: int = 65_536, columns: list[str] | None = None
+) -> Iterator[pa.Table]:
+    """Stream a manifest (Parquet file or folder of files) as validated, normalised batches.
+
+    Memory stays bounded by `batch_size`; frame_id uniqueness is checked across batches with a set of
+    ids (about 60 MB per million frames).
+    """
+    dataset = _open_dataset(path)
+    source = str(path)
+    check_manifest_schema(dataset.schema, source=source)
+    base_dir = manifest_base_dir(path) if "://" not in source else None
+    seen: set[str] = set()
+    rows = 0
+    for batch in dataset.to_batches(columns=columns, batch_size=batch_size):
+        if batch.num_rows == 0:
+            continue
+        table = normalize_manifest_batch(batch, base_dir=base_dir, source=source)
+        ids = table.column("frame_id").to_pylist()
+        inner = _duplicate_ids(table.column("frame_id"))
+        if inner:
+            raise SchemaError(f"{source}: duplicate frame_id {inner[0]!r}")
+        clash = seen.intersection(ids)
+        if clash:
+            raise SchemaError(f"{source}: duplicate frame_id {sorted(clash)[0]!r}")
+        seen.update(ids)
+        rows += table.num_rows
+        yield table
+    if rows == 0:
+        raise SchemaError(f"{source}: the manifest is empty (0 rows)")
+
+
+def read_manifest(path: str | os.PathLike[str]) -> pa.Table:
+    """Read and validate a whole manifest. For fleet-sized manifests use iter_manifest."""
+    tables = list(iter_manifest(path))
+    return pa.concat_tables(tables)
+
+
+def cast_to(table: pa.Table, schema: pa.Schema, *, keep_extra: bool = True) -> pa.Table:
+    """Cast `table`'s contract columns to `schema`, putting them first; extra columns follow if kept."""
+    missing = [f.name for f in schema if f.name not in table.column_names]
+    if missing:
+        raise SchemaError(f"table is missing column(s) {missing} required by its contract")
+    cols = [table.column(f.name).cast(f.type) for f in schema]
+    fields = list(schema)
+    if keep_extra:
+        for name in table.column_names:
+            if name not in schema.names:
+                cols.append(table.column(name))
+                fields.append(table.schema.field(name))
+    return pa.Table.from_arrays(cols, schema=pa.schema(fields))

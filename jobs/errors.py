@@ -1,0 +1,39 @@
+"""Every exception edgemine raises on purpose lives here.
+
+Library code raises these; the CLI prints their message on one line, and only `review_api` turns them
+into HTTP errors. Messages name the offending value, so a user can act on them without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class EdgemineError(Exception):
+    """Base class: an expected failure with a message meant for the user."""
+
+
+class ConfigError(EdgemineError, ValueError):
+    """A job spec, flag or setting has a bad value."""
+
+
+class SchemaError(EdgemineError, ValueError):
+    """A table does not match its contract (missing column, wrong type, duplicates, nulls, empty)."""
+
+
+class InputNotFoundError(EdgemineError, FileNotFoundError):
+    """A path or URI the user gave does not exist."""
+
+
+class IncompatibleArtifactError(EdgemineError):
+    """Artifacts from different encoders/configs were mixed (index vs embeddings, resume vs new run)."""
+
+
+class MissingDependencyError(EdgemineError, ImportError):
+    """An optional extra is needed; the message says what to install."""
+
+
+class ReviewError(EdgemineError):
+    """A review-queue operation is not allowed in the current state (e.g. lease expired)."""
+
+
+class NotFoundError(EdgemineError, LookupError):
+    """A named thing (run, item, reviewer, dataset version) does not exist."""

@@ -1,0 +1,1 @@
+"""The pure scoring/selection core and thin engine adapters (FAISS, Spark)."""

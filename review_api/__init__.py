@@ -1,0 +1,1 @@
+"""The review service: FastAPI app, storage, auth, reviewer page."""
