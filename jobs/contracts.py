@@ -93,7 +93,17 @@ CANDIDATES_CORE_SCHEMA = pa.schema(
     ]
     + [pa.field(s, pa.float32()) for s in SIGNAL_COLUMNS]
 )
-# candidates.parquet = CANDIDATES_CORE_SCHEMA + the manifest's columns (frame_id not repeated).
+# Evidence a reviewer sees ("why is this novel"): nearest reference frames and the frames around the candidate.
+CANDIDATES_EVIDENCE_SCHEMA = pa.schema(
+    [
+        pa.field("neighbor_ids", pa.list_(pa.string())),  # nearest reference frames, closest first
+        pa.field("neighbor_uris", pa.list_(pa.string())),
+        pa.field("neighbor_distances", pa.list_(pa.float32())),
+        pa.field("context_uris", pa.list_(pa.string())),  # same drive, around the candidate in time
+    ]
+)
+# candidates.parquet = CANDIDATES_CORE_SCHEMA + CANDIDATES_EVIDENCE_SCHEMA + the manifest's columns
+# (frame_id not repeated; `uri` absolute).
 
 # ---------------------------------------------------------------- review decisions
 VERDICTS = ("edge_case", "not_edge_case", "unsure")
