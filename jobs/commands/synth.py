@@ -29,5 +29,17 @@ def synth(
     )
 
 
+def synth_sheet(
+    logs: Path = typer.Option(..., "--logs", help="An `edgemine synth` output folder."),
+    out: Path = typer.Option(Path("contact_sheet.png"), "--out", help="PNG to write."),
+    per_row: int = typer.Option(6, "--per-row", help="Frames per category."),
+) -> None:
+    """Write a contact sheet: sample frames of every category, one row each."""
+    from jobs.synth.sheet import contact_sheet
+
+    typer.echo(f"wrote {contact_sheet(logs, out, per_row=per_row)}")
+
+
 def register(app: typer.Typer) -> None:
     app.command("synth")(synth)
+    app.command("synth-sheet")(synth_sheet)

@@ -155,3 +155,17 @@ def test_bad_arguments_name_the_value(tmp_path: Path, kw: dict, message: str) ->
     args = {"drives": 1, "frames_per_drive": 10, **kw}
     with pytest.raises(ConfigError, match=message):
         generate(tmp_path, **args)
+
+
+def test_contact_sheet_has_a_row_per_category(synth_logs: Path, tmp_path: Path) -> None:
+    from jobs.synth.sheet import contact_sheet
+
+    gt = pq.read_table(synth_logs / "ground_truth.parquet")
+    n_cats = len(set(gt.column("category").to_pylist()))
+    out = contact_sheet(synth_logs, tmp_path / "sheet.png", per_row=3, scale=1)
+    with Image.open(out) as im:
+        assert im.height == n_cats * 64 and im.width == 150 + 3 * 64
+        rows = np.asarray(im.convert("RGB"), np.float32)[:, 150:]
+    # every row holds real frames, and rows differ from one another
+    means = [rows[r * 64 : (r + 1) * 64].mean() for r in range(n_cats)]
+    assert len({round(m, 1) for m in means}) == n_cats
