@@ -37,3 +37,15 @@ class ReviewError(EdgemineError):
 
 class NotFoundError(EdgemineError, LookupError):
     """A named thing (run, item, reviewer, dataset version) does not exist."""
+
+
+class FrameError(EdgemineError):
+    """One frame cannot be used (missing, unreadable, corrupt, too small); it goes to errors.parquet.
+
+    `stage` is the errors.parquet stage (validate | decode | embed | score); the message is the reason.
+    """
+
+    def __init__(self, reason: str, *, stage: str = "decode") -> None:
+        super().__init__(reason)
+        self.stage = stage
+        self.reason = reason
