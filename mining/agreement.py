@@ -170,10 +170,8 @@ def krippendorff_alpha(reliability: np.ndarray, *, level: AlphaLevel = "nominal"
     coincidence = (counts * weights[:, None]).T @ counts - np.diag((counts * weights[:, None]).sum(axis=0))
     n_c = coincidence.sum(axis=1)
     n = n_c.sum()
-    if level == "nominal":
-        delta = 1.0 - np.eye(values.size)
-    else:
-        delta = np.square(values[:, None] - values[None, :])
+    nominal = level == "nominal"
+    delta = 1.0 - np.eye(values.size) if nominal else np.square(values[:, None] - values[None, :])
     observed = float((coincidence * delta).sum())
     expected = float((np.outer(n_c, n_c) * delta).sum()) / (n - 1.0)
     if expected == 0.0:
