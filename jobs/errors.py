@@ -49,3 +49,15 @@ class FrameError(EdgemineError):
         super().__init__(reason)
         self.stage = stage
         self.reason = reason
+
+
+class InvalidFieldError(EdgemineError, ValueError):
+    """A request field has a value its context does not allow (e.g. a category outside the run's taxonomy)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class LeaseExpiredError(ReviewError):
+    """A review lease ran out (or was released) before the decision arrived; the item went back to the queue."""
