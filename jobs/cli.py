@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "jobs.commands.synth",
     "jobs.commands.manifest",
     "jobs.commands.demo",
+    "jobs.commands.datasets",
 )
 
 app = typer.Typer(
