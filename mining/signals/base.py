@@ -1,0 +1,93 @@
+"""What every signal shares: its inputs, its output, and the small interface the registry holds.
+
+A signal turns per-frame evidence (kNN distances, logits, manifest columns) into one raw value per frame
+(NaN where it cannot say anything) plus optional detail columns used in reasons. Calibration to a
+percentile and fusion happen elsewhere (`mining.calibration`, `mining.fusion`), so every signal is a pure
+function of numpy/Arrow inputs and can be tested without FAISS, Ray or Spark.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, get_args
+
+import numpy as np
+import pyarrow as pa
+
+from jobs.errors import ConfigError
+
+Calibration = Literal["reference", "mined", "absolute"]
+Reduce = Literal["kth", "mean"]
+Need = Literal["reference_knn", "batch_knn", "logits", "table"]
+
+
+def check_choice(name: str, value: object, lit: Any) -> None:
+    """Raise ConfigError naming `value` and the valid choices of the Literal `lit`."""
+    valid = get_args(lit)
+    if value not in valid:
+        raise ConfigError(f"{name}={value!r} is not one of {', '.join(map(repr, valid))}")
+
+
+def knn_reduce(distances: np.ndarray, *, k: int, reduce: Reduce = "kth") -> np.ndarray:
+    """One number per row from sorted kNN distances: the k-th distance or the mean of the first k.
+
+    Rows with fewer than k finite neighbours use those they have; rows with none give NaN.
+    """
+    check_choice("reduce", reduce, Reduce)
+    if k < 1:
+        raise ConfigError(f"k={k} must be >= 1")
+    d = np.asarray(distances, dtype=np.float64)
+    if d.ndim != 2:
+        raise ConfigError(f"distances must be a 2-D (frames, neighbours) array, got shape {d.shape}")
+    if d.shape[1] < k:
+        raise ConfigError(f"k={k} but only {d.shape[1]} neighbour distances were given")
+    d = d[:, :k]
+    finite = np.isfinite(d)
+    n_ok = finite.sum(axis=1)
+    out = np.full(d.shape[0], np.nan)
+    has = n_ok > 0
+    if reduce == "kth":
+        out[has] = d[has, n_ok[has] - 1]
+    else:
+        out[has] = np.where(finite, d, 0.0).sum(axis=1)[has] / n_ok[has]
+    return out
+
+
+@dataclass
+class SignalInputs:
+    """Everything a signal may read for one batch of n frames, aligned row by row."""
+
+    n: int
+    table: pa.Table | None = None  # manifest columns of these frames
+    reference_distances: np.ndarray | None = None  # (n, K) distances to the nearest reference frames
+    batch_distances: np.ndarray | None = None  # (n, K) distances to the nearest other mined frames
+    logits: Sequence[np.ndarray] = ()  # one (n, C) array per model; NaN rows where a model has none
+    probs: np.ndarray | None = None  # (n, C) class probabilities logged in the manifest; NaN rows = none
+
+
+@dataclass
+class SignalOutput:
+    raw: np.ndarray  # (n,) float64, NaN where the signal has no value for a frame
+    detail: dict[str, np.ndarray] = field(default_factory=dict)  # extra per-frame numbers for reasons
+    fired: list[list[str]] | None = None  # names of the rules that fired (triggers only)
+
+
+class Signal(ABC):
+    """A scoring signal. Subclasses set the class attributes and implement `compute` and `reason`."""
+
+    name: ClassVar[str]
+    calibration: ClassVar[Calibration]  # percentile against the reference, the mined frames, or as is
+    needs: ClassVar[frozenset[Need]]
+    neighbours: int = 0  # kNN depth this signal reads (for reference_knn / batch_knn)
+
+    @abstractmethod
+    def compute(self, inputs: SignalInputs) -> SignalOutput: ...
+
+    @abstractmethod
+    def reason(self, raw: float, pct: float, detail: dict[str, float]) -> str:
+        """Human-readable reason, e.g. "novelty p99.7 (kNN distance 0.83)"."""
+
+    def options(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if not k.startswith("_")}

@@ -1,0 +1,52 @@
+"""Novelty: how far a frame is from everything in the reference (known) data.
+
+The raw value is a kNN distance to the reference index; it is calibrated against the reference's own
+leave-one-out kNN distances (a reference frame is never its own neighbour), so "novelty p99.7" means the
+frame is farther from the known data than 99.7% of known frames are from each other.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from mining.calibration import format_percentile, percentile_of
+from mining.signals.base import Need, Reduce, Signal, SignalInputs, SignalOutput, check_choice, knn_reduce
+
+
+def novelty(
+    distances: np.ndarray, *, reference_distances: np.ndarray, k: int = 10, reduce: Reduce = "kth"
+) -> np.ndarray:
+    """Calibrated novelty in [0, 1] for each frame.
+
+    `distances` (n, >=k): each frame's sorted distances to its nearest reference frames.
+    `reference_distances` (m, >=k): leave-one-out kNN distances of (a sample of) the reference frames.
+    """
+    raw = knn_reduce(distances, k=k, reduce=reduce)
+    cal = knn_reduce(reference_distances, k=k, reduce=reduce)
+    return percentile_of(raw, cal)
+
+
+class Novelty(Signal):
+    name: ClassVar[str] = "novelty"
+    calibration = "reference"
+    needs: ClassVar[frozenset[Need]] = frozenset({"reference_knn"})
+
+    def __init__(self, *, k: int = 10, reduce: Reduce = "kth") -> None:
+        check_choice("signals.novelty.reduce", reduce, Reduce)
+        if k < 1:
+            from jobs.errors import ConfigError
+
+            raise ConfigError(f"signals.novelty.k={k} must be >= 1")
+        self.k = k
+        self.reduce = reduce
+        self.neighbours = k
+
+    def compute(self, inputs: SignalInputs) -> SignalOutput:
+        if inputs.reference_distances is None:
+            return SignalOutput(np.full(inputs.n, np.nan))
+        return SignalOutput(knn_reduce(inputs.reference_distances, k=self.k, reduce=self.reduce))
+
+    def reason(self, raw: float, pct: float, detail: dict[str, float]) -> str:
+        return f"novelty {format_percentile(pct)} (kNN distance {raw:.3g} to the reference)"
