@@ -40,6 +40,23 @@ def synth_sheet(
     typer.echo(f"wrote {contact_sheet(logs, out, per_row=per_row)}")
 
 
+def synth_fleet(
+    out: Path = typer.Option(..., "--out", help="Output folder (manifest.parquet)."),
+    frames: int = typer.Option(1_000_000, "--frames", help="Rows to write."),
+    dim: int = typer.Option(128, "--dim", help="Embedding dimension."),
+    rare_rate: float = typer.Option(0.005, "--rare-rate", help="Fraction of frames from unseen scene clusters."),
+    reference: bool = typer.Option(False, "--reference", help="Known data: no unseen clusters."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+) -> None:
+    """Write a fleet-scale manifest with precomputed embeddings (no images), for scale benchmarks."""
+    from jobs.synth.fleet import generate_fleet
+
+    s = generate_fleet(out, frames=frames, dim=dim, rare_rate=rare_rate, reference=reference, seed=seed)
+    typer.echo(f"wrote {s['frames']} frames ({s['rare_frames']} rare, D={s['dim']}) to {s['path']} "
+               f"in {s['seconds']}s")
+
+
 def register(app: typer.Typer) -> None:
     app.command("synth")(synth)
     app.command("synth-sheet")(synth_sheet)
+    app.command("synth-fleet")(synth_fleet)
