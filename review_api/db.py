@@ -1,0 +1,285 @@
+"""Tables and the database handle of the review service (SQLAlchemy 2).
+
+SQLite is the default: WAL journal, `synchronous=FULL` (an acknowledged commit survives a kill or power
+cut), and every write transaction starts with `BEGIN IMMEDIATE` under an in-process lock, so writers never
+meet SQLite's busy-wait back-off (which sleeps in steps of up to 100 ms). Reads run in their own
+deferred transactions and never wait for writers. PostgreSQL is chosen by URL (psycopg 3); there the
+queue relies on conditional updates and unique constraints, not on a lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    create_engine,
+    event,
+    text,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from jobs.errors import ConfigError
+
+ROLES = ("reviewer", "lead", "admin")
+ASSIGNMENT_STATES = ("leased", "decided", "released", "expired")
+# queued: waiting for reviews · complete: consensus reached · escalated: waiting for a lead ·
+# resolved: a lead decided · gold: the answer is known
+ITEM_STATUSES = ("queued", "complete", "escalated", "resolved", "gold")
+
+IdType = BigInteger().with_variant(Integer(), "sqlite")  # SQLite only autoincrements INTEGER keys
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores naive text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: the review store keeps UTC-aware times")
+        return value.astimezone(UTC) if dialect.name != "sqlite" else value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON(), list[str]: JSON()}
+
+
+class Reviewer(Base):
+    __tablename__ = "reviewers"
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex of the bearer token
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime]
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    run_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    source: Mapped[str] = mapped_column(Text)  # the run dir it was imported from
+    imported_at: Mapped[datetime]
+    active: Mapped[bool] = mapped_column(Boolean, default=True)  # inactive runs serve no items
+    n_items: Mapped[int] = mapped_column(Integer, default=0)
+    n_gold: Mapped[int] = mapped_column(Integer, default=0)
+    categories: Mapped[list[str]]  # the run's category taxonomy (edge-case categories)
+    root_causes: Mapped[list[str]]
+    overlap_fraction: Mapped[float] = mapped_column(Float)
+    overlap_reviews: Mapped[int] = mapped_column(Integer)
+    gold_rate: Mapped[float] = mapped_column(Float)
+    lease_seconds: Mapped[int] = mapped_column(Integer)
+    min_agreement: Mapped[float] = mapped_column(Float)
+    ds_min_confidence: Mapped[float] = mapped_column(Float)
+    info: Mapped[dict[str, Any]]  # run.json's small fields (encoder, counts, ...)
+
+
+class Item(Base):
+    __tablename__ = "items"
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id"), index=True)
+    frame_id: Mapped[str] = mapped_column(String(300))
+    rank: Mapped[int] = mapped_column(Integer)
+    score: Mapped[float | None] = mapped_column(Float)
+    novelty: Mapped[float | None] = mapped_column(Float)
+    uncertainty: Mapped[float | None] = mapped_column(Float)
+    rarity: Mapped[float | None] = mapped_column(Float)
+    trigger: Mapped[float | None] = mapped_column(Float)
+    reasons: Mapped[list[str]]
+    scenario_id: Mapped[str | None] = mapped_column(String(300))
+    event_id: Mapped[str | None] = mapped_column(String(300))
+    uri: Mapped[str] = mapped_column(Text)
+    drive_id: Mapped[str] = mapped_column(String(300))
+    timestamp: Mapped[datetime]
+    label: Mapped[str | None] = mapped_column(String(200))
+    meta: Mapped[dict[str, Any]]  # the manifest's metadata columns (camera, weather, speed, ...)
+    evidence: Mapped[dict[str, Any]]  # neighbor_ids/uris/distances, context_uris
+    created_at: Mapped[datetime]
+    # queue state
+    required_reviews: Mapped[int] = mapped_column(Integer)
+    slots_free: Mapped[int] = mapped_column(Integer)  # required - decisions - live leases (gold: unused)
+    n_decisions: Mapped[int] = mapped_column(Integer, default=0)
+    is_gold: Mapped[bool] = mapped_column(Boolean, default=False)
+    gold_verdict: Mapped[str | None] = mapped_column(String(32))
+    gold_category: Mapped[str | None] = mapped_column(String(200))
+    # consensus
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    consensus_verdict: Mapped[str | None] = mapped_column(String(32))
+    consensus_category: Mapped[str | None] = mapped_column(String(200))
+    consensus_root_cause: Mapped[str | None] = mapped_column(String(200))
+    confidence: Mapped[float | None] = mapped_column(Float)
+    consensus_method: Mapped[str | None] = mapped_column(String(32))  # majority|dawid_skene|lead|gold
+    escalation_reason: Mapped[str | None] = mapped_column(String(32))
+    consensus_at: Mapped[datetime | None]
+    resolved_by: Mapped[int | None] = mapped_column(ForeignKey("reviewers.id"))
+    resolution_notes: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        UniqueConstraint("run_id", "frame_id", name="uq_items_run_frame"),
+        # the queue: open regular items in import order (rank order within a run)
+        Index("ix_items_open", "id", sqlite_where=text("slots_free > 0 AND NOT is_gold"),
+              postgresql_where=text("slots_free > 0 AND NOT is_gold")),
+        Index("ix_items_gold", "run_id", "id", sqlite_where=text("is_gold"), postgresql_where=text("is_gold")),
+        Index("ix_items_status", "run_id", "status"),
+        Index("ix_items_scenario", "run_id", "scenario_id"),
+        Index("ix_items_consensus_at", "consensus_at"),
+    )
+
+
+class Assignment(Base):
+    """One reviewer's hold on one item: a lease while `leased`, history afterwards. Never two per pair."""
+
+    __tablename__ = "assignments"
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"))
+    reviewer_id: Mapped[int] = mapped_column(ForeignKey("reviewers.id"))
+    run_id: Mapped[str] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(16))
+    is_gold: Mapped[bool] = mapped_column(Boolean, default=False)
+    leased_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    closed_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("item_id", "reviewer_id", name="uq_assignments_item_reviewer"),
+        # at most one live lease per reviewer: a concurrent second `next` fails and returns the first
+        Index("uq_assignments_live", "reviewer_id", unique=True, sqlite_where=text("state = 'leased'"),
+              postgresql_where=text("state = 'leased'")),
+        Index("ix_assignments_expiry", "expires_at", sqlite_where=text("state = 'leased'"),
+              postgresql_where=text("state = 'leased'")),
+        Index("ix_assignments_reviewer", "reviewer_id", "id"),
+    )
+
+
+class Decision(Base):
+    __tablename__ = "decisions"
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"), index=True)
+    assignment_id: Mapped[int] = mapped_column(ForeignKey("assignments.id"), unique=True)
+    run_id: Mapped[str] = mapped_column(String(200), index=True)
+    reviewer_id: Mapped[int] = mapped_column(ForeignKey("reviewers.id"))
+    verdict: Mapped[str] = mapped_column(String(32))
+    category: Mapped[str | None] = mapped_column(String(200))
+    root_causes: Mapped[list[str]]
+    notes: Mapped[str | None] = mapped_column(Text)
+    seconds: Mapped[float | None] = mapped_column(Float)  # as reported by the client
+    handling_seconds: Mapped[float] = mapped_column(Float)  # lease start to decision, measured by the server
+    decided_at: Mapped[datetime]
+    idempotency_key: Mapped[str | None] = mapped_column(String(128))
+    is_gold: Mapped[bool] = mapped_column(Boolean, default=False)
+    gold_correct: Mapped[bool | None] = mapped_column(Boolean)
+
+    __table_args__ = (
+        UniqueConstraint("item_id", "reviewer_id", name="uq_decisions_item_reviewer"),
+        UniqueConstraint("reviewer_id", "idempotency_key", name="uq_decisions_idempotency"),
+        Index("ix_decisions_reviewer", "reviewer_id", "decided_at"),
+    )
+
+
+def normalize_url(url: str) -> str:
+    """Accept `postgresql://` and `postgres://` for psycopg 3; reject anything but SQLite and PostgreSQL."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    if url.startswith(("sqlite://", "postgresql+psycopg://")):
+        return url
+    scheme = url.split("://", 1)[0] if "://" in url else url
+    raise ConfigError(f"database url scheme {scheme!r} is not supported; use sqlite:///FILE or postgresql://...")
+
+
+class Database:
+    """Engines, sessions and the write discipline of one review store."""
+
+    def __init__(self, url: str, *, sqlite_synchronous: str = "FULL", pool_size: int = 10) -> None:
+        self.url = normalize_url(url)
+        self.is_sqlite = self.url.startswith("sqlite")
+        self._write_lock = threading.Lock() if self.is_sqlite else None
+        if self.is_sqlite:
+            # writers take turns under the lock, so two connections are plenty; readers run in parallel
+            self.write_engine = self._sqlite_engine(begin="BEGIN IMMEDIATE", synchronous=sqlite_synchronous,
+                                                    pool_size=2)
+            self.read_engine = self._sqlite_engine(begin="BEGIN", synchronous=sqlite_synchronous,
+                                                   pool_size=pool_size)
+        else:
+            self.write_engine = create_engine(self.url, pool_size=pool_size, max_overflow=pool_size,
+                                              pool_pre_ping=True)
+            self.read_engine = self.write_engine
+        self._write_sessions = sessionmaker(self.write_engine, expire_on_commit=False)
+        self._read_sessions = sessionmaker(self.read_engine, expire_on_commit=False)
+
+    def _sqlite_engine(self, *, begin: str, synchronous: str, pool_size: int) -> Engine:
+        engine = create_engine(self.url, connect_args={"check_same_thread": False, "timeout": 30},
+                               pool_size=pool_size, max_overflow=pool_size)
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA synchronous={synchronous}")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            conn.exec_driver_sql(begin)
+
+        return engine
+
+    def create_all(self) -> None:
+        with self._lock():
+            Base.metadata.create_all(self.write_engine)
+
+    def drop_all(self) -> None:
+        with self._lock():
+            Base.metadata.drop_all(self.write_engine)
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        if self._write_lock is None:
+            yield
+            return
+        with self._write_lock:
+            yield
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A write transaction: committed on success, rolled back on any exception."""
+        with self._lock(), self._write_sessions() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only transaction (a consistent snapshot; never blocks SQLite writers)."""
+        with self._read_sessions() as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        self.write_engine.dispose()
+        if self.read_engine is not self.write_engine:
+            self.read_engine.dispose()

@@ -1,0 +1,122 @@
+"""Annotated dependencies: the store, the clock, the settings and the authenticated person.
+
+Auth: `Authorization: Bearer <token>`. No or an unknown token -> 401 (with `WWW-Authenticate`), a known
+token without the role -> 403. Neither answer carries data. Verified tokens are cached for
+`settings.auth_cache_seconds`, so most requests do not touch the database to authenticate.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from review_api import storage
+from review_api.auth import hash_token, role_allows
+from review_api.db import Database
+from review_api.observability import Metrics
+from review_api.settings import Settings
+from review_api.thumbnails import Thumbnails
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Principal:
+    id: int
+    name: str
+    role: str
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    db: Database
+    clock: Clock
+    thumbnails: Thumbnails
+    metrics: Metrics
+    ds_last_refresh: dict[str, float] = field(default_factory=dict)
+    auth_cache: dict[str, tuple[Principal, float]] = field(default_factory=dict)
+    auth_lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def get_state(request: Request) -> AppState:
+    return request.app.state.review  # type: ignore[no-any-return]
+
+
+State = Annotated[AppState, Depends(get_state)]
+
+
+def get_db(state: State) -> Database:
+    return state.db
+
+
+def get_clock(state: State) -> Clock:
+    return state.clock
+
+
+def get_settings(state: State) -> Settings:
+    return state.settings
+
+
+Db = Annotated[Database, Depends(get_db)]
+Now = Annotated[Clock, Depends(get_clock)]
+Config = Annotated[Settings, Depends(get_settings)]
+
+_bearer = HTTPBearer(auto_error=False, description="A per-person token from `edgemine reviewers add`.")
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def current_principal(
+    state: State, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+        raise _unauthorized("missing bearer token")
+    token = credentials.credentials
+    key = hash_token(token)
+    ttl = state.settings.auth_cache_seconds
+    now = time.monotonic()
+    cached = state.auth_cache.get(key)
+    if cached is not None and cached[1] > now:
+        return cached[0]
+    with state.db.read() as s:
+        reviewer = storage.reviewer_by_token(s, token=token)
+        principal = Principal(reviewer.id, reviewer.name, reviewer.role) if reviewer else None
+    if principal is None:
+        with state.auth_lock:
+            state.auth_cache.pop(key, None)
+        raise _unauthorized("unknown or revoked token")
+    if ttl > 0:
+        with state.auth_lock:
+            if len(state.auth_cache) > 10_000:
+                state.auth_cache.clear()
+            state.auth_cache[key] = (principal, now + ttl)
+    return principal
+
+
+def require(role: str) -> Callable[[Principal], Principal]:
+    def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+        if not role_allows(principal.role, role):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"this needs the {role} role")
+        return principal
+
+    check.__name__ = f"require_{role}"
+    return check
+
+
+AnyReviewer = Annotated[Principal, Depends(require("reviewer"))]
+Lead = Annotated[Principal, Depends(require("lead"))]
+Admin = Annotated[Principal, Depends(require("admin"))]

@@ -1,0 +1,124 @@
+"""Items: the reviewer's view, frames by item id, decisions, and the lead's view and resolution."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, BackgroundTasks, Header, Path, Query, Response, status
+from fastapi.responses import FileResponse
+
+from review_api import schemas, storage, views
+from review_api.deps import AnyReviewer, AppState, Db, Lead, Now, State
+
+router = APIRouter(tags=["items"])
+
+ItemId = Annotated[int, Path(ge=1, le=2**62)]
+
+
+@router.get("/items/{item_id}", response_model=schemas.ItemPublic, summary="An item in your queue")
+def get_item(item_id: ItemId, me: AnyReviewer, db: Db) -> schemas.ItemPublic:
+    with db.read() as s:
+        item = storage.item_for_reviewer(s, item_id=item_id, reviewer_id=me.id, role=me.role)
+        return views.item_public(s, item, storage.get_run(s, run_id=item.run_id))
+
+
+@router.get(
+    "/items/{item_id}/images/{kind}/{index}",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/jpeg": {}}, "description": "A JPEG thumbnail."}},
+    summary="An image of an item: its frame, a reference neighbour, a context frame or a scenario peer",
+)
+def get_image(
+    item_id: ItemId,
+    kind: schemas.ImageKind,
+    index: Annotated[int, Path(ge=0, le=1000)],
+    me: AnyReviewer,
+    state: State,
+    size: Annotated[Literal["large", "small"], Query()] = "large",
+) -> FileResponse:
+    with state.db.read() as s:
+        item = storage.item_for_reviewer(s, item_id=item_id, reviewer_id=me.id, role=me.role)
+        uri = storage.image_uri(s, item=item, kind=kind, index=index)
+    px = state.settings.thumbnail_px if size == "large" else state.settings.thumbnail_small_px
+    path = state.thumbnails.get(uri, px=px)
+    return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+
+
+@router.post(
+    "/items/{item_id}/decisions",
+    response_model=schemas.DecisionPublic,
+    status_code=status.HTTP_201_CREATED,
+    responses={200: {"model": schemas.DecisionPublic, "description": "A retry: the decision recorded earlier."}},
+    summary="Decide an item you hold a lease on",
+)
+def decide(
+    item_id: ItemId,
+    body: schemas.DecisionCreate,
+    me: AnyReviewer,
+    state: State,
+    now: Now,
+    response: Response,
+    background: BackgroundTasks,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=128,
+                                                  description="Makes retries safe: same key, same result.")] = None,
+) -> schemas.DecisionPublic:
+    decision = storage.DecisionInput(verdict=body.verdict, category=body.category,
+                                     root_causes=tuple(body.root_causes), notes=body.notes, seconds=body.seconds)
+    with state.db.write() as s:
+        result = storage.submit_decision(s, item_id=item_id, reviewer_id=me.id, decision=decision, now=now(),
+                                         idempotency_key=idempotency_key)
+        out = views.decision_public(result.decision)
+    if not result.created:
+        response.status_code = status.HTTP_200_OK
+        return out
+    state.metrics.decisions.labels(body.verdict).inc()
+    if result.completed and result.required_reviews >= 3:
+        background.add_task(_maybe_refresh_consensus, state, result.run_id)
+    return out
+
+
+def _maybe_refresh_consensus(state: AppState, run_id: str) -> None:
+    """Re-run Dawid-Skene for a run after an item got its 3rd review, at most every ds_refresh_seconds."""
+    every = state.settings.ds_refresh_seconds
+    if every <= 0:
+        return
+    t = time.monotonic()
+    with state.auth_lock:
+        if t - state.ds_last_refresh.get(run_id, -1e18) < every:
+            return
+        state.ds_last_refresh[run_id] = t
+    with state.db.write() as s:
+        storage.refresh_consensus(s, run_id=run_id, now=state.clock())
+
+
+@router.get("/items/{item_id}/review", response_model=schemas.ItemLead,
+            summary="Lead: an item with all its decisions and its consensus")
+def review_item(item_id: ItemId, me: Lead, db: Db) -> schemas.ItemLead:
+    with db.read() as s:
+        item = storage.get_item(s, item_id=item_id)
+        return views.item_lead(s, item, storage.get_run(s, run_id=item.run_id))
+
+
+@router.post("/items/{item_id}/resolve", response_model=schemas.ItemLead,
+             summary="Lead: settle an item (escalated or not), optionally making it a gold item")
+def resolve(item_id: ItemId, body: schemas.Resolution, me: Lead, db: Db, now: Now) -> schemas.ItemLead:
+    with db.write() as s:
+        item = storage.resolve_item(s, item_id=item_id, lead_id=me.id, verdict=body.verdict, category=body.category,
+                                    root_cause=body.root_cause, notes=body.notes, make_gold=body.make_gold,
+                                    now=now())
+        return views.item_lead(s, item, storage.get_run(s, run_id=item.run_id))
+
+
+@router.get("/escalations", response_model=list[schemas.EscalationPublic],
+            summary="Lead: items waiting for a lead, oldest first")
+def list_escalations(
+    me: Lead,
+    db: Db,
+    run_id: Annotated[str | None, Query(max_length=200)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+) -> list[schemas.EscalationPublic]:
+    with db.read() as s:
+        return [views.escalation_public(s, i) for i in storage.escalations(s, run_id=run_id, limit=limit,
+                                                                            offset=offset)]

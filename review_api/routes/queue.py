@@ -1,0 +1,58 @@
+"""The reviewer's queue: lease the next item, renew or give back a lease."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+
+from review_api import schemas, storage, views
+from review_api.deps import AnyReviewer, Db, Now, State
+
+router = APIRouter(tags=["queue"])
+
+
+@router.post(
+    "/queue/next",
+    response_model=schemas.NextPublic,
+    responses={204: {"description": "Nothing left for you to review."}},
+    summary="Lease the next item to review (or get back the one you hold)",
+)
+def next_item(
+    me: AnyReviewer,
+    db: Db,
+    now: Now,
+    state: State,
+    response: Response,
+    run_id: Annotated[str | None, Query(max_length=200, description="Only items of this run.")] = None,
+) -> schemas.NextPublic | Response:
+    def lease() -> schemas.NextPublic | None:
+        with db.write() as s:
+            held = storage.lease_next(s, reviewer_id=me.id, now=now(), run_id=run_id)
+            if held is None:
+                return None
+            item = storage.get_item(s, item_id=held.item_id)
+            run = storage.get_run(s, run_id=held.run_id)
+            kind = "gold" if held.is_gold else "regular"
+            body = schemas.NextPublic(lease=views.lease_public(held), item=views.item_public(s, item, run))
+        state.metrics.leases.labels(kind).inc()
+        return body
+
+    body = storage.retry_on_conflict(lease)
+    if body is None:
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return body
+
+
+@router.post("/leases/{lease_id}/renew", response_model=schemas.LeasePublic, summary="Extend your lease")
+def renew(lease_id: int, me: AnyReviewer, db: Db, now: Now) -> schemas.LeasePublic:
+    with db.write() as s:
+        return views.lease_public(storage.renew_lease(s, lease_id=lease_id, reviewer_id=me.id, now=now()))
+
+
+@router.delete("/leases/{lease_id}", status_code=status.HTTP_204_NO_CONTENT,
+               summary="Give an item back without deciding (skip); you will not get it again")
+def release(lease_id: int, me: AnyReviewer, db: Db, now: Now) -> Response:
+    with db.write() as s:
+        storage.release_lease(s, lease_id=lease_id, reviewer_id=me.id, now=now())
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,231 @@
+"""Request and response bodies: Create/Update for what clients send, Public for what they get back.
+
+What a reviewer gets about an item (`ItemPublic`) is the same for regular, overlap and gold items and
+never includes other people's decisions, the number of reviews, or whether the answer is known.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Verdict = Literal["edge_case", "not_edge_case", "unsure"]
+LeadVerdict = Literal["edge_case", "not_edge_case"]
+Role = Literal["reviewer", "lead", "admin"]
+ImageKind = Literal["frame", "neighbor", "context", "scenario"]
+Tag = Field(min_length=1, max_length=200)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---------------------------------------------------------------- people
+class ReviewerCreate(Strict):
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[^\s].*$")
+    role: Role = "reviewer"
+
+
+class ReviewerPublic(BaseModel):
+    id: int
+    name: str
+    role: Role
+    active: bool
+    created_at: datetime
+
+
+class ReviewerCreated(ReviewerPublic):
+    token: str = Field(description="The bearer token. It is shown this once and stored only as a hash.")
+
+
+# ---------------------------------------------------------------- items
+class ImageRef(BaseModel):
+    index: int
+    url: str  # /items/{id}/images/{kind}/{index}: served by item id only
+    frame_id: str | None = None
+    distance: float | None = None  # reference neighbours: embedding distance
+
+
+class Taxonomy(BaseModel):
+    categories: list[str]
+    root_causes: list[str]
+
+
+class ItemPublic(BaseModel):
+    id: int
+    run_id: str
+    frame_id: str
+    rank: int
+    score: float | None
+    signals: dict[str, float | None]  # novelty, uncertainty, rarity, trigger
+    reasons: list[str]
+    scenario_id: str | None
+    event_id: str | None
+    drive_id: str
+    timestamp: datetime
+    label: str | None
+    metadata: dict[str, Any]
+    frame: ImageRef
+    neighbors: list[ImageRef]  # nearest reference frames: "why is this novel"
+    context: list[ImageRef]  # frames around this one in its drive (its event)
+    scenario: list[ImageRef]  # other candidates of its scenario
+    taxonomy: Taxonomy
+
+
+class LeasePublic(BaseModel):
+    id: int
+    item_id: int
+    leased_at: datetime
+    expires_at: datetime
+
+
+class NextPublic(BaseModel):
+    lease: LeasePublic
+    item: ItemPublic
+
+
+# ---------------------------------------------------------------- decisions
+class DecisionCreate(Strict):
+    verdict: Verdict
+    category: str | None = Field(None, min_length=1, max_length=200)
+    root_causes: list[str] = Field(default_factory=list, max_length=20)
+    notes: str | None = Field(None, max_length=2000)
+    seconds: float | None = Field(None, ge=0, le=86_400, description="Time the reviewer spent on the item.")
+
+
+class DecisionPublic(BaseModel):
+    id: int
+    item_id: int
+    verdict: Verdict
+    category: str | None
+    root_causes: list[str]
+    notes: str | None
+    seconds: float | None
+    decided_at: datetime
+
+
+class DecisionLead(DecisionPublic):
+    reviewer: str
+    is_gold: bool
+    gold_correct: bool | None
+
+
+# ---------------------------------------------------------------- lead views
+class Consensus(BaseModel):
+    status: str
+    verdict: str | None
+    category: str | None
+    root_cause: str | None
+    confidence: float | None
+    method: str | None
+    escalation_reason: str | None
+    decided_at: datetime | None
+
+
+class ItemLead(ItemPublic):
+    is_gold: bool
+    gold_verdict: str | None
+    gold_category: str | None
+    required_reviews: int
+    n_decisions: int
+    consensus: Consensus
+    decisions: list[DecisionLead]
+
+
+class EscalationPublic(BaseModel):
+    item_id: int
+    run_id: str
+    frame_id: str
+    rank: int
+    reason: str | None
+    n_decisions: int
+    escalated_at: datetime | None
+    votes: dict[str, int]  # label -> how many reviewers chose it
+
+
+class Resolution(Strict):
+    verdict: LeadVerdict
+    category: str | None = Field(None, min_length=1, max_length=200)
+    root_cause: str | None = Field(None, min_length=1, max_length=200)
+    notes: str | None = Field(None, max_length=2000)
+    make_gold: bool = Field(False, description="Also serve this item as a gold item from now on.")
+
+
+# ---------------------------------------------------------------- runs
+class RunImport(Strict):
+    run_dir: str = Field(min_length=1, max_length=4096, description="A mining run folder on the server.")
+    ground_truth: str | None = Field(None, min_length=1, max_length=4096)
+    categories: list[str] | None = Field(None, min_length=1, max_length=100)
+    root_causes: list[str] | None = Field(None, min_length=1, max_length=100)
+    overlap_fraction: float | None = Field(None, ge=0, le=1)
+    overlap_reviews: int | None = Field(None, ge=2, le=3)
+    gold_fraction: float | None = Field(None, ge=0, le=1)
+    gold_rate: float | None = Field(None, ge=0, le=0.5)
+    lease_seconds: int | None = Field(None, ge=10, le=86_400)
+    min_agreement: float | None = Field(None, ge=0, le=1)
+    ds_min_confidence: float | None = Field(None, ge=0, le=1)
+
+
+class ImportPublic(BaseModel):
+    run_id: str
+    items: int
+    inserted: int
+    already_present: int
+    gold: int
+    overlap: int
+    skipped: int
+    skipped_rows: list[dict[str, str | None]]
+    ignored_columns: list[str]
+    categories: list[str]
+    root_causes: list[str]
+
+
+class RunUpdate(Strict):
+    active: bool | None = None
+    gold_rate: float | None = Field(None, ge=0, le=0.5)
+    lease_seconds: int | None = Field(None, ge=10, le=86_400)
+    min_agreement: float | None = Field(None, ge=0, le=1)
+    ds_min_confidence: float | None = Field(None, ge=0, le=1)
+
+
+class RunPublic(BaseModel):
+    run_id: str
+    source: str
+    imported_at: datetime
+    active: bool
+    n_items: int
+    n_gold: int
+    categories: list[str]
+    root_causes: list[str]
+    overlap_fraction: float
+    overlap_reviews: int
+    gold_rate: float
+    lease_seconds: int
+    min_agreement: float
+    ds_min_confidence: float
+
+
+class ConsensusRefresh(BaseModel):
+    run_id: str
+    method: str
+    items_considered: int
+    items_updated: int
+    escalated: int
+    converged: bool
+    n_iter: int
+    reviewer_accuracy: dict[str, float]
+
+
+class MetricsPublic(BaseModel):
+    """A run's quality and queue figures (see storage.run_metrics for their definitions)."""
+
+    run_id: str
+    queue: dict[str, Any]
+    agreement: dict[str, Any]
+    consensus_methods: dict[str, int]
+    reviewers: list[dict[str, Any]]
+    review_hours: float
+    cost: float | None
+    cost_per_confirmed_edge_case: float | None

@@ -1,0 +1,863 @@
+"""Keyword-only storage functions of the review service: queue, leases, decisions, consensus, metrics.
+
+Every function takes an open SQLAlchemy session (from `Database.write()` or `.read()`) and the current
+time `now` where time matters, so tests drive expiry with a fake clock. Functions raise the typed errors
+of `jobs.errors`; only the routes turn them into HTTP answers.
+
+Labels: a decision's label is its category when the verdict is `edge_case`, else the verdict itself.
+A run's label space is `["not_edge_case", *categories, "unsure"]`; "unsure" counts as a review but is
+no vote (majority), is left out of Dawid-Skene, and is its own class in the agreement coefficients.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+import numpy as np
+import pyarrow as pa
+from sqlalchemy import CursorResult, Table, bindparam, exists, func, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from jobs.contracts import DECISIONS_SCHEMA, SIGNAL_COLUMNS, TIMESTAMP, VERDICTS
+from jobs.errors import ConfigError, InvalidFieldError, LeaseExpiredError, NotFoundError, ReviewError
+from mining.agreement import category_counts, fleiss_kappa, krippendorff_alpha, pairwise_cohen_kappa
+from mining.consensus import dawid_skene, majority_vote
+from review_api.auth import check_role, hash_token, new_token
+from review_api.db import Assignment, Decision, Item, Reviewer, Run
+
+NOT_EDGE, UNSURE, EDGE = "not_edge_case", "unsure", "edge_case"
+CONFIRMED_STATUSES = ("complete", "resolved", "gold")  # statuses whose consensus is final (not escalated)
+OPEN_ITEMS = text("items.slots_free > 0 AND NOT items.is_gold")  # must match the ix_items_open index
+ITEMS, ASSIGNMENTS = cast(Table, Item.__table__), cast(Table, Assignment.__table__)  # Core tables for hot paths
+MAX_NOTES = 2000
+
+# What the publish step reads (one row per confirmed edge case; metadata is the manifest's, as JSON).
+CONFIRMED_ITEMS_SCHEMA = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("item_id", pa.int64(), nullable=False),
+        pa.field("frame_id", pa.string(), nullable=False),
+        pa.field("uri", pa.string(), nullable=False),
+        pa.field("drive_id", pa.string(), nullable=False),
+        pa.field("timestamp", TIMESTAMP, nullable=False),
+        pa.field("category", pa.string(), nullable=False),
+        pa.field("root_cause", pa.string()),
+        pa.field("confidence", pa.float32(), nullable=False),
+        pa.field("n_reviews", pa.int32(), nullable=False),
+        pa.field("consensus_method", pa.string(), nullable=False),
+        pa.field("decided_at", TIMESTAMP, nullable=False),  # when the item's consensus was reached
+        pa.field("rank", pa.int32()),
+        pa.field("score", pa.float32()),
+    ]
+    + [pa.field(s, pa.float32()) for s in SIGNAL_COLUMNS]
+    + [
+        pa.field("scenario_id", pa.string()),
+        pa.field("event_id", pa.string()),
+        pa.field("label", pa.string()),
+        pa.field("metadata", pa.string()),  # JSON object
+    ]
+)
+
+
+# ================================================================ reviewers
+def create_reviewer(session: Session, *, name: str, role: str, now: datetime) -> tuple[Reviewer, str]:
+    """Add a person; returns the row and the bearer token, which is not stored and cannot be shown again."""
+    check_role(role)
+    name = name.strip()
+    if not name or len(name) > 128:
+        raise InvalidFieldError("name", f"reviewer name {name!r} must be 1-128 characters")
+    if session.scalar(select(Reviewer.id).where(Reviewer.name == name)) is not None:
+        raise ReviewError(f"reviewer {name!r} already exists")
+    token = new_token()
+    reviewer = Reviewer(name=name, role=role, token_hash=hash_token(token), active=True, created_at=now)
+    session.add(reviewer)
+    session.flush()
+    return reviewer, token
+
+
+def ensure_reviewer_with_token(session: Session, *, name: str, role: str, token: str, now: datetime) -> Reviewer:
+    """Create (or re-key) a named reviewer with a given token: the development admin only."""
+    check_role(role)
+    reviewer = session.scalar(select(Reviewer).where(Reviewer.name == name))
+    if reviewer is None:
+        reviewer = Reviewer(name=name, role=role, token_hash=hash_token(token), active=True, created_at=now)
+        session.add(reviewer)
+    else:
+        reviewer.role, reviewer.token_hash, reviewer.active = role, hash_token(token), True
+    session.flush()
+    return reviewer
+
+
+def reviewer_by_token(session: Session, *, token: str) -> Reviewer | None:
+    return session.scalar(select(Reviewer).where(Reviewer.token_hash == hash_token(token), Reviewer.active))
+
+
+def get_reviewer(session: Session, *, reviewer_id: int) -> Reviewer:
+    reviewer = session.get(Reviewer, reviewer_id)
+    if reviewer is None:
+        raise NotFoundError(f"reviewer {reviewer_id} does not exist")
+    return reviewer
+
+
+def list_reviewers(session: Session) -> list[Reviewer]:
+    return list(session.scalars(select(Reviewer).order_by(Reviewer.id)))
+
+
+def deactivate_reviewer(session: Session, *, name: str) -> Reviewer:
+    reviewer = session.scalar(select(Reviewer).where(Reviewer.name == name))
+    if reviewer is None:
+        raise NotFoundError(f"reviewer {name!r} does not exist")
+    reviewer.active = False
+    return reviewer
+
+
+# ================================================================ runs
+def get_run(session: Session, *, run_id: str) -> Run:
+    run = session.get(Run, run_id)
+    if run is None:
+        raise NotFoundError(f"run {run_id!r} does not exist")
+    return run
+
+
+def list_runs(session: Session) -> list[Run]:
+    return list(session.scalars(select(Run).order_by(Run.imported_at, Run.run_id)))
+
+
+def update_run_policy(
+    session: Session,
+    *,
+    run_id: str,
+    active: bool | None = None,
+    gold_rate: float | None = None,
+    lease_seconds: int | None = None,
+    min_agreement: float | None = None,
+    ds_min_confidence: float | None = None,
+) -> Run:
+    """Change the parts of a run's policy that may change after import (overlap is fixed at import)."""
+    run = get_run(session, run_id=run_id)
+    checks: dict[str, tuple[Any, float, float]] = {
+        "gold_rate": (gold_rate, 0.0, 0.5),
+        "lease_seconds": (lease_seconds, 10, 86_400),
+        "min_agreement": (min_agreement, 0.0, 1.0),
+        "ds_min_confidence": (ds_min_confidence, 0.0, 1.0),
+    }
+    for name, (value, lo, hi) in checks.items():
+        if value is None:
+            continue
+        if not lo <= value <= hi:
+            raise InvalidFieldError(name, f"{name}={value} must be between {lo} and {hi}")
+        setattr(run, name, value)
+    if active is not None:
+        run.active = active
+    return run
+
+
+def label_space(run: Run) -> list[str]:
+    return [NOT_EDGE, *run.categories, UNSURE]
+
+
+def decision_label(verdict: str, category: str | None) -> str:
+    return category if verdict == EDGE and category else verdict
+
+
+# ================================================================ queue and leases
+def _unit_hash(*parts: object) -> float:
+    """A stable pseudo-random number in [0, 1) from the parts (gold draws, overlap sampling)."""
+    digest = hashlib.blake2b("\x1f".join(str(p) for p in parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def reclaim_expired(session: Session, *, now: datetime) -> int:
+    """Expire leases whose time ran out and give their review slots back to the queue."""
+    rows = session.execute(
+        update(ASSIGNMENTS)
+        .where(ASSIGNMENTS.c.state == "leased", ASSIGNMENTS.c.expires_at <= now)
+        .values(state="expired", closed_at=now)
+        .returning(ASSIGNMENTS.c.item_id, ASSIGNMENTS.c.is_gold)
+    ).all()
+    freed = Counter(item_id for item_id, is_gold in rows if not is_gold)
+    if freed:
+        session.execute(
+            update(ITEMS).where(ITEMS.c.id == bindparam("iid")).values(slots_free=ITEMS.c.slots_free + bindparam("n")),
+            [{"iid": i, "n": n} for i, n in freed.items()],
+        )
+    return len(rows)
+
+
+def live_lease(session: Session, *, reviewer_id: int, now: datetime) -> Assignment | None:
+    lease = session.scalar(select(Assignment).where(Assignment.reviewer_id == reviewer_id,
+                                                    Assignment.state == "leased"))
+    if lease is None or lease.expires_at <= now:
+        return None
+    return lease
+
+
+def _seen_by(reviewer_id: int) -> Any:
+    return exists().where(Assignment.item_id == Item.id, Assignment.reviewer_id == reviewer_id)
+
+
+def lease_next(
+    session: Session, *, reviewer_id: int, now: datetime, run_id: str | None = None, candidates: int = 8
+) -> Assignment | None:
+    """Lease the next item for a reviewer, or return None when nothing is left for them.
+
+    Returns the reviewer's live lease if they hold one (so a retried or repeated `next` is harmless).
+    Otherwise takes the first open regular item (import order, i.e. rank order within a run) that the
+    reviewer never held, and with the run's gold rate swaps it for a gold item of the same run that
+    the reviewer has not seen. A reviewer never gets an item twice.
+    """
+    reclaim_expired(session, now=now)
+    held = live_lease(session, reviewer_id=reviewer_id, now=now)
+    if held is not None:
+        return held
+    runs = {r.run_id: r for r in session.scalars(select(Run).where(Run.active))}
+    if run_id is not None:
+        if run_id not in runs:
+            get_run(session, run_id=run_id)  # raises NotFoundError when the run does not exist
+            return None
+        runs = {run_id: runs[run_id]}
+    if not runs:
+        return None
+    query = select(Item.id, Item.run_id).where(OPEN_ITEMS, ~_seen_by(reviewer_id))
+    n_runs = session.scalar(select(func.count()).select_from(Run))
+    if len(runs) != n_runs:
+        query = query.where(Item.run_id.in_(list(runs)))
+    for item_id, item_run in session.execute(query.order_by(Item.id).limit(candidates)).all():
+        run = runs[item_run]
+        gold_id = _maybe_gold(session, run=run, reviewer_id=reviewer_id)
+        if gold_id is not None:
+            return _new_lease(session, item_id=gold_id, run=run, reviewer_id=reviewer_id, is_gold=True, now=now)
+        taken = cast(CursorResult[Any], session.execute(
+            update(ITEMS).where(ITEMS.c.id == item_id, ITEMS.c.slots_free > 0).values(slots_free=ITEMS.c.slots_free - 1)
+        )).rowcount
+        if taken:  # another server process may have taken the last slot (PostgreSQL)
+            return _new_lease(session, item_id=item_id, run=run, reviewer_id=reviewer_id, is_gold=False, now=now)
+    return None
+
+
+def _maybe_gold(session: Session, *, run: Run, reviewer_id: int) -> int | None:
+    if run.gold_rate <= 0 or run.n_gold == 0:
+        return None
+    served = session.scalar(select(func.count()).where(Assignment.reviewer_id == reviewer_id,
+                                                       Assignment.run_id == run.run_id))
+    if _unit_hash("gold", run.run_id, reviewer_id, served) >= run.gold_rate:
+        return None
+    return session.scalar(
+        select(Item.id).where(Item.run_id == run.run_id, Item.is_gold, ~_seen_by(reviewer_id)).order_by(Item.id)
+        .limit(1)
+    )
+
+
+def _new_lease(session: Session, *, item_id: int, run: Run, reviewer_id: int, is_gold: bool,
+               now: datetime) -> Assignment:
+    lease = Assignment(item_id=item_id, reviewer_id=reviewer_id, run_id=run.run_id, state="leased",
+                       is_gold=is_gold, leased_at=now, expires_at=now + timedelta(seconds=run.lease_seconds))
+    session.add(lease)
+    session.flush()
+    return lease
+
+
+def _own_lease(session: Session, *, lease_id: int, reviewer_id: int) -> Assignment:
+    lease = session.get(Assignment, lease_id)
+    if lease is None or lease.reviewer_id != reviewer_id:
+        raise NotFoundError(f"lease {lease_id} does not exist or is not yours")
+    return lease
+
+
+def renew_lease(session: Session, *, lease_id: int, reviewer_id: int, now: datetime) -> Assignment:
+    """Extend a live lease by the run's lease length from now."""
+    lease = _own_lease(session, lease_id=lease_id, reviewer_id=reviewer_id)
+    if lease.state != "leased" or lease.expires_at <= now:
+        raise LeaseExpiredError(f"lease {lease_id} is {lease.state if lease.state != 'leased' else 'expired'}; "
+                                "ask for the next item")
+    run = get_run(session, run_id=lease.run_id)
+    lease.expires_at = now + timedelta(seconds=run.lease_seconds)
+    return lease
+
+
+def release_lease(session: Session, *, lease_id: int, reviewer_id: int, now: datetime) -> Assignment:
+    """Give an item back without deciding (skip). The reviewer will not be offered it again."""
+    lease = _own_lease(session, lease_id=lease_id, reviewer_id=reviewer_id)
+    if lease.state != "leased":
+        raise ReviewError(f"lease {lease_id} is already {lease.state}")
+    lease.state, lease.closed_at = "released", now
+    if not lease.is_gold:
+        session.execute(update(ITEMS).where(ITEMS.c.id == lease.item_id).values(slots_free=ITEMS.c.slots_free + 1))
+    return lease
+
+
+# ================================================================ items
+def get_item(session: Session, *, item_id: int) -> Item:
+    item = session.get(Item, item_id)
+    if item is None:
+        raise NotFoundError(f"item {item_id} does not exist")
+    return item
+
+
+def item_for_reviewer(session: Session, *, item_id: int, reviewer_id: int, role: str) -> Item:
+    """The item if this person may see it: leads and admins see all, a reviewer only items they were given."""
+    item = session.get(Item, item_id)
+    if item is not None and role == "reviewer":
+        held = session.scalar(select(Assignment.id).where(Assignment.item_id == item_id,
+                                                          Assignment.reviewer_id == reviewer_id))
+        if held is None:
+            item = None
+    if item is None:  # the same answer for "missing" and "not yours": no probing for ids
+        raise NotFoundError(f"item {item_id} does not exist or is not in your queue")
+    return item
+
+
+def scenario_peers(session: Session, *, item: Item, limit: int = 8) -> list[Item]:
+    """Other candidates of the item's scenario in the same run, best rank first."""
+    if item.scenario_id is None:
+        return []
+    return list(session.scalars(
+        select(Item).where(Item.run_id == item.run_id, Item.scenario_id == item.scenario_id, Item.id != item.id)
+        .order_by(Item.rank, Item.id).limit(limit)
+    ))
+
+
+def image_uri(session: Session, *, item: Item, kind: str, index: int) -> str:
+    """The stored uri behind an item's image slot: its frame, k-th reference neighbour, context or peer."""
+    if kind == "frame":
+        if index != 0:
+            raise NotFoundError(f"item {item.id} has one frame (index 0), not index {index}")
+        return item.uri
+    if kind in ("neighbor", "context"):
+        uris = item.evidence.get("neighbor_uris" if kind == "neighbor" else "context_uris") or []
+        if not 0 <= index < len(uris) or not uris[index]:
+            raise NotFoundError(f"item {item.id} has no {kind} image {index} (it has {len(uris)})")
+        return str(uris[index])
+    if kind == "scenario":
+        peers = scenario_peers(session, item=item)
+        if not 0 <= index < len(peers):
+            raise NotFoundError(f"item {item.id} has no scenario peer {index} (it has {len(peers)})")
+        return peers[index].uri
+    raise NotFoundError(f"image kind {kind!r} is not one of ['frame', 'neighbor', 'context', 'scenario']")
+
+
+# ================================================================ decisions
+@dataclass(frozen=True)
+class DecisionInput:
+    verdict: str
+    category: str | None = None
+    root_causes: tuple[str, ...] = ()
+    notes: str | None = None
+    seconds: float | None = None
+
+
+def _validate_decision(run: Run, d: DecisionInput) -> None:
+    if d.verdict not in VERDICTS:
+        raise InvalidFieldError("verdict", f"verdict={d.verdict!r} is not one of {list(VERDICTS)}")
+    if d.verdict == EDGE:
+        if not d.category:
+            raise InvalidFieldError("category", f"category is required when verdict is {EDGE!r}; "
+                                                f"one of {run.categories}")
+        if d.category not in run.categories:
+            raise InvalidFieldError("category", f"category={d.category!r} is not in run {run.run_id!r}'s "
+                                                f"taxonomy {run.categories}")
+    elif d.category:
+        raise InvalidFieldError("category", f"category={d.category!r} is only allowed with verdict {EDGE!r}, "
+                                            f"not {d.verdict!r}")
+    unknown = [t for t in d.root_causes if t not in run.root_causes]
+    if unknown:
+        raise InvalidFieldError("root_causes", f"root cause(s) {unknown} not in run {run.run_id!r}'s tags "
+                                               f"{run.root_causes}")
+    if len(set(d.root_causes)) != len(d.root_causes):
+        raise InvalidFieldError("root_causes", f"root_causes {list(d.root_causes)} repeat a tag")
+    if d.notes is not None and len(d.notes) > MAX_NOTES:
+        raise InvalidFieldError("notes", f"notes are {len(d.notes)} characters; at most {MAX_NOTES}")
+    if d.seconds is not None and not (math.isfinite(d.seconds) and 0 <= d.seconds <= 86_400):
+        raise InvalidFieldError("seconds", f"seconds={d.seconds} must be between 0 and 86400")
+
+
+def _same_decision(row: Decision, item_id: int, d: DecisionInput) -> bool:
+    return (row.item_id == item_id and row.verdict == d.verdict and row.category == d.category
+            and list(row.root_causes) == list(d.root_causes) and row.notes == d.notes
+            and row.seconds == d.seconds)
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    decision: Decision
+    created: bool  # False: a retry of an earlier request with the same idempotency key
+    completed: bool  # this decision completed the item's reviews (consensus was computed)
+    run_id: str
+    required_reviews: int
+
+
+def submit_decision(
+    session: Session,
+    *,
+    item_id: int,
+    reviewer_id: int,
+    decision: DecisionInput,
+    now: datetime,
+    idempotency_key: str | None = None,
+) -> SubmitResult:
+    """Record a reviewer's decision on an item they hold a live lease for.
+
+    With an idempotency key, repeating the same request returns the first decision unchanged; the same
+    key with a different body is refused. When the item has all its reviews, its consensus is computed.
+    """
+    if idempotency_key is not None:
+        if not 1 <= len(idempotency_key) <= 128:
+            raise InvalidFieldError("Idempotency-Key", "Idempotency-Key must be 1-128 characters")
+        prior = session.scalar(select(Decision).where(Decision.reviewer_id == reviewer_id,
+                                                      Decision.idempotency_key == idempotency_key))
+        if prior is not None:
+            if not _same_decision(prior, item_id, decision):
+                raise InvalidFieldError("Idempotency-Key", f"Idempotency-Key {idempotency_key!r} was already used "
+                                                           f"for decision {prior.id} with a different body")
+            item = get_item(session, item_id=prior.item_id)
+            return SubmitResult(prior, False, False, item.run_id, item.required_reviews)
+    lease = session.scalar(select(Assignment).where(Assignment.item_id == item_id,
+                                                    Assignment.reviewer_id == reviewer_id))
+    if lease is None:
+        raise NotFoundError(f"item {item_id} does not exist or is not in your queue")
+    if lease.state == "decided":
+        raise ReviewError(f"you already decided item {item_id}; send the same Idempotency-Key to retry safely")
+    if lease.state != "leased" or lease.expires_at <= now:
+        what = "been released" if lease.state == "released" else "expired"
+        raise LeaseExpiredError(f"your lease on item {item_id} has {what}; the item went back to the queue")
+    run = get_run(session, run_id=lease.run_id)
+    _validate_decision(run, decision)
+    # lock the item row first (PostgreSQL): the decision that completes it then sees all the others
+    n_done, required, is_gold = session.execute(
+        update(ITEMS).where(ITEMS.c.id == item_id).values(n_decisions=ITEMS.c.n_decisions + 1)
+        .returning(ITEMS.c.n_decisions, ITEMS.c.required_reviews, ITEMS.c.is_gold)
+    ).one()
+    gold_correct = None
+    if is_gold:
+        item = get_item(session, item_id=item_id)
+        gold_correct = decision.verdict == item.gold_verdict and (
+            decision.verdict != EDGE or decision.category == item.gold_category)
+    row = Decision(
+        item_id=item_id, assignment_id=lease.id, run_id=run.run_id, reviewer_id=reviewer_id,
+        verdict=decision.verdict, category=decision.category, root_causes=list(decision.root_causes),
+        notes=decision.notes, seconds=decision.seconds,
+        handling_seconds=max(0.0, (now - lease.leased_at).total_seconds()), decided_at=now,
+        idempotency_key=idempotency_key, is_gold=bool(is_gold), gold_correct=gold_correct,
+    )
+    session.add(row)
+    lease.state, lease.closed_at = "decided", now
+    session.flush()
+    completed = not is_gold and n_done >= required
+    if completed:
+        _majority_consensus(session, item=get_item(session, item_id=item_id), run=run, now=now)
+    return SubmitResult(row, True, completed, run.run_id, required)
+
+
+def decisions_of(session: Session, *, item_id: int) -> list[Decision]:
+    return list(session.scalars(select(Decision).where(Decision.item_id == item_id).order_by(Decision.id)))
+
+
+def _root_cause(decisions: Sequence[Decision], label: str) -> str | None:
+    tags = Counter(t for d in decisions if decision_label(d.verdict, d.category) == label for t in d.root_causes)
+    if not tags:
+        return None
+    top = max(tags.values())
+    return sorted(t for t, c in tags.items() if c == top)[0]
+
+
+def _set_consensus(item: Item, *, label: str | None, confidence: float, method: str, reason: str,
+                   root_cause: str | None, now: datetime) -> None:
+    if reason:
+        item.status, item.escalation_reason = "escalated", reason
+        item.consensus_verdict = item.consensus_category = item.consensus_root_cause = None
+    else:
+        item.status, item.escalation_reason = "complete", None
+        item.consensus_verdict = NOT_EDGE if label == NOT_EDGE else EDGE
+        item.consensus_category = None if label == NOT_EDGE else label
+        item.consensus_root_cause = root_cause
+    item.confidence, item.consensus_method, item.consensus_at = float(confidence), method, now
+
+
+def _majority_consensus(session: Session, *, item: Item, run: Run, now: datetime) -> None:
+    decisions = decisions_of(session, item_id=item.id)
+    labels = label_space(run)
+    index = {lab: i for i, lab in enumerate(labels)}
+    votes = np.array([[index[decision_label(d.verdict, d.category)] for d in decisions]], np.int64)
+    res = majority_vote(votes, n_classes=len(labels), abstain=index[UNSURE], min_agreement=run.min_agreement)
+    winner = labels[int(res.labels[0])] if res.labels[0] >= 0 else None
+    _set_consensus(item, label=winner, confidence=float(res.confidence[0]), method="majority",
+                   reason=str(res.reasons[0]), root_cause=_root_cause(decisions, winner) if winner else None, now=now)
+
+
+# ================================================================ lead actions
+def escalations(session: Session, *, run_id: str | None = None, limit: int = 100, offset: int = 0) -> list[Item]:
+    query = select(Item).where(Item.status == "escalated")
+    if run_id is not None:
+        query = query.where(Item.run_id == run_id)
+    return list(session.scalars(query.order_by(Item.consensus_at, Item.id).limit(limit).offset(offset)))
+
+
+def resolve_item(
+    session: Session,
+    *,
+    item_id: int,
+    lead_id: int,
+    verdict: str,
+    category: str | None,
+    root_cause: str | None,
+    notes: str | None,
+    make_gold: bool,
+    now: datetime,
+) -> Item:
+    """A lead's final answer for an item (escalated or not); `make_gold` also makes it a gold item."""
+    item = get_item(session, item_id=item_id)
+    run = get_run(session, run_id=item.run_id)
+    if verdict == UNSURE:
+        raise InvalidFieldError("verdict", f"a lead resolves with {EDGE!r} or {NOT_EDGE!r}, not {UNSURE!r}")
+    _validate_decision(run, DecisionInput(verdict=verdict, category=category,
+                                          root_causes=(root_cause,) if root_cause else (), notes=notes))
+    item.status, item.escalation_reason = ("gold" if make_gold or item.is_gold else "resolved"), None
+    item.consensus_verdict, item.consensus_category, item.consensus_root_cause = verdict, category, root_cause
+    item.confidence, item.consensus_method, item.consensus_at = 1.0, "lead", now
+    item.resolved_by, item.resolution_notes = lead_id, notes
+    if make_gold and not item.is_gold:
+        _make_gold(session, item=item, run=run, verdict=verdict, category=category)
+    return item
+
+
+def _make_gold(session: Session, *, item: Item, run: Run, verdict: str, category: str | None) -> None:
+    live = session.scalar(select(func.count()).where(Assignment.item_id == item.id, Assignment.state == "leased"))
+    if live:
+        raise ReviewError(f"item {item.id} is leased right now; make it gold after its review")
+    item.is_gold, item.gold_verdict, item.gold_category = True, verdict, category
+    item.slots_free = 0
+    run.n_gold += 1
+
+
+# ================================================================ Dawid-Skene
+@dataclass
+class ConsensusReport:
+    run_id: str
+    method: str
+    items_considered: int
+    items_updated: int
+    escalated: int
+    converged: bool
+    n_iter: int
+    reviewer_accuracy: dict[str, float] = field(default_factory=dict)  # estimated P(correct), by name
+
+
+def refresh_consensus(session: Session, *, run_id: str, now: datetime, min_reviews: int = 3) -> ConsensusReport:
+    """Dawid-Skene over all of a run's decisions; items with >= `min_reviews` reviews take its answer.
+
+    Gold and lead-resolved items are clamped to their known answers (they anchor each reviewer's
+    confusion matrix) and never change. Items whose posterior is below the run's `ds_min_confidence`
+    are escalated.
+    """
+    run = get_run(session, run_id=run_id)
+    classes = [NOT_EDGE, *run.categories]
+    cls = {c: i for i, c in enumerate(classes)}
+    rows = session.execute(
+        select(Decision.item_id, Decision.reviewer_id, Decision.verdict, Decision.category)
+        .where(Decision.run_id == run_id, Decision.verdict != UNSURE)
+    ).all()
+    if not rows:
+        return ConsensusReport(run_id, "dawid_skene", 0, 0, 0, True, 0)
+    item_ids = np.array(sorted({r[0] for r in rows}), np.int64)
+    reviewer_ids = np.array(sorted({r[1] for r in rows}), np.int64)
+    it = np.searchsorted(item_ids, np.array([r[0] for r in rows], np.int64))
+    rt = np.searchsorted(reviewer_ids, np.array([r[1] for r in rows], np.int64))
+    lb = np.array([cls[decision_label(r[2], r[3])] for r in rows], np.int64)
+    items = {i.id: i for i in session.scalars(select(Item).where(Item.id.in_(item_ids.tolist())))}
+    fixed = np.full(len(item_ids), -1, np.int64)
+    for pos, iid in enumerate(item_ids.tolist()):
+        item = items[iid]
+        if item.is_gold and item.gold_verdict:
+            fixed[pos] = cls[decision_label(item.gold_verdict, item.gold_category)]
+        elif item.status == "resolved" and item.consensus_verdict:
+            fixed[pos] = cls[decision_label(item.consensus_verdict, item.consensus_category)]
+    ds = dawid_skene(it, rt, lb, n_items=len(item_ids), n_raters=len(reviewer_ids), n_classes=len(classes),
+                     fixed=fixed)
+    votes_per_item = np.bincount(it, minlength=len(item_ids))
+    considered = updated = escalated_n = 0
+    decisions_by_item: dict[int, list[Decision]] = {}
+    targets = [pos for pos in range(len(item_ids))
+               if fixed[pos] < 0 and items[int(item_ids[pos])].n_decisions >= min_reviews
+               and not items[int(item_ids[pos])].is_gold
+               and items[int(item_ids[pos])].status in ("complete", "escalated")]
+    if targets:
+        for d in session.scalars(select(Decision).where(Decision.item_id.in_([int(item_ids[p]) for p in targets]))):
+            decisions_by_item.setdefault(d.item_id, []).append(d)
+    for pos in targets:
+        item = items[int(item_ids[pos])]
+        considered += 1
+        label = classes[int(ds.labels[pos])]
+        conf = float(ds.confidence[pos])
+        reason = "low_confidence" if conf < run.ds_min_confidence or votes_per_item[pos] == 0 else ""
+        before = (item.status, item.consensus_verdict, item.consensus_category, item.consensus_method)
+        _set_consensus(item, label=label, confidence=conf, method="dawid_skene", reason=reason,
+                       root_cause=_root_cause(decisions_by_item.get(item.id, []), label), now=now)
+        updated += before != (item.status, item.consensus_verdict, item.consensus_category, item.consensus_method)
+        escalated_n += bool(reason)
+    names = dict(session.execute(select(Reviewer.id, Reviewer.name).where(Reviewer.id.in_(reviewer_ids.tolist()))))
+    accuracy = {names[int(r)]: float(np.diagonal(ds.confusion[k]) @ ds.priors) for k, r in enumerate(reviewer_ids)}
+    return ConsensusReport(run_id, "dawid_skene", considered, updated, escalated_n, ds.converged, ds.n_iter,
+                           accuracy)
+
+
+# ================================================================ quality metrics
+def _nan_to_none(x: float) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def agreement_metrics(session: Session, *, run_id: str) -> dict[str, Any]:
+    """Cohen's kappa (pairwise), Fleiss' kappa and Krippendorff's alpha over a run's multiply-reviewed items."""
+    run = get_run(session, run_id=run_id)
+    labels = label_space(run)
+    index = {lab: i for i, lab in enumerate(labels)}
+    rows = session.execute(
+        select(Decision.item_id, Decision.reviewer_id, Decision.verdict, Decision.category)
+        .join(Item, Item.id == Decision.item_id)
+        .where(Decision.run_id == run_id, Item.n_decisions >= 2, ~Item.is_gold)
+    ).all()
+    out: dict[str, Any] = {"labels": labels, "items": 0, "cohen_kappa_mean": None, "cohen_kappa_pairs": [],
+                           "fleiss_kappa": None, "fleiss_items": 0, "fleiss_raters": 0,
+                           "krippendorff_alpha": None}
+    by_item: dict[int, list[tuple[int, int]]] = {}
+    for item_id, reviewer_id, verdict, category in rows:
+        by_item.setdefault(item_id, []).append((reviewer_id, index[decision_label(verdict, category)]))
+    by_item = {k: v for k, v in by_item.items() if len(v) >= 2}
+    if not by_item:
+        return out
+    item_ids = sorted(by_item)
+    reviewer_ids = sorted({r for v in by_item.values() for r, _ in v})
+    col = {r: j for j, r in enumerate(reviewer_ids)}
+    ratings = np.full((len(item_ids), len(reviewer_ids)), -1, np.int64)
+    for i, iid in enumerate(item_ids):
+        for r, lab in by_item[iid]:
+            ratings[i, col[r]] = lab
+    names = dict(session.execute(select(Reviewer.id, Reviewer.name).where(Reviewer.id.in_(reviewer_ids))))
+    pk = pairwise_cohen_kappa(ratings, n_classes=len(labels), min_items=2)
+    out["items"] = len(item_ids)
+    out["cohen_kappa_mean"] = _nan_to_none(pk.mean())
+    out["cohen_kappa_pairs"] = [
+        {"a": names[reviewer_ids[a]], "b": names[reviewer_ids[b]], "kappa": _nan_to_none(k), "items": int(n)}
+        for a, b, k, n in zip(pk.rater_a, pk.rater_b, pk.kappa, pk.n_items, strict=True)
+    ]
+    per_item = (ratings >= 0).sum(axis=1)
+    modal = int(np.bincount(per_item).argmax())
+    same = per_item == modal
+    out["fleiss_kappa"] = _nan_to_none(fleiss_kappa(category_counts(ratings[same], n_classes=len(labels))))
+    out["fleiss_items"], out["fleiss_raters"] = int(same.sum()), modal
+    reliability = np.where(ratings >= 0, ratings, np.nan).T.astype(float)
+    out["krippendorff_alpha"] = _nan_to_none(krippendorff_alpha(reliability, level="nominal"))
+    return out
+
+
+def reviewer_metrics(
+    session: Session, *, run_id: str | None = None, cost_per_hour: float = 0.0
+) -> list[dict[str, Any]]:
+    """Per reviewer: decisions, items per hour, median seconds per item, gold accuracy, agreement with consensus.
+
+    Time per item is what the page reported (`seconds`) or else the server's lease-to-decision time;
+    items per hour is 3600 / mean time per item (the pace while reviewing, breaks excluded).
+    """
+    query = (
+        select(Decision.reviewer_id, Decision.verdict, Decision.category, Decision.seconds,
+               Decision.handling_seconds, Decision.is_gold, Decision.gold_correct, Item.status,
+               Item.consensus_verdict, Item.consensus_category)
+        .join(Item, Item.id == Decision.item_id)
+    )
+    if run_id is not None:
+        get_run(session, run_id=run_id)
+        query = query.where(Decision.run_id == run_id)
+    stats: dict[int, dict[str, Any]] = {}
+    for row in session.execute(query):
+        rid, verdict, category, seconds, handling, is_gold, correct, status, c_verdict, c_category = row
+        s = stats.setdefault(rid, {"times": [], "gold": 0, "gold_ok": 0, "cons": 0, "cons_ok": 0, "unsure": 0})
+        s["times"].append(seconds if seconds is not None else handling)
+        s["unsure"] += verdict == UNSURE
+        if is_gold:
+            s["gold"] += 1
+            s["gold_ok"] += bool(correct)
+        elif status in ("complete", "resolved") and c_verdict:
+            s["cons"] += 1
+            s["cons_ok"] += decision_label(verdict, category) == decision_label(c_verdict, c_category)
+    reviewers = {r.id: r for r in session.scalars(select(Reviewer).where(Reviewer.id.in_(list(stats))))}
+    out = []
+    for rid, s in sorted(stats.items(), key=lambda kv: reviewers[kv[0]].name):
+        times = np.array(s["times"], float)
+        total = float(times.sum())
+        out.append({
+            "reviewer": reviewers[rid].name,
+            "role": reviewers[rid].role,
+            "decisions": int(times.size),
+            "items_per_hour": round(3600.0 * times.size / total, 2) if total > 0 else None,
+            "median_seconds": round(float(np.median(times)), 2),
+            "review_hours": round(total / 3600.0, 4),
+            "cost": round(total / 3600.0 * cost_per_hour, 2) if cost_per_hour else None,
+            "unsure_rate": round(s["unsure"] / times.size, 4),
+            "gold_reviewed": s["gold"],
+            "gold_accuracy": round(s["gold_ok"] / s["gold"], 4) if s["gold"] else None,
+            "consensus_compared": s["cons"],
+            "agreement_with_consensus": round(s["cons_ok"] / s["cons"], 4) if s["cons"] else None,
+        })
+    return out
+
+
+def queue_stats(session: Session, *, now: datetime, run_id: str | None = None) -> list[dict[str, Any]]:
+    """Per run: items by status, review slots waiting, live leases, and the age of the oldest waiting work."""
+    runs = [get_run(session, run_id=run_id)] if run_id is not None else list_runs(session)
+    out = []
+    for run in runs:
+        by_status = dict(session.execute(
+            select(Item.status, func.count()).where(Item.run_id == run.run_id).group_by(Item.status)).all())
+        waiting_items, waiting_slots, oldest = session.execute(
+            select(func.count(), func.coalesce(func.sum(Item.slots_free), 0), func.min(Item.created_at))
+            .where(Item.run_id == run.run_id, OPEN_ITEMS)
+        ).one()
+        leased = session.scalar(select(func.count()).where(Assignment.run_id == run.run_id,
+                                                           Assignment.state == "leased", Assignment.expires_at > now))
+        oldest_escalation = session.scalar(select(func.min(Item.consensus_at)).where(
+            Item.run_id == run.run_id, Item.status == "escalated"))
+        confirmed = session.scalar(select(func.count()).where(
+            Item.run_id == run.run_id, Item.consensus_verdict == EDGE, Item.status.in_(CONFIRMED_STATUSES)))
+        out.append({
+            "run_id": run.run_id,
+            "active": run.active,
+            "items": run.n_items,
+            "gold": run.n_gold,
+            "by_status": {s: int(by_status.get(s, 0)) for s in ("queued", "complete", "escalated", "resolved", "gold")},
+            "waiting_items": int(waiting_items),
+            "waiting_reviews": int(waiting_slots),
+            "leased": int(leased or 0),
+            "confirmed_edge_cases": int(confirmed or 0),
+            "oldest_waiting_seconds": (now - oldest).total_seconds() if oldest else None,
+            "oldest_escalation_seconds": (now - oldest_escalation).total_seconds() if oldest_escalation else None,
+        })
+    return out
+
+
+def run_metrics(session: Session, *, run_id: str, now: datetime, cost_per_hour: float = 0.0) -> dict[str, Any]:
+    """Everything a lead reads about one run: queue, agreement, consensus methods, reviewers, cost."""
+    queue = queue_stats(session, now=now, run_id=run_id)[0]
+    reviewers = reviewer_metrics(session, run_id=run_id, cost_per_hour=cost_per_hour)
+    methods = dict(session.execute(
+        select(Item.consensus_method, func.count()).where(Item.run_id == run_id, Item.consensus_method.isnot(None))
+        .group_by(Item.consensus_method)).all())
+    hours = sum(r["review_hours"] for r in reviewers)
+    cost = hours * cost_per_hour if cost_per_hour else None
+    confirmed = queue["confirmed_edge_cases"]
+    return {
+        "run_id": run_id,
+        "queue": queue,
+        "agreement": agreement_metrics(session, run_id=run_id),
+        "consensus_methods": {str(k): int(v) for k, v in methods.items()},
+        "reviewers": reviewers,
+        "review_hours": round(hours, 4),
+        "cost": round(cost, 2) if cost is not None else None,
+        "cost_per_confirmed_edge_case": round(cost / confirmed, 2) if cost is not None and confirmed else None,
+    }
+
+
+# ================================================================ what the publish step reads
+def _confirmed_query(run_id: str | None, since: datetime | None) -> Any:
+    query = select(Item).where(Item.consensus_verdict == EDGE, Item.status.in_(CONFIRMED_STATUSES))
+    if run_id is not None:
+        query = query.where(Item.run_id == run_id)
+    if since is not None:
+        query = query.where(Item.consensus_at > since)
+    return query.order_by(Item.consensus_at, Item.id)
+
+
+def iter_confirmed_items(
+    session: Session, *, run_id: str | None = None, since: datetime | None = None, batch_size: int = 10_000
+) -> Iterator[pa.Table]:
+    """Confirmed edge cases (consensus `edge_case`, not escalated) in CONFIRMED_ITEMS_SCHEMA batches.
+
+    `since` keeps items whose consensus came after it (an incremental publish); `decided_at` is when
+    the consensus was reached, so decision-to-dataset latency is `published_at - decided_at`.
+    """
+    import json
+
+    if batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size} must be >= 1")
+    gold_reviews = dict(session.execute(
+        select(Decision.item_id, func.count()).join(Item, Item.id == Decision.item_id)
+        .where(Item.is_gold, Item.consensus_verdict == EDGE).group_by(Decision.item_id)).all())
+    cols: dict[str, list[Any]] = {f.name: [] for f in CONFIRMED_ITEMS_SCHEMA}
+
+    def flush() -> pa.Table:
+        table = pa.table({k: pa.array(v, CONFIRMED_ITEMS_SCHEMA.field(k).type) for k, v in cols.items()},
+                         schema=CONFIRMED_ITEMS_SCHEMA)
+        for v in cols.values():
+            v.clear()
+        return table
+
+    for item in session.scalars(_confirmed_query(run_id, since).execution_options(yield_per=batch_size)):
+        n_reviews = gold_reviews.get(item.id, 0) if item.is_gold else item.n_decisions
+        row = {
+            "run_id": item.run_id, "item_id": item.id, "frame_id": item.frame_id, "uri": item.uri,
+            "drive_id": item.drive_id, "timestamp": item.timestamp, "category": item.consensus_category,
+            "root_cause": item.consensus_root_cause, "confidence": item.confidence,
+            "n_reviews": n_reviews, "consensus_method": item.consensus_method, "decided_at": item.consensus_at,
+            "rank": item.rank, "score": item.score, "scenario_id": item.scenario_id, "event_id": item.event_id,
+            "label": item.label, "metadata": json.dumps(item.meta, sort_keys=True),
+        }
+        row.update({s: getattr(item, s) for s in SIGNAL_COLUMNS})
+        for k, v in row.items():
+            cols[k].append(v)
+        if len(cols["item_id"]) >= batch_size:
+            yield flush()
+    if cols["item_id"]:
+        yield flush()
+
+
+def confirmed_items(session: Session, *, run_id: str | None = None, since: datetime | None = None) -> pa.Table:
+    """All confirmed edge cases as one table (see iter_confirmed_items for large runs)."""
+    tables = list(iter_confirmed_items(session, run_id=run_id, since=since))
+    return pa.concat_tables(tables) if tables else CONFIRMED_ITEMS_SCHEMA.empty_table()
+
+
+def iter_decisions(session: Session, *, run_id: str | None = None, batch_size: int = 10_000) -> Iterator[pa.Table]:
+    """Every decision in DECISIONS_SCHEMA batches (decision_id order)."""
+    query = (
+        select(Decision.id, Decision.run_id, Item.frame_id, Reviewer.name, Decision.verdict, Decision.category,
+               Decision.root_causes, Decision.notes, Decision.seconds, Decision.decided_at)
+        .join(Item, Item.id == Decision.item_id).join(Reviewer, Reviewer.id == Decision.reviewer_id)
+        .order_by(Decision.id)
+    )
+    if run_id is not None:
+        query = query.where(Decision.run_id == run_id)
+    names = DECISIONS_SCHEMA.names
+    result = session.execute(query.execution_options(yield_per=batch_size))
+    for part in result.partitions(batch_size):
+        columns = list(zip(*part, strict=True))
+        yield pa.table({n: pa.array(list(c), DECISIONS_SCHEMA.field(n).type) for n, c in zip(names, columns,
+                                                                                              strict=True)},
+                       schema=DECISIONS_SCHEMA)
+
+
+def missing_decisions(session: Session, *, decision_ids: Sequence[int]) -> list[int]:
+    """The ids in `decision_ids` that are NOT in the store (crash tests)."""
+    present: set[int] = set()
+    ids = list(decision_ids)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        present.update(session.scalars(select(Decision.id).where(Decision.id.in_(chunk))))
+    return [i for i in ids if i not in present]
+
+
+def retry_on_conflict(fn: Any, attempts: int = 3) -> Any:
+    """Run `fn()` again when a concurrent writer won a unique-constraint race (PostgreSQL)."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except IntegrityError:
+            if attempt == attempts - 1:
+                raise
+    return None
+
+
