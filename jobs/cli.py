@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "jobs.commands.demo",
     "jobs.commands.datasets",
     "jobs.commands.submit",
+    "jobs.commands.mine",
 )
 
 app = typer.Typer(

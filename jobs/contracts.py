@@ -72,6 +72,9 @@ ERRORS_SCHEMA = pa.schema(
 
 # ---------------------------------------------------------------- scores (every scored frame)
 SIGNAL_COLUMNS = ("novelty", "uncertainty", "rarity", "trigger")
+# Per-signal columns are calibrated scores in [0, 1] (percentiles); null where a signal has no value for
+# the frame. Extra columns after these: the raw values (`<signal>_raw`, e.g. kNN distance, entropy) and
+# `triggers_fired` list<string>.
 SCORES_SCHEMA = pa.schema(
     [
         pa.field("frame_id", pa.string(), nullable=False),
@@ -79,6 +82,41 @@ SCORES_SCHEMA = pa.schema(
         pa.field("reasons", pa.list_(pa.string()), nullable=False),
     ]
     + [pa.field(s, pa.float32()) for s in SIGNAL_COLUMNS]
+    + [pa.field("event_id", pa.string())]  # set when the frame is part of an event
+)
+
+
+def _signal_stat_fields() -> list[pa.Field]:
+    return [pa.field(f"{s}_{a}", pa.float64()) for s in ("score", *SIGNAL_COLUMNS) for a in ("max", "mean")]
+
+
+# ---------------------------------------------------------------- events / scenarios (aggregation output)
+# An event: contiguous high-scoring frames of one drive. `<run>/events.parquet`.
+EVENTS_SCHEMA = pa.schema(
+    [
+        pa.field("event_id", pa.string(), nullable=False),  # "<drive_id>/e0001"
+        pa.field("drive_id", pa.string(), nullable=False),
+        pa.field("start", TIMESTAMP, nullable=False),
+        pa.field("end", TIMESTAMP, nullable=False),
+        pa.field("n_frames", pa.int64(), nullable=False),  # frames at or above the threshold
+        pa.field("n_kept", pa.int64(), nullable=False),  # after temporal de-duplication
+        pa.field("n_candidates", pa.int64(), nullable=False),
+        pa.field("peak_frame_id", pa.string(), nullable=False),
+    ]
+    + _signal_stat_fields()
+)
+# A scenario: a cluster of candidate-pool frames. `<run>/scenarios.parquet`.
+SCENARIOS_SCHEMA = pa.schema(
+    [
+        pa.field("scenario_id", pa.string(), nullable=False),  # "s000" holds the best-scoring frame
+        pa.field("n_frames", pa.int64(), nullable=False),
+        pa.field("n_drives", pa.int64(), nullable=False),
+        pa.field("n_events", pa.int64(), nullable=False),
+        pa.field("n_candidates", pa.int64(), nullable=False),
+        pa.field("peak_frame_id", pa.string(), nullable=False),
+        pa.field("peak_uri", pa.string()),
+    ]
+    + _signal_stat_fields()
 )
 
 # ---------------------------------------------------------------- candidates (what reviewers see)

@@ -131,3 +131,21 @@ def format_table(rows: Sequence[Metrics]) -> str:
         for c in cats:
             lines.append(f"| {c} | " + " | ".join(f"{m.coverage.get(c, 0.0):.2f}" for m in rows) + " |")
     return "\n".join(lines)
+
+
+def evaluate_run(run_dir: str, ground_truth: str, *, random_repeats: int = 20, seed: int = 0) -> list[Metrics]:
+    """Read a run's candidates.parquet and scores.parquet and evaluate them against ground truth."""
+    import os
+
+    import pyarrow.parquet as pq
+
+    from jobs.errors import InputNotFoundError
+
+    for p in (os.path.join(run_dir, "candidates.parquet"), os.path.join(run_dir, "scores.parquet"), ground_truth):
+        if not os.path.exists(p):
+            raise InputNotFoundError(f"{p!r} does not exist")
+    cands = pq.read_table(os.path.join(run_dir, "candidates.parquet"), columns=["frame_id"]).column(0).to_pylist()
+    cols = ["frame_id", "novelty", "uncertainty", "rarity", "trigger"]
+    scores = pq.read_table(os.path.join(run_dir, "scores.parquet"), columns=cols).to_pandas()
+    gt = check_ground_truth(pq.read_table(ground_truth).to_pandas())
+    return evaluate(cands, scores, gt, random_repeats=random_repeats, seed=seed)

@@ -30,6 +30,7 @@ from mining.vectors import l2_normalize
 
 IndexKind = Literal["auto", "flat", "ivf_flat", "ivf_pq", "hnsw"]
 ApproxKind = Literal["ivf_flat", "ivf_pq", "hnsw"]
+Refine = Literal["none", "sq8", "flat"]
 Metric = Literal["l2", "cosine"]
 INDEX_FILE, SIDECAR_FILE, IDS_FILE = "index.faiss", "index.json", "ids.parquet"
 SIDECAR_VERSION = 1
@@ -53,6 +54,8 @@ class IndexParams:
     nprobe: int = 32  # IVF cells visited per query
     pq_m: int | None = None  # PQ sub-quantizers; default the largest divisor of dim <= dim/2 and <= 64
     pq_nbits: int = 8
+    refine: Refine = "sq8"  # ivf_pq: re-rank k*k_factor PQ hits with 8-bit (sq8) or full (flat) vectors
+    k_factor: int = 4
     hnsw_m: int = 32
     ef_construction: int = 80
     ef_search: int = 128
@@ -63,7 +66,9 @@ class IndexParams:
         _check_literal("index.kind", self.kind, IndexKind)
         _check_literal("index.metric", self.metric, Metric)
         _check_literal("index.approx", self.approx, ApproxKind)
-        for name in ("exact_below", "nprobe", "pq_nbits", "hnsw_m", "ef_construction", "ef_search", "train_size"):
+        _check_literal("index.refine", self.refine, Refine)
+        for name in ("exact_below", "nprobe", "pq_nbits", "k_factor", "hnsw_m", "ef_construction", "ef_search",
+                     "train_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"index.{name}={getattr(self, name)} must be >= 1")
         for name in ("nlist", "pq_m"):
@@ -107,7 +112,8 @@ def _factory_string(p: IndexParams, dim: int) -> str:
     if p.kind == "ivf_flat":
         return f"IVF{p.nlist},Flat"
     if p.kind == "ivf_pq":
-        return f"IVF{p.nlist},PQ{p.pq_m}x{p.pq_nbits}"
+        refine = {"none": "", "sq8": ",Refine(SQ8)", "flat": ",RFlat"}[p.refine]
+        return f"IVF{p.nlist},PQ{p.pq_m}x{p.pq_nbits}{refine}"
     return f"HNSW{p.hnsw_m},Flat"
 
 
@@ -130,6 +136,8 @@ class VectorIndex:
         p = self._params
         if p.kind in ("ivf_flat", "ivf_pq"):
             faiss.extract_index_ivf(self.index).nprobe = min(p.nprobe, p.nlist or p.nprobe)
+            if isinstance(self.index, faiss.IndexRefine):
+                self.index.k_factor = float(p.k_factor)
         elif p.kind == "hnsw":
             self.index.hnsw.efSearch = p.ef_search
 
@@ -166,7 +174,10 @@ class VectorIndex:
         sel = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.ascontiguousarray(exclude, dtype=np.int64)))
         p = self._params
         if p.kind in ("ivf_flat", "ivf_pq"):
-            return faiss.SearchParametersIVF(sel=sel, nprobe=min(p.nprobe, p.nlist or p.nprobe))
+            ivf = faiss.SearchParametersIVF(sel=sel, nprobe=min(p.nprobe, p.nlist or p.nprobe))
+            if isinstance(self.index, faiss.IndexRefine):
+                return faiss.IndexRefineSearchParameters(k_factor=float(p.k_factor), sel=sel, base_index_params=ivf)
+            return ivf
         if p.kind == "hnsw":
             return faiss.SearchParametersHNSW(sel=sel, efSearch=p.ef_search)
         return faiss.SearchParameters(sel=sel)
@@ -193,6 +204,35 @@ class VectorIndex:
             dist[s : s + batch_size] = np.where(ok, d, np.inf)
             ids[s : s + batch_size] = i
         return dist, ids
+
+    def search_other_groups(
+        self, x: np.ndarray, k: int, *, query_groups: np.ndarray, row_groups: np.ndarray, margin: int = 64
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """kNN that never returns a row of the query's own group (e.g. the same drive).
+
+        Searches k+margin neighbours and drops same-group ones; queries left with fewer than k are searched
+        again with the whole group excluded (exact but slower, so only for those).
+        """
+        qg = np.asarray(query_groups)
+        rg = np.asarray(row_groups)
+        if len(rg) != self.count:
+            raise ConfigError(f"row_groups has {len(rg)} entries for an index of {self.count} rows")
+        kk = min(k + margin, self.count)
+        d, i = self.search(x, kk)
+        same = (i < 0) | (rg[np.maximum(i, 0)] == qg[:, None])
+        order = np.argsort(same, axis=1, kind="stable")[:, :k]  # other-group hits first, in distance order
+        dist = np.where(np.take_along_axis(same, order, 1), np.inf, np.take_along_axis(d, order, 1))
+        ids = np.where(np.take_along_axis(same, order, 1), -1, np.take_along_axis(i, order, 1))
+        if dist.shape[1] < k:
+            pad = k - dist.shape[1]
+            dist = np.hstack([dist, np.full((len(dist), pad), np.inf, np.float32)])
+            ids = np.hstack([ids, np.full((len(ids), pad), -1, np.int64)])
+        short = np.flatnonzero((~same).sum(axis=1) < k)
+        for g in np.unique(qg[short]):
+            q = short[qg[short] == g]
+            dd, ii = self.search(x[q], k, exclude=np.flatnonzero(rg == g))
+            dist[q], ids[q] = dd, ii
+        return dist.astype(np.float32), ids
 
     def self_search(self, rows: np.ndarray, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Leave-one-out kNN for vectors that are rows `rows` of this index: a row is never its own neighbour.

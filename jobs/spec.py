@@ -1,0 +1,221 @@
+"""The mining job spec: one validated object, loaded from YAML and/or CLI flags.
+
+    frames: fleet/manifest.parquet          # frames manifest (relative paths: from this file's folder)
+    reference: known/manifest.parquet       # frames manifest or embeddings table of known data
+    out: runs/2026-01-05
+    budget: 500
+    encoder: builtin                        # builtin | torchscript:PATH | torchvision:NAME:PATH
+    models: [torchscript:model.pt]          # their logits give uncertainty (several: ensemble disagreement)
+    signals:
+      novelty: {weight: 1.0, k: 10}
+      uncertainty: {weight: 1.0, measure: entropy}
+      rarity: {weight: 0.5, k: 10}
+      trigger:
+        weight: 1.0
+        rules:
+          - {name: hard_brake_pedestrian, expr: 'accel_mps2 < -4 and label == "pedestrian"'}
+    selection: {strategy: kcenter, per_event_cap: 5}
+
+Every section and option is documented on its field below. Errors name the field ("selection.budget: …").
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from jobs.errors import ConfigError, InputNotFoundError
+
+DEFAULT_SIGNALS: dict[str, dict[str, Any]] = {
+    "novelty": {"weight": 1.0, "k": 10},
+    "uncertainty": {"weight": 1.0, "measure": "entropy"},
+    "rarity": {"weight": 1.0, "k": 10},
+    "trigger": {"weight": 1.0, "rules": []},
+}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class IndexSpec(_Section):
+    """The reference FAISS index (see mining.index.IndexParams for each parameter's meaning)."""
+
+    kind: Literal["auto", "flat", "ivf_flat", "ivf_pq", "hnsw"] = "auto"
+    metric: Literal["l2", "cosine"] = "l2"
+    exact_below: int = Field(200_000, ge=1, description="auto: exact search below this many reference frames")
+    approx: Literal["ivf_flat", "ivf_pq", "hnsw"] = "hnsw"
+    nlist: int | None = Field(None, ge=1)
+    nprobe: int = Field(32, ge=1)
+    pq_m: int | None = Field(None, ge=1)
+    pq_nbits: int = Field(8, ge=1, le=16)
+    refine: Literal["none", "sq8", "flat"] = "sq8"
+    k_factor: int = Field(4, ge=1)
+    hnsw_m: int = Field(32, ge=2)
+    ef_construction: int = Field(80, ge=1)
+    ef_search: int = Field(128, ge=1)
+    train_size: int = Field(100_000, ge=1)
+    dir: Path | None = Field(None, description="reusable reference index folder (built there when absent)")
+
+    def params(self, *, seed: int = 0) -> Any:
+        from mining.index import IndexParams
+
+        return IndexParams(**self.model_dump(exclude={"dir"}), seed=seed)
+
+
+class FusionSpec(_Section):
+    mode: Literal["weighted_mean", "weighted_max"] = "weighted_mean"
+    reason_percentile: float = Field(0.95, ge=0.0, le=1.0, description="signals at/above this become reasons")
+
+
+class AggregateSpec(_Section):
+    """Events and de-duplication. The candidate pool is every frame scoring >= threshold."""
+
+    threshold: float | None = Field(None, ge=0.0, le=1.0, description="fused score threshold (absolute)")
+    pool_fraction: float = Field(0.02, gt=0.0, le=1.0, description="if no threshold: top fraction of frames")
+    max_gap_s: float = Field(1.0, ge=0.0)
+    dedup_s: float = Field(0.5, ge=0.0)
+
+
+class ScenarioSpec(_Section):
+    k: int | None = Field(None, ge=1, description="number of scenarios (default ~sqrt(pool/2), at most 50)")
+
+
+class SelectionSpec(_Section):
+    strategy: str = "kcenter"
+    diversity: float = Field(1.0, ge=0.0, le=4.0, description="kcenter: 0 = by score only")
+    per_event_cap: int | None = Field(5, ge=1)
+    per_scenario_cap: int | None = Field(None, ge=1)
+
+    @field_validator("strategy")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from mining.select import STRATEGIES
+
+        if v not in STRATEGIES:
+            raise ValueError(f"unknown strategy {v!r}; known strategies: {', '.join(sorted(STRATEGIES))}")
+        return v
+
+
+class EvidenceSpec(_Section):
+    neighbors: int = Field(5, ge=0, le=100, description="nearest reference frames stored per candidate")
+    context_offsets_s: list[float] = Field(default_factory=lambda: [-1.0, -0.5, 0.5, 1.0])
+
+
+class SparkSpec(_Section):
+    master: str = "local[*]"
+    conf: dict[str, str] = Field(default_factory=dict)
+
+
+class MineSpec(_Section):
+    """A mining job. `frames`, `reference`, `out` and `budget` are required (in YAML or as flags)."""
+
+    frames: Path
+    reference: Path
+    out: Path
+    budget: int = Field(..., ge=1, description="frames to select (at most the usable frames)")
+    encoder: str = "builtin"
+    models: list[str] = Field(default_factory=list, description="encoders whose logits give uncertainty")
+    input_size: int | None = Field(None, ge=8)
+    batch_size: int = Field(256, ge=1)
+    actors: int | None = Field(None, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    index: IndexSpec = IndexSpec()
+    signals: dict[str, dict[str, Any]] = Field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_SIGNALS.items()})
+    fusion: FusionSpec = FusionSpec()
+    aggregate: AggregateSpec = AggregateSpec()
+    scenarios: ScenarioSpec = ScenarioSpec()
+    selection: SelectionSpec = SelectionSpec()
+    evidence: EvidenceSpec = EvidenceSpec()
+    spark: SparkSpec = SparkSpec()
+    calibration_sample: int = Field(100_000, ge=100, description="frames sampled to calibrate percentiles")
+    score_batch_rows: int = Field(16_384, ge=1)
+    seed: int = 0
+
+    @field_validator("signals")
+    @classmethod
+    def _signals(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        from mining.signals import ALIASES, SIGNALS, make_signal
+
+        out: dict[str, dict[str, Any]] = {}
+        for name, opts in v.items():
+            key = ALIASES.get(name, name)
+            if key not in SIGNALS:
+                raise ValueError(f"unknown signal {name!r}; known signals: {', '.join(sorted(SIGNALS))}")
+            opts = dict(opts or {})
+            w = opts.get("weight", 1.0)
+            if not isinstance(w, (int, float)) or isinstance(w, bool) or w < 0:
+                raise ValueError(f"{name}.weight={w!r} must be a number >= 0")
+            o = {k: x for k, x in opts.items() if k != "weight"}
+            make_signal(key, **o)  # unknown options and malformed trigger rules fail here, naming them
+            out[key] = opts
+        if not any(float(o.get("weight", 1.0)) > 0 for o in out.values()):
+            raise ValueError("at least one signal needs a weight > 0")
+        return out
+
+    def make_signals(self) -> dict[str, tuple[float, Any]]:
+        """name -> (weight, Signal instance)."""
+        from mining.signals import make_signal
+
+        out = {}
+        for name, opts in self.signals.items():
+            o = dict(opts)
+            w = float(o.pop("weight", 1.0))
+            out[name] = (w, make_signal(name, **o))
+        return out
+
+
+def _format_validation(exc: ValidationError, source: str) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(spec)"
+        msg = err["msg"].removeprefix("Value error, ")
+        got = err.get("input")
+        shown = "" if isinstance(got, dict) or got is None or err["type"] == "missing" else f" (got {got!r})"
+        parts.append(f"{loc}: {msg}{shown}")
+    return f"{source}: " + "; ".join(parts)
+
+
+def build_spec(data: dict[str, Any], *, source: str = "job spec") -> MineSpec:
+    """Validate a dict as a MineSpec; ConfigError names every bad field."""
+    try:
+        return MineSpec.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation(exc, source)) from None
+
+
+PATH_FIELDS = ("frames", "reference", "out")
+
+
+def load_spec(path: str | os.PathLike[str] | None = None, **overrides: Any) -> MineSpec:
+    """Read a YAML job spec (paths relative to its folder), apply non-None `overrides`, validate."""
+    import yaml
+
+    data: dict[str, Any] = {}
+    source = "flags"
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise InputNotFoundError(f"job spec {str(p)!r} does not exist")
+        source = str(p)
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML: {exc}".replace("\n", " ")) from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: a job spec is a mapping of fields, got {type(loaded).__name__}")
+        data = loaded
+        base = p.resolve().parent
+        for f in PATH_FIELDS:
+            if isinstance(data.get(f), str) and "://" not in data[f] and not os.path.isabs(data[f]):
+                data[f] = str(base / data[f])
+        idx = data.get("index")
+        if isinstance(idx, dict) and isinstance(idx.get("dir"), str) and not os.path.isabs(idx["dir"]):
+            idx["dir"] = str(base / idx["dir"])
+    for k, v in overrides.items():
+        if v is not None:
+            data[k] = v
+    return build_spec(data, source=source)
