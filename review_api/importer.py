@@ -263,8 +263,8 @@ def _insert_ignoring_duplicates(s: Session, rows: list[dict[str, Any]]) -> int:
         stmt = insert(table)
         s.execute(stmt, rows)
         return len(rows)
-    result = s.execute(dialect_insert(table).on_conflict_do_nothing(index_elements=["run_id", "frame_id"]), rows)
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    stmt = dialect_insert(table).on_conflict_do_nothing(index_elements=["run_id", "frame_id"]).returning(table.c.id)
+    return len(s.execute(stmt, rows).all())  # RETURNING yields only the rows that were inserted
 
 
 def _list_col(batch: pa.RecordBatch, name: str) -> list[Any]:

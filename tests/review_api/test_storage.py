@@ -1,0 +1,279 @@
+"""The storage suite, run on SQLite and on a real PostgreSQL (scripts/postgres.sh): import, queue, decisions."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from sqlalchemy import delete, func, select
+
+from jobs.contracts import DECISIONS_SCHEMA
+from jobs.errors import InvalidFieldError, LeaseExpiredError, NotFoundError, ReviewError
+from review_api import storage
+from review_api.db import Assignment, Database, Decision, Item, Run
+from review_api.importer import Policy, import_run
+from review_api.settings import load_settings
+from review_api.storage import DecisionInput
+from tests.review_api.conftest import T0
+
+SETTINGS = load_settings(environment="test")
+
+
+def policy(**overrides: object) -> Policy:
+    return Policy.from_settings(SETTINGS, **overrides)
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Database]:
+    database = Database(db_url)
+    database.create_all()
+    yield database
+    database.dispose()
+
+
+def people(db: Database, *names: str, role: str = "reviewer") -> list[int]:
+    ids = []
+    with db.write() as s:
+        for name in names:
+            reviewer, _ = storage.create_reviewer(s, name=name, role=role, now=T0)
+            ids.append(reviewer.id)
+    return ids
+
+
+def lease(db: Database, reviewer_id: int, *, now=T0, run_id: str | None = None) -> Assignment | None:  # noqa: ANN001
+    with db.write() as s:
+        return storage.lease_next(s, reviewer_id=reviewer_id, now=now, run_id=run_id)
+
+
+def decide(db: Database, item_id: int, reviewer_id: int, verdict: str = "not_edge_case", category: str | None = None,
+           *, now=T0, key: str | None = None) -> storage.SubmitResult:  # noqa: ANN001
+    with db.write() as s:
+        return storage.submit_decision(s, item_id=item_id, reviewer_id=reviewer_id, now=now, idempotency_key=key,
+                                       decision=DecisionInput(verdict=verdict, category=category))
+
+
+def test_import_is_idempotent_and_lists_unusable_rows(db: Database, run_dirs: dict[str, Path]) -> None:
+    first = import_run(db, run_dirs["bad"], policy=policy(), now=T0)
+    assert (first.inserted, first.skipped, first.items) == (8, 2, 8)
+    assert {r["reason"] for r in first.skipped_rows} == {"uri is empty"}
+    assert all(r["frame_id"].endswith("-bad") for r in first.skipped_rows)
+    again = import_run(db, run_dirs["bad"], policy=policy(overlap_fraction=1.0), now=T0)
+    assert (again.inserted, again.items, again.already_present) == (0, 8, 8)
+    with db.read() as s:
+        assert s.scalar(select(func.count()).select_from(Item)) == 8
+        run = storage.get_run(s, run_id="run-bad")
+        assert run.overlap_fraction == SETTINGS.overlap_fraction  # the first import's policy stands
+        item = s.scalars(select(Item).order_by(Item.rank)).first()
+        assert item is not None and item.uri.startswith("/") and item.meta["weather"] in ("clear", "rain", "fog")
+        assert item.evidence["neighbor_ids"] and len(item.evidence["context_uris"]) >= 2
+
+
+def test_an_interrupted_import_is_completed_by_the_next_one(db: Database, run_dirs: dict[str, Path]) -> None:
+    import_run(db, run_dirs["small"], policy=policy(), now=T0)
+    with db.write() as s:  # as if the import had died after the first rows
+        s.execute(delete(Item).where(Item.rank > 10))
+        storage.get_run(s, run_id="run-small").active = False
+    report = import_run(db, run_dirs["small"], policy=policy(), now=T0)
+    assert (report.inserted, report.already_present, report.items) == (14, 10, 24)
+
+
+def test_leases_follow_rank_and_never_repeat_an_item(db: Database, run_dirs: dict[str, Path]) -> None:
+    import_run(db, run_dirs["small"], policy=policy(overlap_fraction=0.0, gold_fraction=0.0), now=T0)
+    (ana,) = people(db, "ana")
+    seen = []
+    for _ in range(24):
+        held = lease(db, ana)
+        assert held is not None
+        assert lease(db, ana) is not None and lease(db, ana).id == held.id  # type: ignore[union-attr]
+        seen.append(held.item_id)
+        decide(db, held.item_id, ana)
+    assert lease(db, ana) is None
+    with db.read() as s:
+        ranks = [storage.get_item(s, item_id=i).rank for i in seen]
+    assert ranks == sorted(ranks) == list(range(1, 25))
+
+
+def test_expired_leases_return_items_to_the_queue(db: Database, run_dirs: dict[str, Path]) -> None:
+    import_run(db, run_dirs["small"], policy=policy(overlap_fraction=0.0, lease_seconds=60), now=T0)
+    ana, ben = people(db, "ana", "ben")
+    held = lease(db, ana)
+    assert held is not None
+    later = T0 + timedelta(seconds=61)
+    taken = lease(db, ben, now=later)
+    assert taken is not None and taken.item_id == held.item_id  # the slot came back
+    with pytest.raises(LeaseExpiredError, match="expired"):
+        decide(db, held.item_id, ana, now=later)
+    again = lease(db, ana, now=later)
+    assert again is not None and again.item_id != held.item_id  # never the same item twice
+
+
+def test_renew_and_release(db: Database, run_dirs: dict[str, Path]) -> None:
+    import_run(db, run_dirs["small"], policy=policy(overlap_fraction=0.0, lease_seconds=60), now=T0)
+    ana, ben = people(db, "ana", "ben")
+    held = lease(db, ana)
+    assert held is not None
+    with db.write() as s:
+        renewed = storage.renew_lease(s, lease_id=held.id, reviewer_id=ana, now=T0 + timedelta(seconds=50))
+    assert renewed.expires_at == T0 + timedelta(seconds=110)
+    with db.write() as s, pytest.raises(NotFoundError):
+        storage.renew_lease(s, lease_id=held.id, reviewer_id=ben, now=T0)
+    with db.write() as s:
+        storage.release_lease(s, lease_id=held.id, reviewer_id=ana, now=T0)
+    assert lease(db, ben).item_id == held.item_id  # type: ignore[union-attr]
+    assert lease(db, ana).item_id != held.item_id  # type: ignore[union-attr]
+
+
+def test_overlap_items_get_independent_reviews_then_consensus(db: Database, run_dirs: dict[str, Path]) -> None:
+    import_run(db, run_dirs["small"], policy=policy(overlap_fraction=1.0, overlap_reviews=3), now=T0)
+    a, b, c, d = people(db, "a", "b", "c", "d")
+    firsts = [lease(db, r) for r in (a, b, c)]
+    assert len({x.item_id for x in firsts}) == 1  # type: ignore[union-attr]
+    item_id = firsts[0].item_id  # type: ignore[union-attr]
+    assert lease(db, d).item_id != item_id  # type: ignore[union-attr]  # three slots, all taken
+    decide(db, item_id, a, "edge_case", "debris")
+    decide(db, item_id, b, "edge_case", "debris")
+    done = decide(db, item_id, c, "not_edge_case")
+    assert done.completed
+    with db.read() as s:
+        item = storage.get_item(s, item_id=item_id)
+        assert (item.status, item.consensus_verdict, item.consensus_category) == ("complete", "edge_case", "debris")
+        assert item.confidence == pytest.approx(2 / 3) and item.consensus_method == "majority"
+
+
+def test_ties_escalate_and_a_lead_resolves(db: Database, run_dirs: dict[str, Path]) -> None:
+    import_run(db, run_dirs["small"], policy=policy(overlap_fraction=1.0, overlap_reviews=2), now=T0)
+    a, b = people(db, "a", "b")
+    (lead,) = people(db, "lead", role="lead")
+    item_id = lease(db, a).item_id  # type: ignore[union-attr]
+    assert lease(db, b).item_id == item_id  # type: ignore[union-attr]
+    decide(db, item_id, a, "edge_case", "animal_on_road")
+    decide(db, item_id, b, "not_edge_case")
+    with db.write() as s:
+        (esc,) = storage.escalations(s, run_id="run-small")
+        assert (esc.id, esc.escalation_reason) == (item_id, "tie")
+        with pytest.raises(InvalidFieldError, match="category"):
+            storage.resolve_item(s, item_id=item_id, lead_id=lead, verdict="edge_case", category="dragons",
+                                 root_cause=None, notes=None, make_gold=False, now=T0)
+        storage.resolve_item(s, item_id=item_id, lead_id=lead, verdict="edge_case", category="animal_on_road",
+                             root_cause="novel_scene", notes="deer", make_gold=True, now=T0)
+    with db.read() as s:
+        item = storage.get_item(s, item_id=item_id)
+        assert (item.status, item.is_gold, item.consensus_method, item.confidence) == ("gold", True, "lead", 1.0)
+        assert storage.escalations(s, run_id="run-small") == []
+        assert storage.get_run(s, run_id="run-small").n_gold == 1
+
+
+def test_gold_items_from_ground_truth_are_scored(db: Database, run_dirs: dict[str, Path], synth_logs: Path) -> None:
+    report = import_run(db, run_dirs["small"], policy=policy(gold_fraction=0.25, gold_rate=0.5, overlap_fraction=0.0),
+                        now=T0, ground_truth=synth_logs / "ground_truth.parquet")
+    assert 3 <= report.gold <= 12
+    (ana,) = people(db, "ana")
+    gold_seen = correct = 0
+    while (held := lease(db, ana)) is not None:
+        with db.read() as s:
+            item = storage.get_item(s, item_id=held.item_id)
+            answer = (item.gold_verdict, item.gold_category)
+        result = decide(db, held.item_id, ana, *(answer if held.is_gold else ("not_edge_case", None)))
+        if held.is_gold:
+            gold_seen += 1
+            correct += bool(result.decision.gold_correct)
+    assert gold_seen == report.gold and correct == gold_seen  # every gold item once, all answered right
+    with db.read() as s:
+        (me,) = storage.reviewer_metrics(s, run_id="run-small")
+    assert me["gold_reviewed"] == gold_seen and me["gold_accuracy"] == 1.0
+
+
+def test_idempotency_key_replays_and_refuses_a_different_body(db: Database, run_dirs: dict[str, Path]) -> None:
+    import_run(db, run_dirs["small"], policy=policy(overlap_fraction=0.0), now=T0)
+    (ana,) = people(db, "ana")
+    held = lease(db, ana)
+    first = decide(db, held.item_id, ana, "unsure", key="k-1")  # type: ignore[union-attr]
+    again = decide(db, held.item_id, ana, "unsure", key="k-1")  # type: ignore[union-attr]
+    assert first.created and not again.created and again.decision.id == first.decision.id
+    with pytest.raises(InvalidFieldError, match="different body"):
+        decide(db, held.item_id, ana, "edge_case", "debris", key="k-1")  # type: ignore[union-attr]
+    with pytest.raises(ReviewError, match="already decided"):
+        decide(db, held.item_id, ana, "unsure")  # type: ignore[union-attr]
+    with db.read() as s:
+        assert s.scalar(select(func.count()).select_from(Decision)) == 1
+
+
+def test_confirmed_items_and_decisions_export(db: Database, run_dirs: dict[str, Path]) -> None:
+    import_run(db, run_dirs["small"], policy=policy(overlap_fraction=0.0), now=T0)
+    (ana,) = people(db, "ana")
+    verdicts = ["edge_case", "not_edge_case", "edge_case", "unsure"]
+    for k, verdict in enumerate(verdicts):
+        held = lease(db, ana, now=T0 + timedelta(minutes=k))
+        decide(db, held.item_id, ana, verdict, "debris" if verdict == "edge_case" else None,  # type: ignore[union-attr]
+               now=T0 + timedelta(minutes=k))
+    with db.read() as s:
+        table = storage.confirmed_items(s, run_id="run-small")
+        later = storage.confirmed_items(s, since=T0 + timedelta(seconds=30))
+        decisions = pa.concat_tables(list(storage.iter_decisions(s)))
+    assert table.schema == storage.CONFIRMED_ITEMS_SCHEMA
+    assert table.num_rows == 2 and set(table.column("category").to_pylist()) == {"debris"}
+    assert table.column("n_reviews").to_pylist() == [1, 1] and table.column("confidence").to_pylist() == [1.0, 1.0]
+    assert '"weather"' in table.column("metadata")[0].as_py()
+    assert later.num_rows == 1  # consensus reached after `since`
+    assert decisions.schema == DECISIONS_SCHEMA and decisions.num_rows == 4
+    assert decisions.column("verdict").to_pylist() == verdicts
+    assert set(decisions.column("reviewer").to_pylist()) == {"ana"}
+
+
+def test_concurrent_reviewers_never_over_assign(db: Database, run_dirs: dict[str, Path]) -> None:
+    """Eight threads lease and decide at once; no item ever gets more reviews than it needs."""
+    import_run(db, run_dirs["small"], policy=policy(overlap_fraction=0.5, overlap_reviews=3, gold_fraction=0.0),
+               now=T0)
+    ids = people(db, *[f"r{i}" for i in range(8)])
+    errors: list[BaseException] = []
+
+    def work(reviewer_id: int) -> None:
+        try:
+            for _ in range(30):
+                held = storage.retry_on_conflict(lambda: lease(db, reviewer_id))
+                if held is None:
+                    return
+                decide(db, held.item_id, reviewer_id, "not_edge_case")
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    with db.read() as s:
+        items = list(s.scalars(select(Item)))
+        per_item = Counter(s.scalars(select(Decision.item_id)))
+        pairs = s.execute(select(Decision.item_id, Decision.reviewer_id)).all()
+    assert len(pairs) == len(set(pairs))
+    for item in items:
+        assert per_item[item.id] == item.required_reviews == item.n_decisions
+        assert item.slots_free == 0 and item.status == "complete"
+
+
+def test_unknown_run_and_item_are_named(db: Database) -> None:
+    (ana,) = people(db, "ana")
+    with db.write() as s, pytest.raises(NotFoundError, match="run 'nope'"):
+        storage.lease_next(s, reviewer_id=ana, now=T0, run_id="nope")
+    with db.read() as s, pytest.raises(NotFoundError, match="item 99"):
+        storage.item_for_reviewer(s, item_id=99, reviewer_id=ana, role="reviewer")
+
+
+def test_run_policy_update_checks_ranges(db: Database, run_dirs: dict[str, Path]) -> None:
+    import_run(db, run_dirs["other"], policy=policy(), now=T0)
+    with db.write() as s:
+        run = storage.update_run_policy(s, run_id="run-other", gold_rate=0.3, active=False)
+        assert (run.gold_rate, run.active) == (0.3, False)
+        with pytest.raises(InvalidFieldError, match="gold_rate=0.9"):
+            storage.update_run_policy(s, run_id="run-other", gold_rate=0.9)
+    (ana,) = people(db, "ana")
+    assert lease(db, ana) is None  # an inactive run serves nothing
+    with db.read() as s:
+        assert s.get(Run, "run-other") is not None
