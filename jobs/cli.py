@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "jobs.commands.datasets",
     "jobs.commands.submit",
     "jobs.commands.mine",
+    "jobs.commands.review",
 )
 
 app = typer.Typer(
