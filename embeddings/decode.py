@@ -1,0 +1,180 @@
+"""Read frame bytes through pyarrow.fs, decode, convert to RGB and resize; say why a frame is rejected.
+
+Pure and engine-free: the Ray pipeline, the bare benchmark loop and baseline training all call
+`decode_batch`. Decoding runs in a thread pool because Pillow releases the GIL while it inflates and
+resizes, so threads use every core without the cost of moving pixels between processes.
+
+Conversions (never rejections): grayscale, palette, 16-bit and CMYK frames become RGB; an alpha channel
+is dropped. Frames that are not square are resized to `size x size` (the whole field of view is kept, the
+aspect ratio is not). Rejections, each with a reason that goes to errors.parquet: missing file, unreadable
+URI scheme, empty or corrupt bytes, and images whose shorter side is below `min_side`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+from PIL import Image, UnidentifiedImageError
+
+from jobs.errors import ConfigError, FrameError
+
+MIN_SIDE = 16  # pixels; below this a frame carries no usable scene content
+MAX_PIXELS = 64_000_000  # a larger header is rejected before decoding (decompression-bomb guard)
+_LOCAL_SCHEMES = ("", "file")
+_fs_cache: dict[tuple[str, str], pafs.FileSystem] = {}
+_fs_lock = threading.Lock()
+
+
+# ---------------------------------------------------------------- reading bytes
+def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """The pyarrow filesystem and in-filesystem path of `uri`; one filesystem object per scheme and bucket."""
+    parsed = urlparse(uri) if "://" in uri else None
+    if parsed is None:
+        return _cached(("", ""), lambda: pafs.LocalFileSystem()), os.path.abspath(uri)
+    scheme = parsed.scheme.lower()
+    if scheme == "file":
+        return _cached(("", ""), lambda: pafs.LocalFileSystem()), unquote(parsed.path)
+    try:
+        fs = _cached((scheme, parsed.netloc), lambda: pafs.FileSystem.from_uri(uri)[0])
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
+        raise FrameError(f"unreadable URI scheme {scheme!r} in {uri!r}: {exc}", stage="validate") from exc
+    if scheme in ("s3", "gs", "gcs"):
+        return fs, f"{parsed.netloc}{unquote(parsed.path)}"
+    return fs, pafs.FileSystem.from_uri(uri)[1]
+
+
+def _cached(key: tuple[str, str], make: Callable[[], pafs.FileSystem]) -> pafs.FileSystem:
+    with _fs_lock:
+        fs = _fs_cache.get(key)
+        if fs is None:
+            fs = _fs_cache[key] = make()
+        return fs
+
+
+def read_bytes(uri: str) -> bytes:
+    """All bytes of one frame. Raises FrameError (stage `decode`, or `validate` for an unknown scheme)."""
+    fs, path = _filesystem(uri)
+    try:
+        with fs.open_input_stream(path) as f:
+            data = f.read()
+    except FileNotFoundError as exc:
+        raise FrameError(f"file not found: {uri}") from exc
+    except (OSError, pa.ArrowException) as exc:
+        if "not found" in str(exc).lower() or "no such file" in str(exc).lower():
+            raise FrameError(f"file not found: {uri}") from exc
+        raise FrameError(f"unreadable: {uri}: {exc}") from exc
+    if not data:
+        raise FrameError(f"empty file: {uri}")
+    return bytes(data)
+
+
+# ---------------------------------------------------------------- decoding one frame
+def _to_rgb(im: Image.Image) -> Image.Image:
+    if im.mode == "RGB":
+        return im
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(im, dtype=np.float32)
+        top = 65535.0 if im.mode.startswith("I;16") else max(float(arr.max()), 1.0)
+        gray = np.clip(arr * (255.0 / top), 0, 255).astype(np.uint8)
+        return Image.fromarray(gray, mode="L").convert("RGB")
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    return im.convert("RGB")  # L, LA, RGBA, CMYK, YCbCr, P...: alpha is dropped
+
+
+def decode_image(data: bytes, *, size: int, min_side: int = MIN_SIDE, name: str = "frame") -> np.ndarray:
+    """Decode PNG/JPEG bytes to an RGB uint8 array `[size, size, 3]`. Raises FrameError with the reason."""
+    try:
+        im = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError as exc:
+        raise FrameError(f"corrupt image: not a readable PNG/JPEG: {name}") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise FrameError(f"corrupt image: {name}: {exc}") from exc
+    with im:
+        w, h = im.size
+        if min(w, h) < min_side:
+            raise FrameError(f"image too small: {w}x{h} px (minimum side {min_side}): {name}")
+        if w * h > MAX_PIXELS:
+            raise FrameError(f"image too large: {w}x{h} px (maximum {MAX_PIXELS} pixels): {name}")
+        if im.format == "JPEG":
+            im.draft("RGB", (size, size))  # DCT scaling: decode big JPEGs at (at least) the target size
+        try:
+            im.load()
+            rgb = _to_rgb(im)
+            if rgb.size != (size, size):
+                rgb = rgb.resize((size, size), Image.BILINEAR)
+            arr = np.asarray(rgb, dtype=np.uint8)
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+            raise FrameError(f"corrupt image data: {name}: {exc}") from exc
+    if arr.shape != (size, size, 3):  # defensive: a decoder that ignored the conversion
+        raise FrameError(f"decoded to shape {arr.shape}, expected {(size, size, 3)}: {name}")
+    return arr
+
+
+def load_frame(uri: str, *, size: int, min_side: int = MIN_SIDE) -> np.ndarray:
+    """Read and decode one frame: `[size, size, 3]` uint8 RGB."""
+    return decode_image(read_bytes(uri), size=size, min_side=min_side, name=uri)
+
+
+# ---------------------------------------------------------------- batches
+@dataclass
+class DecodedBatch:
+    """The frames of one batch that decoded (`images[i]` is input row `ok[i]`) and why the others did not."""
+
+    images: np.ndarray  # uint8 [n_ok, size, size, 3]
+    ok: np.ndarray  # int64 [n_ok] indices into the input
+    errors: list[tuple[int, str, str]] = field(default_factory=list)  # (input index, stage, reason)
+
+
+def _load_or_reason(uri: str, size: int, min_side: int) -> np.ndarray | FrameError:
+    try:
+        return load_frame(uri, size=size, min_side=min_side)
+    except FrameError as exc:
+        return exc
+
+
+def decode_batch(
+    uris: Sequence[str | None],
+    *,
+    size: int,
+    min_side: int = MIN_SIDE,
+    pool: ThreadPoolExecutor | None = None,
+) -> DecodedBatch:
+    """Read and decode `uris` (in a thread pool if given). Every input index is either in `ok` or in `errors`."""
+    if size < min_side:
+        raise ConfigError(f"input size={size} is below the minimum frame side {min_side}")
+    out = np.empty((len(uris), size, size, 3), dtype=np.uint8)
+    ok: list[int] = []
+    errors: list[tuple[int, str, str]] = []
+    todo = [(i, u) for i, u in enumerate(uris)]
+    for i, u in todo:
+        if not u:
+            errors.append((i, "validate", "empty uri"))
+    todo = [(i, u) for i, u in todo if u]
+    results = (
+        pool.map(lambda iu: _load_or_reason(iu[1], size, min_side), todo)
+        if pool is not None
+        else (_load_or_reason(u, size, min_side) for _, u in todo)
+    )
+    for (i, _), res in zip(todo, results, strict=True):
+        if isinstance(res, FrameError):
+            errors.append((i, res.stage, res.reason))
+        else:
+            out[len(ok)] = res
+            ok.append(i)
+    errors.sort()
+    return DecodedBatch(images=out[: len(ok)], ok=np.asarray(ok, dtype=np.int64), errors=errors)
+
+
+def to_model_input(images: np.ndarray) -> np.ndarray:
+    """uint8 `[B, H, W, 3]` -> float32 `[B, 3, H, W]` in [0, 1] (the encoder contract)."""
+    return np.ascontiguousarray(images.transpose(0, 3, 1, 2), dtype=np.float32) / np.float32(255.0)
