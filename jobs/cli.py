@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "jobs.commands.submit",
     "jobs.commands.mine",
     "jobs.commands.review",
+    "jobs.commands.embed",
 )
 
 app = typer.Typer(
