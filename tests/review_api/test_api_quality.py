@@ -1,0 +1,231 @@
+"""Consensus, Dawid-Skene, agreement and reviewer metrics through HTTP, checked against reference libraries."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import krippendorff
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from sklearn.metrics import cohen_kappa_score
+from statsmodels.stats.inter_rater import aggregate_raters
+from statsmodels.stats.inter_rater import fleiss_kappa as sm_fleiss_kappa
+
+from tests.review_api.conftest import ReviewEnv
+
+Answer = Callable[[str, dict[str, Any]], dict[str, Any]]
+
+
+def review_all(env: ReviewEnv, names: list[str], answer: Answer, *, seconds: float = 5.0) -> dict[int, dict[str, str]]:
+    """Reviewers take turns (next -> decide) until the queue is empty for all; returns item -> reviewer -> label."""
+    labels: dict[int, dict[str, str]] = {}
+    active = list(names)
+    while active:
+        for name in list(active):
+            held = env.next(name)
+            if held is None:
+                active.remove(name)
+                continue
+            body = answer(name, held["item"])
+            r = env.decide(name, held["item"]["id"], seconds=seconds, **body)
+            assert r.status_code == 201, r.text
+            labels.setdefault(held["item"]["id"], {})[name] = body.get("category") or body["verdict"]
+            env.clock.advance(1)
+    return labels
+
+
+def edge(category: str) -> dict[str, Any]:
+    return {"verdict": "edge_case", "category": category}
+
+
+NOT = {"verdict": "not_edge_case"}
+UNSURE = {"verdict": "unsure"}
+
+
+def test_majority_consensus_escalations_and_lead_resolution(env: ReviewEnv, run_dirs: dict[str, Path]) -> None:
+    env.import_run(run_dirs["small"], overlap_fraction=1.0, overlap_reviews=3)
+    script = {  # rank % 4 -> answers of ana, ben, cho
+        0: (edge("debris"), edge("debris"), edge("debris")),
+        1: (edge("debris"), edge("debris"), NOT),
+        2: (edge("debris"), edge("other"), NOT),
+        3: (UNSURE, UNSURE, NOT),
+    }
+    who = {"ana": 0, "ben": 1, "cho": 2}
+    review_all(env, list(who), lambda name, item: script[item["rank"] % 4][who[name]])
+    lead = env.auth("lead")
+    views = {i["rank"]: i for i in (env.client.get(f"/items/{k}/review", headers=lead).json() for k in range(1, 25))}
+    for rank, view in views.items():
+        c = view["consensus"]
+        assert view["n_decisions"] == 3 and len(view["decisions"]) == 3
+        if rank % 4 == 0:
+            assert (c["status"], c["category"], c["confidence"], c["method"]) == ("complete", "debris", 1.0, "majority")
+        elif rank % 4 == 1:
+            assert (c["status"], c["verdict"], c["category"]) == ("complete", "edge_case", "debris")
+            assert c["confidence"] == pytest.approx(2 / 3)
+        elif rank % 4 == 2:
+            assert (c["status"], c["escalation_reason"], c["verdict"]) == ("escalated", "tie", None)
+        else:
+            assert (c["status"], c["escalation_reason"]) == ("escalated", "low_agreement")
+    escalations = env.client.get("/escalations", params={"run_id": "run-small"}, headers=lead).json()
+    assert sorted(e["rank"] for e in escalations) == sorted(r for r in views if r % 4 in (2, 3))
+    tie = next(e for e in escalations if e["reason"] == "tie")
+    assert tie["votes"] == {"debris": 1, "other": 1, "not_edge_case": 1}
+    r = env.client.post(f"/items/{tie['item_id']}/resolve", headers=lead,
+                        json={"verdict": "edge_case", "category": "debris", "root_cause": "perception_miss"})
+    assert r.status_code == 200 and r.json()["consensus"]["status"] == "resolved"
+    assert r.json()["consensus"]["method"] == "lead"
+    r = env.client.post(f"/items/{tie['item_id']}/resolve", headers=lead, json={"verdict": "unsure"})
+    assert r.status_code == 422
+    left = env.client.get("/escalations", headers=lead).json()
+    assert len(left) == len(escalations) - 1
+    metrics = env.client.get("/runs/run-small/metrics", headers=lead).json()
+    assert metrics["queue"]["by_status"]["escalated"] == len(left)
+    assert metrics["queue"]["confirmed_edge_cases"] == 12 + 1
+    assert metrics["consensus_methods"] == {"majority": 24 - 1, "lead": 1}
+
+
+def test_dawid_skene_settles_what_majority_cannot(env: ReviewEnv, run_dirs: dict[str, Path]) -> None:
+    """ana is right; ben calls every debris 'other'; cho says 'not an edge case' to everything.
+
+    On debris items the three votes tie and majority escalates. Lead-confirmed gold items show how each
+    reviewer errs, and Dawid-Skene then reads ben's 'other' as debris.
+    """
+    env.import_run(run_dirs["small"], overlap_fraction=1.0, overlap_reviews=3, gold_rate=0.5)
+    lead = env.auth("lead")
+    truth = {rank: ("debris" if rank % 2 else "not_edge_case") for rank in range(1, 25)}
+    gold_ranks = {1, 2, 3, 4, 5, 6, 7, 8}
+    for item_id in range(1, 25):  # ids follow ranks in a fresh store
+        assert env.client.get(f"/items/{item_id}/review", headers=lead).json()["rank"] == item_id
+    for rank in gold_ranks:
+        body = {"verdict": "edge_case", "category": "debris"} if truth[rank] == "debris" else NOT
+        r = env.client.post(f"/items/{rank}/resolve", headers=lead, json={**body, "make_gold": True})
+        assert r.status_code == 200 and r.json()["is_gold"]
+
+    def answer(name: str, item: dict[str, Any]) -> dict[str, Any]:
+        t = truth[item["rank"]]
+        if name == "cho":
+            return NOT
+        if t == "not_edge_case":
+            return NOT
+        return edge("debris") if name == "ana" else edge("other")
+
+    labels = review_all(env, ["ana", "ben", "cho"], answer)
+    gold_reviewed = [i for i in labels if i in gold_ranks]
+    assert len(gold_reviewed) >= 3  # the gold items were interleaved
+    debris_items = [r for r in range(9, 25) if truth[r] == "debris"]
+    before = [env.client.get(f"/items/{r}/review", headers=lead).json()["consensus"] for r in debris_items]
+    assert all(c["status"] == "escalated" and c["escalation_reason"] == "tie" for c in before)
+    r = env.client.post("/runs/run-small/consensus", headers=lead)
+    assert r.status_code == 200, r.text
+    report = r.json()
+    assert report["method"] == "dawid_skene" and report["converged"]
+    assert report["items_considered"] == 16 and report["items_updated"] >= len(debris_items)
+    assert report["reviewer_accuracy"]["ana"] > 0.95 > report["reviewer_accuracy"]["cho"]
+    for rank in range(9, 25):
+        c = env.client.get(f"/items/{rank}/review", headers=lead).json()["consensus"]
+        assert c["status"] == "complete" and c["method"] == "dawid_skene"
+        assert (c["category"] or c["verdict"]) == truth[rank]
+        assert c["confidence"] > 0.9
+    for rank in gold_ranks:  # gold items keep their known answer
+        c = env.client.get(f"/items/{rank}/review", headers=lead).json()["consensus"]
+        assert (c["status"], c["method"]) == ("gold", "lead")
+
+
+def test_agreement_and_reviewer_metrics_equal_reference_libraries(env: ReviewEnv, run_dirs: dict[str, Path]) -> None:
+    env.import_run(run_dirs["small"], overlap_fraction=1.0, overlap_reviews=3)
+    rng = np.random.default_rng(7)
+    choices = [NOT, edge("debris"), edge("other"), UNSURE]
+    truth = {rank: int(rng.integers(0, 4)) for rank in range(1, 25)}
+    skill = {"ana": 0.9, "ben": 0.7, "cho": 0.5}
+
+    def answer(name: str, item: dict[str, Any]) -> dict[str, Any]:
+        right = rng.random() < skill[name]
+        return choices[truth[item["rank"]] if right else int(rng.integers(0, 4))]
+
+    labels = review_all(env, ["ana", "ben", "cho"], answer, seconds=6.0)
+    metrics = env.client.get("/runs/run-small/metrics", headers=env.auth("lead")).json()
+    agreement = metrics["agreement"]
+    names = ["ana", "ben", "cho"]
+    space = agreement["labels"]
+    index = {lab: i for i, lab in enumerate(space)}
+    items = sorted(labels)
+    assert agreement["items"] == len(items) == 24
+    matrix = np.array([[index[labels[i][n]] for n in names] for i in items])
+    for pair in agreement["cohen_kappa_pairs"]:
+        a, b = names.index(pair["a"]), names.index(pair["b"])
+        ref = cohen_kappa_score(matrix[:, a], matrix[:, b], labels=list(range(len(space))))
+        assert pair["kappa"] == pytest.approx(ref, abs=1e-12) and pair["items"] == 24
+    assert len(agreement["cohen_kappa_pairs"]) == 3
+    assert agreement["cohen_kappa_mean"] == pytest.approx(np.mean([p["kappa"] for p in agreement["cohen_kappa_pairs"]]))
+    table, _ = aggregate_raters(matrix, n_cat=len(space))
+    assert agreement["fleiss_kappa"] == pytest.approx(sm_fleiss_kappa(table, method="fleiss"), abs=1e-12)
+    assert (agreement["fleiss_items"], agreement["fleiss_raters"]) == (24, 3)
+    ref_alpha = krippendorff.alpha(reliability_data=matrix.T.astype(float), level_of_measurement="nominal")
+    assert agreement["krippendorff_alpha"] == pytest.approx(ref_alpha, abs=1e-12)
+    # per reviewer: pace from the reported seconds, agreement with the consensus they helped form
+    for row in metrics["reviewers"]:
+        assert row["decisions"] == 24 and row["median_seconds"] == 6.0
+        assert row["items_per_hour"] == pytest.approx(600.0)
+        assert row["gold_accuracy"] is None
+    consensus = {i: env.client.get(f"/items/{i}/review", headers=env.auth("lead")).json()["consensus"] for i in items}
+    for row in metrics["reviewers"]:
+        decided = [i for i in items if consensus[i]["status"] == "complete"]
+        agree = [labels[i][row["reviewer"]] == (consensus[i]["category"] or consensus[i]["verdict"]) for i in decided]
+        assert row["consensus_compared"] == len(decided)
+        assert row["agreement_with_consensus"] == pytest.approx(round(sum(agree) / len(agree), 4))
+    queue = metrics["queue"]
+    assert queue["waiting_reviews"] == 0 and queue["leased"] == 0 and queue["oldest_waiting_seconds"] is None
+    assert not math.isnan(agreement["krippendorff_alpha"])
+
+
+def test_queue_depth_age_cost_and_prometheus(tmp_path: Path, run_dirs: dict[str, Path]) -> None:
+    from tests.review_api.conftest import make_env
+
+    env = make_env(f"sqlite:///{tmp_path / 'r.db'}", tmp_path, reviewer_cost_per_hour=36.0)
+    with env.client:
+        env.import_run(run_dirs["small"], overlap_fraction=0.0)
+        env.clock.advance(120)
+        for k in range(3):
+            held = env.next("ana")
+            env.decide("ana", held["item"]["id"], seconds=100, **(edge("debris") if k else NOT))  # type: ignore[index]
+        env.next("ben")
+        m = env.client.get("/runs/run-small/metrics", headers=env.auth("lead")).json()
+        q = m["queue"]
+        assert (q["waiting_items"], q["leased"], q["by_status"]["complete"]) == (20, 1, 3)
+        assert q["oldest_waiting_seconds"] == 120.0
+        assert m["cost"] == pytest.approx(3.0) and m["cost_per_confirmed_edge_case"] == pytest.approx(1.5)
+        text = env.client.get("/metrics", headers=env.auth("lead")).text
+        assert 'edgemine_review_decisions_total{verdict="edge_case"} 2.0' in text
+        assert 'edgemine_review_decisions_total{verdict="not_edge_case"} 1.0' in text
+        assert 'edgemine_review_queue_waiting_reviews{run_id="run-small"} 20.0' in text
+        assert 'edgemine_review_leases_live{run_id="run-small"} 1.0' in text
+        assert 'edgemine_review_queue_oldest_age_seconds{run_id="run-small"} 120.0' in text
+        assert 'edgemine_review_http_request_seconds_bucket{le="0.05",route="/queue/next"}' in text
+
+
+def test_admin_import_endpoint_errors_name_the_problem(env: ReviewEnv, tmp_path: Path,
+                                                       run_dirs: dict[str, Path]) -> None:
+    admin = env.auth("admin")
+    r = env.client.post("/runs/import", json={"run_dir": str(tmp_path / "nope")}, headers=admin)
+    assert r.status_code == 404 and "nope" in r.json()["detail"]
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "run.json").write_text('{"run_id": "x"}')
+    pq.write_table(pa.table({"frame_id": ["a"], "rank": [1]}), broken / "candidates.parquet")
+    r = env.client.post("/runs/import", json={"run_dir": str(broken)}, headers=admin)
+    assert r.status_code == 422 and "uri" in r.json()["detail"]
+    r = env.client.post("/runs/import", json={"run_dir": str(run_dirs["other"]), "categories": ["unsure"]},
+                        headers=admin)
+    assert r.status_code == 422 and "unsure" in r.json()["detail"]
+    r = env.client.post("/runs/import", json={"run_dir": str(run_dirs["other"]), "overlap_reviews": 7},
+                        headers=admin)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "overlap_reviews"]
+    first = env.client.post("/runs/import", json={"run_dir": str(run_dirs["other"])}, headers=admin)
+    again = env.client.post("/runs/import", json={"run_dir": str(run_dirs["other"])}, headers=admin)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["inserted"] == 0 and again.json()["items"] == first.json()["items"] == 12
