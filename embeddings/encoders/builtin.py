@@ -14,15 +14,16 @@ Each frame is resized to 64x64 and described by blocks of features:
   ReLU, average-pooled on 1x1 and 2x2 grids and max-pooled globally, at 32 and 16 px.
 
 Zero setup (`builtin`): the `presence` (weight 2), `layout` and `texture` blocks, each L2-normalised, then
-the whole vector L2-normalised (320+64+... = 499 dims). Deterministic, no fitting, ~5k frames/s on 2 cores.
+the whole vector L2-normalised (64 + 147 + 288 = 499 dims). Deterministic and needs no fitting.
 
 Fitted (`builtin:FIT.npz`, written by `fit_builtin` / `edgemine fit-builtin` from reference frames): the
 `layout`, `histogram`, `edges` and `texture` blocks standardised per dimension with the reference mean and
 standard deviation (floored at 1e-3 of the largest), each block scaled by 1/sqrt(its size) so blocks weigh
 the same, not normalised afterwards (616 dims). A dimension the reference never varies in — a colour
-ordinary traffic never shows — then moves a frame far, which is what novelty mining wants. On synthetic
-drives (3k reference frames, 4.5k frames with 15% rare) kNN novelty AUROC was 0.96 fitted vs 0.86 zero-setup
-(see docs/BENCHMARKS.md). The fit is streamed (running sums), so any number of reference frames fits.
+ordinary traffic never shows — then moves a frame far. Measured with kNN novelty on synthetic drives
+(docs/BENCHMARKS.md) it helps only when the reference covers the fleet's conditions well (AUROC 0.95 vs
+0.86 zero-setup on one pair of sets) and hurts when it does not (0.85 vs 0.88; 0.45 vs 0.72 with 4
+reference drives), so the zero-setup variant stays the default. The fit is streamed (running sums).
 """
 
 from __future__ import annotations

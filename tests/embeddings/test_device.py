@@ -1,0 +1,49 @@
+"""Device selection: chosen by config, CPU here, CUDA refused clearly when there is no GPU."""
+
+from __future__ import annotations
+
+import pytest
+
+from embeddings.device import cpu_threads_per_actor, resolve_device, visible_gpus
+from jobs.errors import ConfigError
+
+
+def test_auto_picks_cpu_on_this_machine() -> None:
+    assert visible_gpus() == 0
+    plan = resolve_device("auto")
+    assert plan.device == "cpu" and not plan.autocast and plan.num_gpus_per_actor == 0 and plan.precision == "fp32"
+
+
+def test_auto_and_cuda_pick_the_gpu_path_when_gpus_exist() -> None:
+    for request in ("auto", "cuda"):
+        plan = resolve_device(request, gpus=4)
+        assert plan.device == "cuda" and plan.autocast and plan.num_gpus_per_actor == 1.0
+        assert plan.precision == "fp16-autocast"
+    assert not resolve_device("cuda", gpus=1, autocast=False).autocast
+
+
+def test_cpu_is_cpu_even_with_gpus() -> None:
+    assert resolve_device("cpu", gpus=8).device == "cpu"
+
+
+def test_cuda_without_gpu_fails_naming_the_fix() -> None:
+    with pytest.raises(ConfigError, match="device='cuda' but no GPU is visible.*use device='cpu' or 'auto'"):
+        resolve_device("cuda")
+
+
+def test_unknown_device_lists_the_valid_ones() -> None:
+    with pytest.raises(ConfigError, match=r"device='tpu' is not one of \['auto', 'cpu', 'cuda'\]"):
+        resolve_device("tpu")
+
+
+def test_cuda_encoder_load_fails_clearly_here() -> None:
+    from embeddings.encoders import load_encoder
+
+    with pytest.raises(ConfigError, match="no GPU is visible"):
+        load_encoder("builtin", device="cuda")
+
+
+def test_threads_split_cores_between_actors() -> None:
+    assert cpu_threads_per_actor(actors=1, cpus=8) == 8
+    assert cpu_threads_per_actor(actors=3, cpus=8) == 2
+    assert cpu_threads_per_actor(actors=4, cpus=2) == 1
