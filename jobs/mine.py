@@ -354,7 +354,8 @@ def run_mine(spec: MineSpec, *, spark: Any = None, log: Log = _quiet) -> RunResu
             kept = kept.sort_by([("score", "descending"), ("frame_id", "ascending")])
             kept_rows = _positions(kept.column("frame_id"), frames_index.ids.column("frame_id").combine_chunks())
             pool_vecs = frames_index.reconstruct(kept_rows.tolist()) if len(kept_rows) else np.zeros((0, 1))
-            scen = cluster(pool_vecs, kept.column("score").to_numpy(), k=spec.scenarios.k, seed=spec.seed)
+            scen = cluster(pool_vecs, kept.column("score").to_numpy(), k=spec.scenarios.k, seed=spec.seed,
+                           normalize=spec.index.metric == "cosine")
             assign = pa.table({"frame_id": kept.column("frame_id"), "scenario_id": pa.array(list(scen), pa.string())})
             pq.write_table(assign, work / "assignments.parquet")
             scen_path = run_scenarios(spark, event_frames_path=agg_paths["event_frames"],

@@ -55,8 +55,8 @@ class IndexSpec(_Section):
     refine: Literal["none", "sq8", "flat"] = "sq8"
     k_factor: int = Field(4, ge=1)
     hnsw_m: int = Field(32, ge=2)
-    ef_construction: int = Field(80, ge=1)
-    ef_search: int = Field(128, ge=1)
+    ef_construction: int = Field(200, ge=1)
+    ef_search: int = Field(256, ge=1)
     train_size: int = Field(100_000, ge=1)
     dir: Path | None = Field(None, description="reusable reference index folder (built there when absent)")
 

@@ -57,8 +57,8 @@ class IndexParams:
     refine: Refine = "sq8"  # ivf_pq: re-rank k*k_factor PQ hits with 8-bit (sq8) or full (flat) vectors
     k_factor: int = 4
     hnsw_m: int = 32
-    ef_construction: int = 80
-    ef_search: int = 128
+    ef_construction: int = 200
+    ef_search: int = 256
     train_size: int = 100_000  # IVF training vectors (the first ones streamed in)
     seed: int = 0
 
@@ -319,6 +319,9 @@ def build_index(
     index = faiss.index_factory(dim, _factory_string(p, dim), faiss_metric)
     if p.kind == "hnsw":
         index.hnsw.efConstruction = p.ef_construction
+    if p.kind == "ivf_pq":
+        ivfpq = faiss.downcast_index(faiss.extract_index_ivf(index))
+        ivfpq.do_polysemous_training = False  # we never search polysemous codes; the training is very slow
     id_tables: list[pa.Table] = []
     pending: list[np.ndarray] = []
     pending_rows = 0

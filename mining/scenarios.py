@@ -27,9 +27,12 @@ def cluster(
     k: int | None = None,
     seed: int = 0,
     niter: int = 25,
-    normalize: bool = True,
+    normalize: bool = False,
 ) -> np.ndarray:
-    """Scenario id per frame (strings "sNNN"). `k=None` chooses `auto_k(n)`; k is capped at n."""
+    """Scenario id per frame (strings "sNNN"). `k=None` chooses `auto_k(n)`; k is capped at n.
+
+    `normalize=True` clusters directions (use it when the index metric is cosine).
+    """
     import faiss
 
     x = np.ascontiguousarray(embeddings, dtype=np.float32)

@@ -57,6 +57,7 @@ def list_matrix(
         return Matrix(np.zeros((0, dim or 0), np.float32), np.zeros(0, bool), [])
     lengths = _list_lengths(col)
     present = lengths[~nulls]
+    dim_given = dim is not None
     if dim is None:
         dim = int(present[0]) if present.size else 0
     bad_len = (~nulls) & (lengths != dim)
@@ -64,7 +65,7 @@ def list_matrix(
         i = int(np.flatnonzero(bad_len)[0])
         who = f"frame_id={frame_ids[i].as_py()!r}" if frame_ids is not None else f"row {i}"
         msg = f"{name} of {who} has dimension {int(lengths[i])}, expected {dim}"
-        raise (IncompatibleArtifactError if dim else SchemaError)(msg)
+        raise (IncompatibleArtifactError if dim_given else SchemaError)(msg)
     if nulls.any() and not allow_null:
         i = int(np.flatnonzero(nulls)[0])
         who = f"frame_id={frame_ids[i].as_py()!r}" if frame_ids is not None else f"row {i}"

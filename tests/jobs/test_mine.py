@@ -1,0 +1,214 @@
+"""End to end on bring-your-own embeddings (a manifest `embedding` column): every output of a mining run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from jobs.contracts import CANDIDATES_CORE_SCHEMA, CANDIDATES_EVIDENCE_SCHEMA, SCENARIOS_SCHEMA, SCORES_SCHEMA
+from jobs.errors import ConfigError, IncompatibleArtifactError, SchemaError
+from jobs.mine import RunResult, run_mine, similar_frames
+from jobs.spec import MineSpec, build_spec
+from tests.mining.helpers import fixed_list, with_embeddings
+
+pytestmark = [pytest.mark.integration]
+
+RULES = [{"name": "hard_brake", "expr": "accel_mps2 < -4"},
+         {"name": "hard_brake_pedestrian", "expr": 'accel_mps2 < -4 and label == "pedestrian"'}]
+
+
+@pytest.fixture(scope="module")
+def byo(synth_logs: Path, reference_logs: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("byo")
+    frames = with_embeddings(synth_logs, out / "frames.parquet")
+    t = pq.read_table(frames)
+    emb = np.stack(t.column("embedding").to_numpy(zero_copy_only=False)).astype(np.float32)
+    emb[3, 0] = np.nan  # unusable frames are listed, never silently dropped
+    emb[7, 5] = np.inf
+    col = fixed_list(emb)
+    t = t.set_column(t.column_names.index("embedding"), "embedding", col)
+    pq.write_table(t, frames)
+    ref = with_embeddings(reference_logs, out / "reference.parquet")
+    return {"frames": frames, "reference": ref, "root": out, "gt": synth_logs / "ground_truth.parquet"}
+
+
+def make_spec(byo: dict[str, Path], out: Path, **kw: Any) -> MineSpec:
+    data: dict[str, Any] = {"frames": str(byo["frames"]), "reference": str(byo["reference"]), "out": str(out),
+                            "budget": 24, "signals": {"novelty": {"weight": 1.0}, "rarity": {"weight": 1.0},
+                                                      "uncertainty": {"weight": 1.0},
+                                                      "trigger": {"weight": 1.0, "rules": RULES}},
+                            "aggregate": {"pool_fraction": 0.3}, "selection": {"per_event_cap": 3},
+                            "evidence": {"neighbors": 3}}
+    data.update(kw)
+    return build_spec(data)
+
+
+@pytest.fixture(scope="module")
+def run(byo: dict[str, Path], spark: Any, tmp_path_factory: pytest.TempPathFactory) -> RunResult:
+    return run_mine(make_spec(byo, tmp_path_factory.mktemp("run")), spark=spark)
+
+
+@pytest.fixture(scope="module")
+def spark() -> Any:
+    from mining.spark import get_spark
+    from tests.mining.conftest import SPARK_MASTER
+
+    return get_spark(SPARK_MASTER, app_name="edgemine-tests", conf={"spark.sql.shuffle.partitions": "4"})
+
+
+@pytest.mark.spark
+def test_candidates_carry_core_evidence_and_manifest_columns(run: RunResult, byo: dict[str, Path]) -> None:
+    c = pq.read_table(run.run_dir / "candidates.parquet")
+    core = CANDIDATES_CORE_SCHEMA.names + CANDIDATES_EVIDENCE_SCHEMA.names
+    assert c.column_names[: len(core)] == core
+    for f in list(CANDIDATES_CORE_SCHEMA) + list(CANDIDATES_EVIDENCE_SCHEMA):
+        assert c.schema.field(f.name).type == f.type, f.name
+    for col in ("drive_id", "timestamp", "uri", "label", "accel_mps2", "weather", "embedding"):
+        assert col in c.column_names
+    n = c.num_rows
+    assert 0 < n <= 24 and c.column("rank").to_pylist() == list(range(1, n + 1))
+    rows = c.to_pylist()
+    assert all(Path(r["uri"]).is_absolute() and Path(r["uri"]).exists() for r in rows)
+    assert all(r["reasons"] for r in rows)
+    ev = [r["event_id"] for r in rows]
+    assert max(ev.count(e) for e in set(ev)) <= 3  # per-event cap
+    assert all(e.startswith(r["drive_id"] + "/e") for e, r in zip(ev, rows, strict=True))
+    for r in rows:  # nearest reference frames, closest first; context frames from the same drive
+        assert len(r["neighbor_ids"]) == 3 and all(i.startswith("ref-") for i in r["neighbor_ids"])
+        assert r["neighbor_distances"] == sorted(r["neighbor_distances"])
+        assert all(Path(u).exists() for u in r["neighbor_uris"])
+        assert r["context_uris"] and all(f"/{r['drive_id']}/" in u for u in r["context_uris"])
+        assert r["uri"] not in r["context_uris"]
+    scores = np.array(c.column("score").to_pylist())
+    assert (scores >= run.counts["threshold"] - 1e-6).all()
+
+
+@pytest.mark.spark
+def test_scores_cover_every_usable_frame_and_errors_list_the_rest(run: RunResult) -> None:
+    s = pq.read_table(run.run_dir / "scores.parquet")
+    assert s.column_names[: len(SCORES_SCHEMA)] == SCORES_SCHEMA.names
+    assert s.num_rows == 360 - 2 and run.counts["scored_frames"] == 358
+    assert all(s.column("reasons").to_pylist())
+    for sig in ("novelty", "rarity", "trigger"):
+        v = np.array(s.column(sig).to_pylist(), dtype=float)
+        assert np.isfinite(v).all() and (v >= 0).all() and (v <= 1).all()
+    assert s.column("uncertainty").null_count == s.num_rows  # no logits, no probs: unavailable, not zero
+    cands = pq.read_table(run.run_dir / "candidates.parquet").column("frame_id").to_pylist()
+    ev = dict(zip(s.column("frame_id").to_pylist(), s.column("event_id").to_pylist(), strict=True))
+    assert all(ev[f] is not None for f in cands)
+    fired = [f for f in s.column("triggers_fired").to_pylist() if f]
+    assert fired and all(set(f) <= {"hard_brake", "hard_brake_pedestrian"} for f in fired)
+    e = pq.read_table(run.run_dir / "errors.parquet").to_pylist()
+    assert sorted((r["frame_id"], r["stage"], r["reason"]) for r in e) == [
+        ("drv-011-0000-00003", "score", "embedding has NaN/inf values"),
+        ("drv-011-0000-00007", "score", "embedding has NaN/inf values")]
+    assert all(r["uri"] and Path(r["uri"]).exists() for r in e)
+
+
+@pytest.mark.spark
+def test_run_json_events_scenarios_and_report(run: RunResult) -> None:
+    info = json.loads((run.run_dir / "run.json").read_text())
+    assert info["run_id"] == run.run_id and info["encoder"] == "manifest" and info["dim"] == 192
+    assert info["counts"]["manifest_frames"] == 360 and info["counts"]["dropped_total"] == 2
+    assert info["counts"]["dropped"] == {"score": 2} and info["spec"]["budget"] == 24
+    for stage in ("frames", "embed", "reference_index", "frames_index", "score", "fuse", "aggregate", "scenarios",
+                  "select", "write", "report", "total"):
+        assert stage in info["timings"]
+    assert {"numpy", "pyarrow", "faiss-cpu", "pyspark"} <= set(info["versions"])
+    assert info["embeddings"]["path"].endswith("frames.parquet") and info["embeddings"]["in_manifest"]
+    sc = pq.read_table(run.run_dir / "scenarios.parquet")
+    assert sc.schema.equals(SCENARIOS_SCHEMA)
+    assert sum(sc.column("n_candidates").to_pylist()) == run.counts["candidates"]
+    assert sc.num_rows == run.counts["scenarios"] >= 1
+    ev = pq.read_table(run.run_dir / "events.parquet")
+    assert sum(ev.column("n_candidates").to_pylist()) == run.counts["candidates"]
+    assert ev.num_rows == run.counts["events"]
+    page = (run.run_dir / "report.html").read_text()
+    assert "data:image/png;base64," in page and page.count("<svg") >= 4
+    assert "embedding has NaN/inf values" in page and run.run_id in page
+    assert not (run.run_dir / ".work").exists()
+
+
+@pytest.mark.spark
+def test_similar_expands_a_frame_into_its_neighbours(run: RunResult) -> None:
+    first = pq.read_table(run.run_dir / "candidates.parquet").column("frame_id")[0].as_py()
+    t = similar_frames(run.run_dir, [first, "drv-011-0001-00010"], k=5)
+    assert t.num_rows == 10
+    rows = [r for r in t.to_pylist() if r["query_frame_id"] == first]
+    assert [r["rank"] for r in rows] == [1, 2, 3, 4, 5]
+    assert first not in [r["frame_id"] for r in rows]
+    d = [r["distance"] for r in rows]
+    assert d == sorted(d) and all(Path(r["uri"]).exists() for r in rows)
+    from jobs.errors import NotFoundError
+
+    with pytest.raises(NotFoundError, match="'drv-011-0000-00003'"):  # dropped (NaN) frames are not in the run
+        similar_frames(run.run_dir, ["drv-011-0000-00003"])
+
+
+@pytest.mark.spark
+def test_evaluate_reports_the_run_and_baselines(run: RunResult, byo: dict[str, Path]) -> None:
+    from mining.evaluate import evaluate_run
+
+    rows = evaluate_run(str(run.run_dir), str(byo["gt"]), random_repeats=5)
+    assert [m.method for m in rows][:2] == ["edgemine", "random (mean of 5)"]
+    assert "novelty-only" in [m.method for m in rows]
+    assert all(m.n_selected == run.counts["candidates"] for m in rows)
+    assert rows[0].events_total == 4  # the fixture's drives hold 4 rare events
+    assert rows[0].frame_precision > rows[1].frame_precision  # mining beats random picks on these frames
+
+
+@pytest.mark.spark
+def test_reference_index_is_reused_and_an_embeddings_table_works_as_reference(
+        run: RunResult, byo: dict[str, Path], spark: Any, tmp_path: Path) -> None:
+    ref = pq.read_table(byo["reference"])
+    table = pa.table({"frame_id": ref.column("frame_id"), "embedding": ref.column("embedding"),
+                      "encoder": pa.array(["manifest"] * ref.num_rows), "uri": ref.column("uri")})
+    pq.write_table(table, tmp_path / "ref_emb.parquet")
+    spec = make_spec(byo, tmp_path / "r1", reference=str(tmp_path / "ref_emb.parquet"),
+                     index={"dir": str(tmp_path / "shared_index"), "kind": "hnsw"})
+    r1 = run_mine(spec, spark=spark)
+    assert r1.counts["reference"]["reused"] is False and r1.counts["reference"]["kind"] == "hnsw"
+    r2 = run_mine(spec.model_copy(update={"out": tmp_path / "r2"}), spark=spark)
+    assert r2.counts["reference"]["reused"] is True
+    a = pq.read_table(tmp_path / "r1" / "scores.parquet").column("novelty").to_pylist()
+    b = pq.read_table(tmp_path / "r2" / "scores.parquet").column("novelty").to_pylist()
+    assert a == b
+
+
+def test_an_index_of_another_encoder_is_refused(byo: dict[str, Path], tmp_path: Path) -> None:
+    from mining.index import build_index_from_arrays
+
+    idx = build_index_from_arrays(np.random.default_rng(0).normal(size=(50, 192)), encoder="torchscript:other.pt")
+    idx.meta.params["source"] = str(byo["reference"].resolve())
+    idx.save(tmp_path / "ix")
+    spec = make_spec(byo, tmp_path / "run", index={"dir": str(tmp_path / "ix")})
+    with pytest.raises(IncompatibleArtifactError, match="encoder 'torchscript:other.pt'"):
+        run_mine(spec)
+
+
+def test_reference_of_another_dimension_is_refused(byo: dict[str, Path], reference_logs: Path, tmp_path: Path) -> None:
+    ref = with_embeddings(reference_logs, tmp_path / "ref4.parquet", side=4)
+    with pytest.raises(IncompatibleArtifactError, match="dim 48.*dim 192"):
+        run_mine(make_spec(byo, tmp_path / "run", reference=str(ref)))
+
+
+def test_bad_inputs_fail_naming_the_value(byo: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="budget=361 is larger than the 360 frames"):
+        run_mine(make_spec(byo, tmp_path / "a", budget=361))
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(pq.read_table(byo["frames"]).slice(0, 0), empty)
+    with pytest.raises(SchemaError, match="empty"):
+        run_mine(make_spec(byo, tmp_path / "b", frames=str(empty)))
+    with pytest.raises(ConfigError, match="unknown signal 'novelity'"):
+        make_spec(byo, tmp_path / "c", signals={"novelity": {"weight": 1}})
+    with pytest.raises(ConfigError, match="trigger 'brake'.*malformed"):
+        make_spec(byo, tmp_path / "d", signals={"trigger": {"rules": [{"name": "brake", "expr": "accel_mps2 <"}]}})
+    with pytest.raises(ConfigError, match=r"trigger 'x': unknown column\(s\) \['brake_force'\]"):
+        run_mine(make_spec(byo, tmp_path / "e", signals={"trigger": {"rules": [{"name": "x",
+                                                                                "expr": "brake_force > 1"}]}}))

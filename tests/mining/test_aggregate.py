@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from jobs.errors import ConfigError
+from mining import aggregate as ref
+from mining.aggregate import AggregateParams
+
+S = 1_000_000  # µs
+
+
+def frames(rows: list[tuple[str, str, float, float]]) -> pd.DataFrame:
+    """(frame_id, drive_id, t seconds, score) -> scored frames with signal columns."""
+    df = pd.DataFrame(rows, columns=["frame_id", "drive_id", "t", "score"])
+    df["ts_us"] = (df["t"] * S).astype("int64")
+    df["novelty"] = df["score"]
+    df["uncertainty"] = np.nan
+    df["rarity"] = 1 - df["score"]
+    df["trigger"] = 0.0
+    return df.drop(columns="t")
+
+
+def test_events_split_on_gaps_and_drives_and_dedup_keeps_the_best_per_bucket() -> None:
+    df = frames([
+        ("a0", "A", 0.0, 0.95), ("a1", "A", 0.1, 0.99), ("a2", "A", 0.2, 0.91), ("a3", "A", 0.3, 0.2),
+        ("a4", "A", 0.7, 0.97),  # 0.5 s after a2: same event with max_gap 1 s
+        ("a5", "A", 5.0, 0.93),  # a new event
+        ("b0", "B", 0.0, 0.96), ("b1", "B", 0.05, 0.96),  # tie: smaller frame_id kept
+    ])
+    ev = ref.event_frames(df, AggregateParams(threshold=0.9, max_gap_s=1.0, dedup_s=0.5))
+    got = dict(zip(ev["frame_id"], ev["event_id"], strict=True))
+    assert got == {"a0": "A/e0001", "a1": "A/e0001", "a2": "A/e0001", "a4": "A/e0001", "a5": "A/e0002",
+                   "b0": "B/e0001", "b1": "B/e0001"}
+    kept = set(ev.loc[ev["keep"], "frame_id"])
+    assert kept == {"a1", "a4", "a5", "b0"}  # buckets [0,0.5): a1 beats a0/a2; [0.5,1): a4
+    stats = ref.event_stats(ev).set_index("event_id")
+    assert stats.loc["A/e0001", "n_frames"] == 4 and stats.loc["A/e0001", "n_kept"] == 2
+    assert stats.loc["A/e0001", "peak_frame_id"] == "a1"
+    assert stats.loc["A/e0001", "score_max"] == pytest.approx(0.99)
+    assert stats.loc["A/e0001", "score_mean"] == pytest.approx((0.95 + 0.99 + 0.91 + 0.97) / 4)
+    assert np.isnan(stats.loc["A/e0001", "uncertainty_mean"])
+    ev2 = ref.event_frames(df, AggregateParams(threshold=0.9, max_gap_s=0.3, dedup_s=0))
+    assert ev2.set_index("frame_id").loc["a4", "event_id"] == "A/e0002" and ev2["keep"].all()
+
+
+def test_bad_parameters_name_the_value() -> None:
+    with pytest.raises(ConfigError, match="max_gap_s=-1"):
+        AggregateParams(threshold=0.5, max_gap_s=-1)
+    with pytest.raises(ConfigError, match="threshold=nan"):
+        AggregateParams(threshold=float("nan"))
+
+
+def random_scores(seed: int, n_drives: int = 6, n: int = 120) -> tuple[pd.DataFrame, pa.Table, pa.Table]:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for d in range(n_drives):
+        t0 = 1_767_225_600 * S + d * 3600 * S
+        ts = t0 + np.cumsum(rng.choice([100_000, 100_000, 100_000, 300_000, 2_000_000], size=n))
+        # bursts of high scores, float32-exact, with ties
+        base = np.round(rng.uniform(0, 1, n) ** 3, 2).astype(np.float32)
+        for i in range(n):
+            rows.append((f"d{d}-{i:04d}", f"drive{d}", int(ts[i]), float(base[i])))
+    df = pd.DataFrame(rows, columns=["frame_id", "drive_id", "ts_us", "score"])
+    df["score"] = df["score"].astype(np.float32)
+    for s, f in (("novelty", 1.0), ("rarity", 0.5)):
+        df[s] = (df["score"] * f).astype(np.float32)
+    df["uncertainty"] = np.where(rng.random(len(df)) < 0.3, np.nan, rng.random(len(df))).astype(np.float32)
+    df["trigger"] = (rng.random(len(df)) < 0.05).astype(np.float32)
+    scores = pa.table({
+        "frame_id": df["frame_id"], "score": pa.array(df["score"], pa.float32()),
+        **{s: pa.array(df[s].to_numpy(), pa.float32(), mask=np.isnan(df[s].to_numpy()))
+           for s in ("novelty", "uncertainty", "rarity", "trigger")},
+    })
+    manifest = pa.table({"frame_id": df["frame_id"], "drive_id": df["drive_id"],
+                         "timestamp": pa.array(df["ts_us"], pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+                         "uri": [f"{f}.png" for f in df["frame_id"]]})
+    return df, scores, manifest
+
+
+def _same(spark_df: pd.DataFrame, pandas_df: pd.DataFrame, key: str) -> None:
+    a = spark_df.sort_values(key).reset_index(drop=True)
+    b = pandas_df.sort_values(key).reset_index(drop=True)
+    assert list(a.columns) == list(b.columns)
+    assert len(a) == len(b) > 0
+    for c in a.columns:
+        if pd.api.types.is_float_dtype(b[c]) or pd.api.types.is_float_dtype(a[c]):
+            np.testing.assert_allclose(a[c].astype(float), b[c].astype(float), rtol=1e-6, atol=1e-9, err_msg=c)
+        else:
+            assert a[c].astype(str).tolist() == b[c].astype(str).tolist(), c
+
+
+@pytest.mark.spark
+@pytest.mark.integration
+@pytest.mark.parametrize("seed, threshold, gap, dedup", [(0, 0.3, 1.0, 0.5), (1, 0.1, 0.25, 0.0), (2, 0.5, 3.0, 1.0)])
+def test_spark_aggregation_equals_the_pandas_reference(spark: Any, tmp_path: Path, seed: int, threshold: float,
+                                                       gap: float, dedup: float) -> None:
+    from mining.spark_aggregate import run_events, run_scenarios
+
+    df, scores, manifest = random_scores(seed)
+    pq.write_table(scores, tmp_path / "scores.parquet")
+    pq.write_table(manifest, tmp_path / "manifest.parquet")
+    params = AggregateParams(threshold=threshold, max_gap_s=gap, dedup_s=dedup)
+    paths = run_events(spark, scores_path=tmp_path / "scores.parquet", manifest_path=tmp_path / "manifest.parquet",
+                       out_dir=tmp_path / "agg", params=params)
+    spark_frames = pq.read_table(paths["event_frames"]).to_pandas()
+    pandas_frames = ref.event_frames(df, params)
+    _same(spark_frames, pandas_frames, "frame_id")
+    _same(pq.read_table(paths["events"]).to_pandas(), ref.event_stats(pandas_frames), "event_id")
+    kept = pandas_frames[pandas_frames["keep"]]
+    assign = pd.DataFrame({"frame_id": kept["frame_id"],
+                           "scenario_id": [f"s{i % 3:03d}" for i in range(len(kept))]})
+    pq.write_table(pa.Table.from_pandas(assign, preserve_index=False), tmp_path / "assign.parquet")
+    out = run_scenarios(spark, event_frames_path=paths["event_frames"], assignments_path=tmp_path / "assign.parquet",
+                        out_path=tmp_path / "agg" / "scenarios")
+    _same(pq.read_table(out).to_pandas(), ref.scenario_stats(kept, assign), "scenario_id")
+
+
+@pytest.mark.spark
+@pytest.mark.integration
+def test_spark_reads_int64_and_naive_timestamps(spark: Any, tmp_path: Path) -> None:
+    from mining.spark_aggregate import run_events
+
+    df, scores, manifest = random_scores(5, n_drives=2, n=40)
+    ts = manifest.column("timestamp").cast(pa.int64())
+    manifest = manifest.set_column(2, "timestamp", ts)
+    pq.write_table(scores, tmp_path / "s.parquet")
+    pq.write_table(manifest, tmp_path / "m.parquet")
+    params = AggregateParams(threshold=0.2)
+    paths = run_events(spark, scores_path=tmp_path / "s.parquet", manifest_path=tmp_path / "m.parquet",
+                       out_dir=tmp_path / "agg", params=params)
+    _same(pq.read_table(paths["event_frames"]).to_pandas(), ref.event_frames(df, params), "frame_id")
