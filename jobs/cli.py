@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "jobs.commands.manifest",
     "jobs.commands.demo",
     "jobs.commands.datasets",
+    "jobs.commands.publish",
     "jobs.commands.submit",
     "jobs.commands.mine",
     "jobs.commands.review",

@@ -123,7 +123,8 @@ def dataset_log(path: str) -> list[dict[str, Any]]:
 
 
 def _maybe_json(v: Any) -> Any:
-    if isinstance(v, str) and v[:1] in "[{":
+    """Commit metadata values are strings; lineage values that were JSON (numbers, lists, objects) come back."""
+    if isinstance(v, str):
         try:
             return json.loads(v)
         except ValueError:

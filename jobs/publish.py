@@ -124,6 +124,7 @@ class PublishResult:
     attempts: int
     seconds: float
     lineage: dict[str, str]
+    added_ids: tuple[str, ...] = ()
 
 
 def _table_exists(path: str) -> bool:
@@ -187,7 +188,7 @@ def publish(
                                 name="edge_cases", description="edge cases confirmed by edgemine review",
                                 commit_properties=CommitProperties(custom_metadata=meta))
                 return PublishResult(dataset, _version(dataset), rows.num_rows, 0, attempts,
-                                     time.perf_counter() - t0, meta)
+                                     time.perf_counter() - t0, meta, tuple(rows.column("frame_id").to_pylist()))
             existing = _existing_ids(dataset)
             keep = pa.array([fid not in existing for fid in rows.column("frame_id").to_pylist()], pa.bool_())
             new = rows.filter(keep)
@@ -205,7 +206,7 @@ def publish(
             )
             added = int(metrics.get("num_target_rows_inserted", new.num_rows))
             return PublishResult(dataset, dt.version(), added, rows.num_rows - new.num_rows, attempts,
-                                 time.perf_counter() - t0, meta)
+                                 time.perf_counter() - t0, meta, tuple(new.column("frame_id").to_pylist()))
         except CommitFailedError:
             if attempts >= max_attempts:
                 raise
@@ -221,3 +222,159 @@ def _version(dataset: str) -> int:
     from deltalake import DeltaTable
 
     return DeltaTable(dataset).version()
+
+
+# ================================================================ from the review store
+def code_version() -> str:
+    """edgemine's version plus the git commit when run from a checkout."""
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+    from pathlib import Path
+
+    try:
+        v = version("edgemine")
+    except PackageNotFoundError:
+        v = "0+unknown"
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent, text=True,
+                             capture_output=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{v}+g{sha}" if sha else v
+
+
+def review_lineage(session: Any, *, run_ids: list[str]) -> dict[str, Any]:
+    """Lineage of a publish from the review store: runs, encoders, policies, reviewers, agreement."""
+    from sqlalchemy import func, select
+
+    from review_api import storage
+    from review_api.db import Decision
+
+    runs: dict[str, Any] = {}
+    for rid in run_ids:
+        run = storage.get_run(session, run_id=rid)
+        agreement = storage.agreement_metrics(session, run_id=rid)
+        runs[rid] = {
+            "source": run.source,
+            "encoder": run.info.get("encoder_id") or run.info.get("encoder"),
+            "models": run.info.get("models"),
+            "policy": {"overlap_fraction": run.overlap_fraction, "overlap_reviews": run.overlap_reviews,
+                       "gold_rate": run.gold_rate, "min_agreement": run.min_agreement,
+                       "ds_min_confidence": run.ds_min_confidence},
+            "agreement": {k: agreement.get(k) for k in ("items", "cohen_kappa_mean", "fleiss_kappa",
+                                                        "krippendorff_alpha")},
+        }
+    n_reviewers = session.scalar(select(func.count(func.distinct(Decision.reviewer_id)))
+                                 .where(Decision.run_id.in_(run_ids))) if run_ids else 0
+    n_decisions = session.scalar(select(func.count()).select_from(Decision).where(Decision.run_id.in_(run_ids))
+                                 ) if run_ids else 0
+    return {
+        "mining_runs": run_ids,
+        "encoders": sorted({str(r["encoder"]) for r in runs.values() if r["encoder"]}),
+        "review_policy": {rid: r["policy"] for rid, r in runs.items()},
+        "agreement": {rid: r["agreement"] for rid, r in runs.items()},
+        "reviewers": int(n_reviewers or 0),
+        "decisions": int(n_decisions or 0),
+        "runs": {rid: {"source": r["source"], "models": r["models"]} for rid, r in runs.items()},
+        "code_version": code_version(),
+    }
+
+
+@dataclass(frozen=True)
+class ReviewPublish:
+    result: PublishResult
+    latencies_s: list[float]  # per added row: readable in the dataset minus its consensus time
+
+
+def publish_from_review(
+    db: Any,
+    dataset: str,
+    *,
+    run_id: str | None = None,
+    policy: SplitPolicy | None = None,
+    since: Any = None,
+) -> ReviewPublish:
+    """Publish every confirmed edge case in the review store (`db`: a URL or review_api.db.Database)."""
+    from datetime import UTC, datetime
+
+    from review_api import storage
+    from review_api.db import Database
+
+    database = Database(db) if isinstance(db, str) else db
+    with database.read() as s:
+        confirmed = storage.confirmed_items(s, run_id=run_id, since=since)
+        run_ids = sorted(set(confirmed.column("run_id").to_pylist()))
+        lineage = review_lineage(s, run_ids=run_ids) if run_ids else {"mining_runs": []}
+    rows = training_rows(confirmed.drop(["item_id", "consensus_method"]), policy=policy or SplitPolicy())
+    lineage["splits"] = json.loads((policy or SplitPolicy()).to_json())
+    result = publish(rows, dataset, lineage=lineage)
+    latencies: list[float] = []
+    if result.added:
+        readable = datetime.now(UTC)  # publish returned: the new version is committed and readable
+        added = set(result.added_ids)
+        for fid, decided in zip(rows.column("frame_id").to_pylist(), rows.column("decided_at").to_pylist(),
+                                strict=True):
+            if fid in added and decided is not None:
+                decided = decided if decided.tzinfo else decided.replace(tzinfo=UTC)
+                latencies.append((readable - decided).total_seconds())
+    if isinstance(db, str):
+        database.dispose()
+    return ReviewPublish(result, latencies)
+
+
+def watch_and_publish(
+    db: Any,
+    dataset: str,
+    *,
+    interval_s: float = 5.0,
+    min_new: int = 1,
+    policy: SplitPolicy | None = None,
+    stop: Any = None,
+    on_publish: Any = None,
+    poll_s: float = 0.5,
+) -> list[ReviewPublish]:
+    """Continuous publishing: publish when `min_new` new confirmations are waiting, or every `interval_s`.
+
+    Runs until `stop` (a threading.Event) is set; returns every publish that added rows. Each one's
+    `latencies_s` is the time from consensus to readable row.
+    """
+    import threading
+    from datetime import timedelta
+
+    from review_api import storage
+    from review_api.db import Database
+
+    if interval_s <= 0 or min_new < 1:
+        raise ConfigError(f"interval_s={interval_s} must be > 0 and min_new={min_new} >= 1")
+    stop = stop or threading.Event()
+    database = Database(db) if isinstance(db, str) else db
+    published: list[ReviewPublish] = []
+    last = time.monotonic()
+    done: set[str] = set()
+    watermark = None  # consensus time of the newest confirmation seen; the scan starts a little before it
+    try:
+        while True:
+            stopping = stop.is_set()
+            since = watermark - timedelta(seconds=5) if watermark is not None else None
+            with database.read() as s:
+                fresh = storage.confirmed_items(s, since=since)
+            ids = fresh.column("frame_id").to_pylist()
+            waiting = [f for f in ids if f not in done]
+            if fresh.num_rows:
+                newest = max(d for d in fresh.column("decided_at").to_pylist() if d is not None)
+                watermark = newest if watermark is None else max(watermark, newest)
+            elapsed = time.monotonic() - last
+            if waiting and (len(waiting) >= min_new or elapsed >= interval_s or stopping):
+                out = publish_from_review(database, dataset, policy=policy, since=since)
+                done.update(waiting)
+                last = time.monotonic()
+                if out.result.added:
+                    published.append(out)
+                    if on_publish is not None:
+                        on_publish(out)
+            if stopping:
+                return published
+            stop.wait(poll_s)
+    finally:
+        if isinstance(db, str):
+            database.dispose()

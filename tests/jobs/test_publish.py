@@ -86,7 +86,7 @@ def test_commit_metadata_carries_the_lineage(tmp_path: Path) -> None:
     entry = dataset_log(ds)[0]
     assert entry["lineage"]["mining_runs"] == ["run-1"]
     assert entry["lineage"]["agreement"] == {"fleiss_kappa": 0.71}
-    assert entry["lineage"]["edgemine.added"] == "2" and entry["rows_added"] == 2
+    assert entry["lineage"]["edgemine.added"] == 2 and entry["rows_added"] == 2
     shown = dataset_show(ds)
     assert shown["rows"] == 2 and shown["lineage"]["encoder_id"] == "torchscript:abc"
 
