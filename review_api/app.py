@@ -70,7 +70,8 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ConfigError)
     @app.exception_handler(SchemaError)
     async def bad_input(_: Request, exc: EdgemineError) -> JSONResponse:
-        return _error(422, str(exc))
+        # the same shape as FastAPI's own 422s, so clients read one format
+        return _error(422, [{"loc": ["body"], "msg": str(exc), "type": "value_error"}])
 
     @app.exception_handler(EdgemineError)
     async def other(_: Request, exc: EdgemineError) -> JSONResponse:

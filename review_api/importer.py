@@ -24,7 +24,7 @@ from sqlalchemy import Table, func, insert, select
 from sqlalchemy.orm import Session
 
 from jobs.contracts import SIGNAL_COLUMNS
-from jobs.errors import InputNotFoundError, SchemaError
+from jobs.errors import ConfigError, InputNotFoundError, SchemaError
 from jobs.synth.schedule import RARE_CATEGORIES
 from review_api.db import Database, Item, Run
 from review_api.settings import Settings
@@ -82,8 +82,6 @@ class Policy:
         return policy
 
     def check(self) -> None:
-        from jobs.errors import ConfigError
-
         for name in ("categories", "root_causes"):
             tags = getattr(self, name)
             if not tags or any(not t or not isinstance(t, str) or len(t) > 200 for t in tags):
@@ -174,6 +172,9 @@ def import_run(
 ) -> ImportReport:
     """Load `run_dir/candidates.parquet` into the store under `run.json`'s run_id (see module docstring)."""
     now = now or datetime.now(UTC)
+    for name, value in (("run_dir", run_dir), ("ground_truth", ground_truth)):
+        if value is not None and "\x00" in str(value):
+            raise ConfigError(f"{name}={str(value)!r} contains a NUL byte; it cannot be a path")
     base = Path(run_dir).resolve()
     if not base.is_dir():
         raise InputNotFoundError(f"run dir {str(run_dir)!r} does not exist")

@@ -155,8 +155,10 @@ class Resolution(Strict):
 
 # ---------------------------------------------------------------- runs
 class RunImport(Strict):
-    run_dir: str = Field(min_length=1, max_length=4096, description="A mining run folder on the server.")
-    ground_truth: str | None = Field(None, min_length=1, max_length=4096)
+    run_dir: str = Field(min_length=1, max_length=4096, pattern=r"^[^\x00]+$",
+                         description="A mining run folder on the server.")
+    ground_truth: str | None = Field(None, min_length=1, max_length=4096, pattern=r"^[^\x00]+$",
+                                     description="Known answers: frame_id, category, is_rare (Parquet).")
     categories: list[str] | None = Field(None, min_length=1, max_length=100)
     root_causes: list[str] | None = Field(None, min_length=1, max_length=100)
     overlap_fraction: float | None = Field(None, ge=0, le=1)

@@ -601,13 +601,18 @@ def refresh_consensus(session: Session, *, run_id: str, now: datetime, min_revie
                        root_cause=_root_cause(decisions_by_item.get(item.id, []), label), now=now)
         updated += before != (item.status, item.consensus_verdict, item.consensus_category, item.consensus_method)
         escalated_n += bool(reason)
-    names = dict(session.execute(select(Reviewer.id, Reviewer.name).where(Reviewer.id.in_(reviewer_ids.tolist()))))
+    names = _names(session, reviewer_ids.tolist())
     accuracy = {names[int(r)]: float(np.diagonal(ds.confusion[k]) @ ds.priors) for k, r in enumerate(reviewer_ids)}
     return ConsensusReport(run_id, "dawid_skene", considered, updated, escalated_n, ds.converged, ds.n_iter,
                            accuracy)
 
 
 # ================================================================ quality metrics
+def _names(session: Session, reviewer_ids: Sequence[int]) -> dict[int, str]:
+    rows = session.execute(select(Reviewer.id, Reviewer.name).where(Reviewer.id.in_(list(reviewer_ids)))).all()
+    return {int(i): str(n) for i, n in rows}
+
+
 def _nan_to_none(x: float) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
@@ -638,7 +643,7 @@ def agreement_metrics(session: Session, *, run_id: str) -> dict[str, Any]:
     for i, iid in enumerate(item_ids):
         for r, lab in by_item[iid]:
             ratings[i, col[r]] = lab
-    names = dict(session.execute(select(Reviewer.id, Reviewer.name).where(Reviewer.id.in_(reviewer_ids))))
+    names = _names(session, reviewer_ids)
     pk = pairwise_cohen_kappa(ratings, n_classes=len(labels), min_items=2)
     out["items"] = len(item_ids)
     out["cohen_kappa_mean"] = _nan_to_none(pk.mean())

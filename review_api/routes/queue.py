@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Path, Query, Response, status
 
 from review_api import schemas, storage, views
 from review_api.deps import AnyReviewer, Db, Now, State
 
 router = APIRouter(tags=["queue"])
+LeaseId = Annotated[int, Path(ge=1, le=2**62)]
 
 
 @router.post(
@@ -45,14 +46,14 @@ def next_item(
 
 
 @router.post("/leases/{lease_id}/renew", response_model=schemas.LeasePublic, summary="Extend your lease")
-def renew(lease_id: int, me: AnyReviewer, db: Db, now: Now) -> schemas.LeasePublic:
+def renew(lease_id: LeaseId, me: AnyReviewer, db: Db, now: Now) -> schemas.LeasePublic:
     with db.write() as s:
         return views.lease_public(storage.renew_lease(s, lease_id=lease_id, reviewer_id=me.id, now=now()))
 
 
 @router.delete("/leases/{lease_id}", status_code=status.HTTP_204_NO_CONTENT,
                summary="Give an item back without deciding (skip); you will not get it again")
-def release(lease_id: int, me: AnyReviewer, db: Db, now: Now) -> Response:
+def release(lease_id: LeaseId, me: AnyReviewer, db: Db, now: Now) -> Response:
     with db.write() as s:
         storage.release_lease(s, lease_id=lease_id, reviewer_id=me.id, now=now())
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -218,10 +218,10 @@ def test_admin_import_endpoint_errors_name_the_problem(env: ReviewEnv, tmp_path:
     (broken / "run.json").write_text('{"run_id": "x"}')
     pq.write_table(pa.table({"frame_id": ["a"], "rank": [1]}), broken / "candidates.parquet")
     r = env.client.post("/runs/import", json={"run_dir": str(broken)}, headers=admin)
-    assert r.status_code == 422 and "uri" in r.json()["detail"]
+    assert r.status_code == 422 and "uri" in r.json()["detail"][0]["msg"]
     r = env.client.post("/runs/import", json={"run_dir": str(run_dirs["other"]), "categories": ["unsure"]},
                         headers=admin)
-    assert r.status_code == 422 and "unsure" in r.json()["detail"]
+    assert r.status_code == 422 and "unsure" in r.json()["detail"][0]["msg"]
     r = env.client.post("/runs/import", json={"run_dir": str(run_dirs["other"]), "overlap_reviews": 7},
                         headers=admin)
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "overlap_reviews"]
