@@ -218,6 +218,27 @@ def _evaluate(model: nn.Module, images: np.ndarray, batch: int = 512) -> np.ndar
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
+def _recalibrate_batchnorm(model: nn.Module, images: np.ndarray, idx: np.ndarray, *, batch: int = 256,
+                           max_frames: int = 8192) -> None:
+    """Recompute BatchNorm running statistics as exact averages over (up to `max_frames`) training frames.
+
+    The running averages kept during training lag the weights; with few steps (small data, fine-tuning)
+    eval-mode outputs then differ badly from train-mode ones. One no-grad pass fixes that.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average
+    model.train()
+    with torch.no_grad():
+        for _, x in _batches(images, idx[:max_frames], batch):
+            model(x)
+    for m, momentum in zip(norms, saved, strict=True):
+        m.momentum = momentum
+    model.eval()
+
+
 def _init_head(new: BaselineCNN, old: BaselineCNN | None, old_classes: list[str], classes: list[str]) -> None:
     if old is None:
         return
@@ -296,7 +317,7 @@ def train_classifier(
     if len(set(classes)) != len(classes):
         raise ConfigError(f"classes={classes} has duplicates")
     cls_index = {c: i for i, c in enumerate(classes)}
-    y_all = np.array([cls_index[lab] for lab in frames.labels], dtype=np.int64)
+    y_all = np.array([cls_index[str(lab)] for lab in frames.labels], dtype=np.int64)
     y_train = y_all[train_idx]
 
     model = BaselineCNN(len(classes), width=width)
@@ -330,11 +351,12 @@ def train_classifier(
             print(f"train-baseline: epoch {epoch + 1}/{epochs} loss {float(loss.detach()):.3f} "
                   f"train acc {correct / max(seen_n, 1):.3f} ({time.perf_counter() - t0:.0f}s)", file=sys.stderr)
 
+    _recalibrate_batchnorm(model, frames.images, rng.permutation(train_idx))
     majority = int(np.bincount(y_train, minlength=len(classes)).argmax())
     val_acc = bal = maj = None
     per_class: dict[str, float] = {}
     if len(val_images):
-        yv = np.array([cls_index[lab] for lab in val_labels], dtype=np.int64)
+        yv = np.array([cls_index[str(lab)] for lab in val_labels], dtype=np.int64)
         pred = _evaluate(model, val_images).argmax(1)
         val_acc = float((pred == yv).mean())
         maj = float((yv == majority).mean())

@@ -111,7 +111,7 @@ def decode_image(data: bytes, *, size: int, min_side: int = MIN_SIDE, name: str 
             im.load()
             rgb = _to_rgb(im)
             if rgb.size != (size, size):
-                rgb = rgb.resize((size, size), Image.BILINEAR)
+                rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
             arr = np.asarray(rgb, dtype=np.uint8)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
             raise FrameError(f"corrupt image data: {name}: {exc}") from exc
@@ -155,11 +155,8 @@ def decode_batch(
     out = np.empty((len(uris), size, size, 3), dtype=np.uint8)
     ok: list[int] = []
     errors: list[tuple[int, str, str]] = []
-    todo = [(i, u) for i, u in enumerate(uris)]
-    for i, u in todo:
-        if not u:
-            errors.append((i, "validate", "empty uri"))
-    todo = [(i, u) for i, u in todo if u]
+    errors.extend((i, "validate", "empty uri") for i, u in enumerate(uris) if not u)
+    todo: list[tuple[int, str]] = [(i, u) for i, u in enumerate(uris) if u]
     results = (
         pool.map(lambda iu: _load_or_reason(iu[1], size, min_side), todo)
         if pool is not None

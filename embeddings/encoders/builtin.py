@@ -82,6 +82,10 @@ def _rgb_histogram(x: torch.Tensor, levels: int) -> torch.Tensor:
 class BuiltinFeatures(nn.Module):
     """float32 [B,3,H,W] in [0,1] -> named feature blocks (see the module docstring)."""
 
+    bank: torch.Tensor
+    sobel: torch.Tensor
+    luma: torch.Tensor
+
     def __init__(self) -> None:
         super().__init__()
         self.register_buffer("bank", _filter_bank())
@@ -154,6 +158,9 @@ class RawFitFeatures(nn.Module):
 
 class FittedBuiltin(nn.Module):
     """`builtin:FIT.npz`: FIT_BLOCKS standardised with the reference statistics, block-scaled."""
+
+    mean: torch.Tensor
+    scale: torch.Tensor
 
     def __init__(self, mean: np.ndarray, scale: np.ndarray) -> None:
         super().__init__()

@@ -62,6 +62,9 @@ def _set_submodule(model: nn.Module, dotted: str, new: nn.Module) -> None:
 class TorchvisionEncoderModule(nn.Module):
     """Normalise, run the trunk (the model with its last Linear replaced by Identity), then the head."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         head_name = _last_linear(model)

@@ -23,11 +23,13 @@ def embed(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show rows/s and ETA on stderr."),
 ) -> None:
     """Embed every frame of a manifest on Ray (resumable: re-run the same command after a crash)."""
-    from embeddings.pipeline import embed_manifest
+    from typing import cast
+
+    from embeddings.pipeline import DecodePlacement, embed_manifest
 
     result = embed_manifest(frames, encoder=encoder, out=out, input_size=input_size or None, batch_size=batch_size,
                             actors=actors or None, device=device, shard_rows=shard_rows, progress=progress,
-                            decode=decode)  # type: ignore[arg-type] - checked inside
+                            decode=cast(DecodePlacement, decode))  # the value is checked inside
     typer.echo(result.summary())
 
 
