@@ -328,6 +328,7 @@ def watch_and_publish(
     *,
     interval_s: float = 5.0,
     min_new: int = 1,
+    run_id: str | None = None,
     policy: SplitPolicy | None = None,
     stop: Any = None,
     on_publish: Any = None,
@@ -357,7 +358,7 @@ def watch_and_publish(
             stopping = stop.is_set()
             since = watermark - timedelta(seconds=5) if watermark is not None else None
             with database.read() as s:
-                fresh = storage.confirmed_items(s, since=since)
+                fresh = storage.confirmed_items(s, run_id=run_id, since=since)
             ids = fresh.column("frame_id").to_pylist()
             waiting = [f for f in ids if f not in done]
             if fresh.num_rows:
@@ -365,7 +366,7 @@ def watch_and_publish(
                 watermark = newest if watermark is None else max(watermark, newest)
             elapsed = time.monotonic() - last
             if waiting and (len(waiting) >= min_new or elapsed >= interval_s or stopping):
-                out = publish_from_review(database, dataset, policy=policy, since=since)
+                out = publish_from_review(database, dataset, run_id=run_id, policy=policy, since=since)
                 done.update(waiting)
                 last = time.monotonic()
                 if out.result.added:
