@@ -5,15 +5,22 @@ cut), and every write transaction starts with `BEGIN IMMEDIATE` under an in-proc
 meet SQLite's busy-wait back-off (which sleeps in steps of up to 100 ms). Reads run in their own
 deferred transactions and never wait for writers. PostgreSQL is chosen by URL (psycopg 3); there the
 queue relies on conditional updates and unique constraints, not on a lock.
+
+The hot path (`run_write`) commits in groups on SQLite: one writer thread takes every operation that
+arrived while the previous commit was being synced, runs each in its own savepoint, and commits them
+together — one fsync for many requests. Nothing is acknowledged before its group's commit returns.
 """
 
 from __future__ import annotations
 
+import asyncio
+import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -37,6 +44,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from jobs.errors import ConfigError
 
+T = TypeVar("T")
 ROLES = ("reviewer", "lead", "admin")
 ASSIGNMENT_STATES = ("leased", "decided", "released", "expired")
 # queued: waiting for reviews · complete: consensus reached · escalated: waiting for a lead ·
@@ -230,6 +238,8 @@ class Database:
             self.read_engine = self.write_engine
         self._write_sessions = sessionmaker(self.write_engine, expire_on_commit=False)
         self._read_sessions = sessionmaker(self.read_engine, expire_on_commit=False)
+        self._committer: GroupCommitter | None = None
+        self._committer_guard = threading.Lock()
 
     def _sqlite_engine(self, *, begin: str, synchronous: str, pool_size: int) -> Engine:
         engine = create_engine(self.url, connect_args={"check_same_thread": False, "timeout": 30},
@@ -279,7 +289,108 @@ class Database:
         with self._read_sessions() as session, session.begin():
             yield session
 
+    def submit_write(self, fn: Callable[[Session], T]) -> Future[T]:
+        """Run `fn(session)` in a write transaction; SQLite shares the transaction with concurrent callers."""
+        if not self.is_sqlite:
+            future: Future[T] = Future()
+            try:
+                with self.write() as session:
+                    future.set_result(fn(session))
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller through the future
+                future.set_exception(exc)
+            return future
+        if self._committer is None:
+            with self._committer_guard:
+                if self._committer is None:
+                    self._committer = GroupCommitter(self._write_sessions, self._lock)
+        return self._committer.submit(fn)
+
+    async def run_write(self, fn: Callable[[Session], T]) -> T:
+        """`submit_write` for async code: SQLite awaits its group commit, PostgreSQL runs in a worker thread."""
+        if self.is_sqlite:
+            return await asyncio.wrap_future(self.submit_write(fn))
+        from sqlalchemy.exc import IntegrityError
+        from starlette.concurrency import run_in_threadpool
+
+        def with_retries() -> T:  # a concurrent writer may win a unique-constraint race: run again
+            for attempt in range(3):
+                try:
+                    return self.submit_write(fn).result()
+                except IntegrityError:
+                    if attempt == 2:
+                        raise
+            raise AssertionError("unreachable")
+
+        return await run_in_threadpool(with_retries)
+
     def dispose(self) -> None:
+        if self._committer is not None:
+            self._committer.stop()
+            self._committer = None
         self.write_engine.dispose()
         if self.read_engine is not self.write_engine:
             self.read_engine.dispose()
+
+
+class GroupCommitter:
+    """A writer thread that commits the operations queued while it was busy as one transaction.
+
+    Each operation runs in a savepoint, so one that raises is rolled back alone and gets its own error;
+    if the commit itself fails, every operation of the group gets that error. Results are handed out
+    only after the commit, so a caller never sees an answer that a crash could take back.
+    """
+
+    def __init__(self, sessions: sessionmaker[Session], lock: Callable[[], Any], max_group: int = 64) -> None:
+        self._sessions, self._lock, self._max = sessions, lock, max_group
+        self._queue: queue.SimpleQueue[tuple[Callable[[Session], Any], Future[Any]] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="edgemine-group-commit", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[[Session], T]) -> Future[T]:
+        future: Future[T] = Future()
+        self._queue.put((fn, future))
+        return future
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            group = [first]
+            while len(group) < self._max:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._run(group)
+                    return
+                group.append(nxt)
+            self._run(group)
+
+    def _run(self, group: list[tuple[Callable[[Session], Any], Future[Any]]]) -> None:
+        outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
+        try:
+            with self._lock(), self._sessions() as session, session.begin():
+                for fn, future in group:
+                    savepoint = session.begin_nested()
+                    try:
+                        result = fn(session)
+                        savepoint.commit()
+                        outcomes.append((future, result, None))
+                    except Exception as exc:  # noqa: BLE001 - this operation alone fails
+                        savepoint.rollback()
+                        outcomes.append((future, None, exc))
+        except Exception as exc:  # noqa: BLE001 - the commit failed: nobody's work is durable
+            for _, future in group:
+                future.set_exception(exc)
+            return
+        for future, result, error in outcomes:
+            if error is None:
+                future.set_result(result)
+            else:
+                future.set_exception(error)

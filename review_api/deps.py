@@ -3,19 +3,22 @@
 Auth: `Authorization: Bearer <token>`. No or an unknown token -> 401 (with `WWW-Authenticate`), a known
 token without the role -> 403. Neither answer carries data. Verified tokens are cached for
 `settings.auth_cache_seconds`, so most requests do not touch the database to authenticate.
+The dependencies are `async` on purpose: FastAPI runs plain functions in a worker thread, which costs
+a thread hop per dependency per request.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from review_api import storage
 from review_api.auth import hash_token, role_allows
@@ -46,26 +49,34 @@ class AppState:
     thumbnails: Thumbnails
     metrics: Metrics
     ds_last_refresh: dict[str, float] = field(default_factory=dict)
-    auth_cache: dict[str, tuple[Principal, float]] = field(default_factory=dict)
+    auth_cache: dict[str, tuple[Principal, float]] = field(default_factory=dict)  # touched on the event loop only
     auth_lock: threading.Lock = field(default_factory=threading.Lock)
+    last_reclaim: datetime | None = None
+
+    def reclaim_due(self, now: datetime) -> bool:
+        """Return expired leases to the queue at most once a second (on the event loop: no lock needed)."""
+        if self.last_reclaim is None or abs((now - self.last_reclaim).total_seconds()) >= 1.0:
+            self.last_reclaim = now
+            return True
+        return False
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
     return request.app.state.review  # type: ignore[no-any-return]
 
 
 State = Annotated[AppState, Depends(get_state)]
 
 
-def get_db(state: State) -> Database:
+async def get_db(state: State) -> Database:
     return state.db
 
 
-def get_clock(state: State) -> Clock:
+async def get_clock(state: State) -> Clock:
     return state.clock
 
 
-def get_settings(state: State) -> Settings:
+async def get_settings(state: State) -> Settings:
     return state.settings
 
 
@@ -80,7 +91,13 @@ def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def current_principal(
+def _lookup(state: AppState, token: str) -> Principal | None:
+    with state.db.read() as s:
+        reviewer = storage.reviewer_by_token(s, token=token)
+        return Principal(reviewer.id, reviewer.name, reviewer.role) if reviewer else None
+
+
+async def current_principal(
     state: State, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
@@ -92,23 +109,19 @@ def current_principal(
     cached = state.auth_cache.get(key)
     if cached is not None and cached[1] > now:
         return cached[0]
-    with state.db.read() as s:
-        reviewer = storage.reviewer_by_token(s, token=token)
-        principal = Principal(reviewer.id, reviewer.name, reviewer.role) if reviewer else None
+    principal = await run_in_threadpool(_lookup, state, token)
     if principal is None:
-        with state.auth_lock:
-            state.auth_cache.pop(key, None)
+        state.auth_cache.pop(key, None)
         raise _unauthorized("unknown or revoked token")
     if ttl > 0:
-        with state.auth_lock:
-            if len(state.auth_cache) > 10_000:
-                state.auth_cache.clear()
-            state.auth_cache[key] = (principal, now + ttl)
+        if len(state.auth_cache) > 10_000:
+            state.auth_cache.clear()
+        state.auth_cache[key] = (principal, now + ttl)
     return principal
 
 
-def require(role: str) -> Callable[[Principal], Principal]:
-    def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+def require(role: str) -> Callable[[Principal], Awaitable[Principal]]:
+    async def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
         if not role_allows(principal.role, role):
             raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"this needs the {role} role")
         return principal

@@ -21,9 +21,10 @@ from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
-from sqlalchemy import CursorResult, Table, bindparam, exists, func, select, text, update
+from sqlalchemy import CursorResult, Table, bindparam, exists, func, literal_column, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnElement
 
 from jobs.contracts import DECISIONS_SCHEMA, SIGNAL_COLUMNS, TIMESTAMP, VERDICTS
 from jobs.errors import ConfigError, InvalidFieldError, LeaseExpiredError, NotFoundError, ReviewError
@@ -34,7 +35,9 @@ from review_api.db import Assignment, Decision, Item, Reviewer, Run
 
 NOT_EDGE, UNSURE, EDGE = "not_edge_case", "unsure", "edge_case"
 CONFIRMED_STATUSES = ("complete", "resolved", "gold")  # statuses whose consensus is final (not escalated)
-OPEN_ITEMS = text("items.slots_free > 0 AND NOT items.is_gold")  # must match the ix_items_open index
+# Literal SQL (not bound parameters) so SQLite's planner can match the partial indexes' WHERE clauses.
+OPEN_ITEMS = text("items.slots_free > 0 AND NOT items.is_gold")  # ix_items_open
+LEASED: ColumnElement[str] = literal_column("'leased'")  # state = 'leased': uq_assignments_live, ix_assignments_expiry
 ITEMS, ASSIGNMENTS = cast(Table, Item.__table__), cast(Table, Assignment.__table__)  # Core tables for hot paths
 MAX_NOTES = 2000
 
@@ -178,7 +181,7 @@ def reclaim_expired(session: Session, *, now: datetime) -> int:
     """Expire leases whose time ran out and give their review slots back to the queue."""
     rows = session.execute(
         update(ASSIGNMENTS)
-        .where(ASSIGNMENTS.c.state == "leased", ASSIGNMENTS.c.expires_at <= now)
+        .where(ASSIGNMENTS.c.state == LEASED, ASSIGNMENTS.c.expires_at <= now)
         .values(state="expired", closed_at=now)
         .returning(ASSIGNMENTS.c.item_id, ASSIGNMENTS.c.is_gold)
     ).all()
@@ -193,41 +196,65 @@ def reclaim_expired(session: Session, *, now: datetime) -> int:
 
 def live_lease(session: Session, *, reviewer_id: int, now: datetime) -> Assignment | None:
     lease = session.scalar(select(Assignment).where(Assignment.reviewer_id == reviewer_id,
-                                                    Assignment.state == "leased"))
+                                                    Assignment.state == LEASED))
     if lease is None or lease.expires_at <= now:
         return None
     return lease
+
+
+def _expire(session: Session, lease: Assignment, *, now: datetime) -> None:
+    lease.state, lease.closed_at = "expired", now
+    if not lease.is_gold:
+        session.execute(update(ITEMS).where(ITEMS.c.id == lease.item_id).values(slots_free=ITEMS.c.slots_free + 1))
 
 
 def _seen_by(reviewer_id: int) -> Any:
     return exists().where(Assignment.item_id == Item.id, Assignment.reviewer_id == reviewer_id)
 
 
+@dataclass(frozen=True)
+class _RunPolicy:
+    run_id: str
+    gold_rate: float
+    n_gold: int
+    lease_seconds: int
+
+
 def lease_next(
-    session: Session, *, reviewer_id: int, now: datetime, run_id: str | None = None, candidates: int = 8
+    session: Session,
+    *,
+    reviewer_id: int,
+    now: datetime,
+    run_id: str | None = None,
+    candidates: int = 8,
+    reclaim: bool = True,
 ) -> Assignment | None:
     """Lease the next item for a reviewer, or return None when nothing is left for them.
 
     Returns the reviewer's live lease if they hold one (so a retried or repeated `next` is harmless).
     Otherwise takes the first open regular item (import order, i.e. rank order within a run) that the
     reviewer never held, and with the run's gold rate swaps it for a gold item of the same run that
-    the reviewer has not seen. A reviewer never gets an item twice.
+    the reviewer has not seen. A reviewer never gets an item twice. `reclaim=False` skips returning
+    other people's expired leases to the queue (a busy server does that about once a second).
     """
-    reclaim_expired(session, now=now)
-    held = live_lease(session, reviewer_id=reviewer_id, now=now)
+    if reclaim:
+        reclaim_expired(session, now=now)
+    held = session.scalar(select(Assignment).where(Assignment.reviewer_id == reviewer_id,
+                                                   Assignment.state == LEASED))
     if held is not None:
-        return held
-    runs = {r.run_id: r for r in session.scalars(select(Run).where(Run.active))}
+        if held.expires_at > now:
+            return held
+        _expire(session, held, now=now)
+    rows = session.execute(select(Run.run_id, Run.active, Run.gold_rate, Run.n_gold, Run.lease_seconds)).all()
+    runs = {r[0]: _RunPolicy(r[0], r[2], r[3], r[4]) for r in rows if r[1]}
     if run_id is not None:
-        if run_id not in runs:
-            get_run(session, run_id=run_id)  # raises NotFoundError when the run does not exist
-            return None
-        runs = {run_id: runs[run_id]}
+        if run_id not in {r[0] for r in rows}:
+            raise NotFoundError(f"run {run_id!r} does not exist")
+        runs = {run_id: runs[run_id]} if run_id in runs else {}
     if not runs:
         return None
     query = select(Item.id, Item.run_id).where(OPEN_ITEMS, ~_seen_by(reviewer_id))
-    n_runs = session.scalar(select(func.count()).select_from(Run))
-    if len(runs) != n_runs:
+    if len(runs) != len(rows):
         query = query.where(Item.run_id.in_(list(runs)))
     for item_id, item_run in session.execute(query.order_by(Item.id).limit(candidates)).all():
         run = runs[item_run]
@@ -242,7 +269,7 @@ def lease_next(
     return None
 
 
-def _maybe_gold(session: Session, *, run: Run, reviewer_id: int) -> int | None:
+def _maybe_gold(session: Session, *, run: _RunPolicy, reviewer_id: int) -> int | None:
     if run.gold_rate <= 0 or run.n_gold == 0:
         return None
     served = session.scalar(select(func.count()).where(Assignment.reviewer_id == reviewer_id,
@@ -255,7 +282,7 @@ def _maybe_gold(session: Session, *, run: Run, reviewer_id: int) -> int | None:
     )
 
 
-def _new_lease(session: Session, *, item_id: int, run: Run, reviewer_id: int, is_gold: bool,
+def _new_lease(session: Session, *, item_id: int, run: _RunPolicy, reviewer_id: int, is_gold: bool,
                now: datetime) -> Assignment:
     lease = Assignment(item_id=item_id, reviewer_id=reviewer_id, run_id=run.run_id, state="leased",
                        is_gold=is_gold, leased_at=now, expires_at=now + timedelta(seconds=run.lease_seconds))
@@ -314,14 +341,23 @@ def item_for_reviewer(session: Session, *, item_id: int, reviewer_id: int, role:
     return item
 
 
-def scenario_peers(session: Session, *, item: Item, limit: int = 8) -> list[Item]:
+@dataclass(frozen=True)
+class Peer:
+    id: int
+    frame_id: str
+    uri: str
+
+
+def scenario_peers(session: Session, *, item: Item, limit: int = 8) -> list[Peer]:
     """Other candidates of the item's scenario in the same run, best rank first."""
     if item.scenario_id is None:
         return []
-    return list(session.scalars(
-        select(Item).where(Item.run_id == item.run_id, Item.scenario_id == item.scenario_id, Item.id != item.id)
+    rows = session.execute(
+        select(Item.id, Item.frame_id, Item.uri)
+        .where(Item.run_id == item.run_id, Item.scenario_id == item.scenario_id, Item.id != item.id)
         .order_by(Item.rank, Item.id).limit(limit)
-    ))
+    ).all()
+    return [Peer(int(r[0]), str(r[1]), str(r[2])) for r in rows]
 
 
 def image_uri(session: Session, *, item: Item, kind: str, index: int) -> str:
@@ -450,8 +486,9 @@ def submit_decision(
     lease.state, lease.closed_at = "decided", now
     session.flush()
     completed = not is_gold and n_done >= required
-    if completed:
-        _majority_consensus(session, item=get_item(session, item_id=item_id), run=run, now=now)
+    if completed:  # a single review is its own consensus: no need to read it back
+        _majority_consensus(session, item=get_item(session, item_id=item_id), run=run, now=now,
+                            decisions=[row] if n_done == 1 else None)
     return SubmitResult(row, True, completed, run.run_id, required)
 
 
@@ -480,8 +517,10 @@ def _set_consensus(item: Item, *, label: str | None, confidence: float, method: 
     item.confidence, item.consensus_method, item.consensus_at = float(confidence), method, now
 
 
-def _majority_consensus(session: Session, *, item: Item, run: Run, now: datetime) -> None:
-    decisions = decisions_of(session, item_id=item.id)
+def _majority_consensus(session: Session, *, item: Item, run: Run, now: datetime,
+                        decisions: list[Decision] | None = None) -> None:
+    if decisions is None:
+        decisions = decisions_of(session, item_id=item.id)
     labels = label_space(run)
     index = {lab: i for i, lab in enumerate(labels)}
     votes = np.array([[index[decision_label(d.verdict, d.category)] for d in decisions]], np.int64)
@@ -528,7 +567,7 @@ def resolve_item(
 
 
 def _make_gold(session: Session, *, item: Item, run: Run, verdict: str, category: str | None) -> None:
-    live = session.scalar(select(func.count()).where(Assignment.item_id == item.id, Assignment.state == "leased"))
+    live = session.scalar(select(func.count()).where(Assignment.item_id == item.id, Assignment.state == LEASED))
     if live:
         raise ReviewError(f"item {item.id} is leased right now; make it gold after its review")
     item.is_gold, item.gold_verdict, item.gold_category = True, verdict, category
@@ -724,7 +763,7 @@ def queue_stats(session: Session, *, now: datetime, run_id: str | None = None) -
             .where(Item.run_id == run.run_id, OPEN_ITEMS)
         ).one()
         leased = session.scalar(select(func.count()).where(Assignment.run_id == run.run_id,
-                                                           Assignment.state == "leased", Assignment.expires_at > now))
+                                                           Assignment.state == LEASED, Assignment.expires_at > now))
         oldest_escalation = session.scalar(select(func.min(Item.consensus_at)).where(
             Item.run_id == run.run_id, Item.status == "escalated"))
         confirmed = session.scalar(select(func.count()).where(

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Header, Path, Query, Response, status
 from fastapi.responses import FileResponse
+from sqlalchemy.orm import Session
 
 from review_api import schemas, storage, views
 from review_api.deps import AnyReviewer, AppState, Db, Lead, Now, State
@@ -52,30 +53,32 @@ def get_image(
     responses={200: {"model": schemas.DecisionPublic, "description": "A retry: the decision recorded earlier."}},
     summary="Decide an item you hold a lease on",
 )
-def decide(
+async def decide(
     item_id: ItemId,
     body: schemas.DecisionCreate,
     me: AnyReviewer,
     state: State,
-    now: Now,
-    response: Response,
     background: BackgroundTasks,
     idempotency_key: Annotated[str | None, Header(min_length=1, max_length=128,
                                                   description="Makes retries safe: same key, same result.")] = None,
-) -> schemas.DecisionPublic:
+) -> Response:
+    now = state.clock()
     decision = storage.DecisionInput(verdict=body.verdict, category=body.category,
                                      root_causes=tuple(body.root_causes), notes=body.notes, seconds=body.seconds)
-    with state.db.write() as s:
-        result = storage.submit_decision(s, item_id=item_id, reviewer_id=me.id, decision=decision, now=now(),
+
+    def record(s: Session) -> tuple[storage.SubmitResult, schemas.DecisionPublic]:
+        result = storage.submit_decision(s, item_id=item_id, reviewer_id=me.id, decision=decision, now=now,
                                          idempotency_key=idempotency_key)
-        out = views.decision_public(result.decision)
-    if not result.created:
-        response.status_code = status.HTTP_200_OK
-        return out
-    state.metrics.decisions.labels(body.verdict).inc()
+        return result, views.decision_public(result.decision)
+
+    result, out = await state.db.run_write(record)
+    if result.created:
+        state.metrics.decisions.labels(body.verdict).inc()
     if result.completed and result.required_reviews >= 3:
         background.add_task(_maybe_refresh_consensus, state, result.run_id)
-    return out
+    # serialised once here (FastAPI would validate a returned model again); a replay answers 200
+    return Response(out.model_dump_json(), media_type="application/json", background=background,
+                    status_code=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
 
 
 def _maybe_refresh_consensus(state: AppState, run_id: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
+from sqlalchemy.orm import Session
 
 from review_api import schemas, storage, views
 from review_api.deps import AnyReviewer, Db, Now, State
@@ -19,30 +20,28 @@ LeaseId = Annotated[int, Path(ge=1, le=2**62)]
     responses={204: {"description": "Nothing left for you to review."}},
     summary="Lease the next item to review (or get back the one you hold)",
 )
-def next_item(
+async def next_item(
     me: AnyReviewer,
-    db: Db,
-    now: Now,
     state: State,
-    response: Response,
     run_id: Annotated[str | None, Query(max_length=200, description="Only items of this run.")] = None,
-) -> schemas.NextPublic | Response:
-    def lease() -> schemas.NextPublic | None:
-        with db.write() as s:
-            held = storage.lease_next(s, reviewer_id=me.id, now=now(), run_id=run_id)
-            if held is None:
-                return None
-            item = storage.get_item(s, item_id=held.item_id)
-            run = storage.get_run(s, run_id=held.run_id)
-            kind = "gold" if held.is_gold else "regular"
-            body = schemas.NextPublic(lease=views.lease_public(held), item=views.item_public(s, item, run))
-        state.metrics.leases.labels(kind).inc()
-        return body
+) -> Response:
+    now = state.clock()
+    reclaim = state.reclaim_due(now)
 
-    body = storage.retry_on_conflict(lease)
-    if body is None:
+    def lease(s: Session) -> tuple[schemas.NextPublic, bool] | None:
+        held = storage.lease_next(s, reviewer_id=me.id, now=now, run_id=run_id, reclaim=reclaim)
+        if held is None:
+            return None
+        item = storage.get_item(s, item_id=held.item_id)
+        run = storage.get_run(s, run_id=held.run_id)
+        return schemas.NextPublic(lease=views.lease_public(held), item=views.item_public(s, item, run)), held.is_gold
+
+    leased = await state.db.run_write(lease)
+    if leased is None:
         return Response(status_code=status.HTTP_204_NO_CONTENT)
-    return body
+    state.metrics.leases.labels("gold" if leased[1] else "regular").inc()
+    # serialised once here: returning the model would make FastAPI validate it a second time
+    return Response(leased[0].model_dump_json(), media_type="application/json")
 
 
 @router.post("/leases/{lease_id}/renew", response_model=schemas.LeasePublic, summary="Extend your lease")
