@@ -67,9 +67,8 @@ def majority_vote(
         raise ConfigError(f"abstain={abstain} must be a class index in 0..{n_classes - 1}")
     v = _votes_2d(votes, n_classes=n_classes, missing=missing)
     n_items = v.shape[0]
-    counts = np.zeros((n_items, n_classes), np.int64)
     rows, cols = np.nonzero(v != missing)
-    np.add.at(counts, (rows, v[rows, cols]), 1)
+    counts = np.bincount(rows * n_classes + v[rows, cols], minlength=n_items * n_classes).reshape(n_items, n_classes)
     total = counts.sum(axis=1)
     if abstain is not None:
         counts[:, abstain] = 0
