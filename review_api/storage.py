@@ -588,62 +588,108 @@ class ConsensusReport:
     reviewer_accuracy: dict[str, float] = field(default_factory=dict)  # estimated P(correct), by name
 
 
-def refresh_consensus(session: Session, *, run_id: str, now: datetime, min_reviews: int = 3) -> ConsensusReport:
-    """Dawid-Skene over all of a run's decisions; items with >= `min_reviews` reviews take its answer.
+@dataclass
+class ConsensusPlan:
+    """Dawid-Skene's answers for a run, computed from a snapshot; `apply_consensus` writes them."""
 
-    Gold and lead-resolved items are clamped to their known answers (they anchor each reviewer's
-    confusion matrix) and never change. Items whose posterior is below the run's `ds_min_confidence`
-    are escalated.
+    run_id: str
+    ds_min_confidence: float
+    # item id, its review count in the snapshot, label, posterior, root cause
+    answers: list[tuple[int, int, str, float, str | None]]
+    converged: bool
+    n_iter: int
+    reviewer_accuracy: dict[str, float]
+
+
+def _top_tag(tag_lists: Sequence[Sequence[str]]) -> str | None:
+    tags = Counter(t for tags in tag_lists for t in tags)
+    if not tags:
+        return None
+    top = max(tags.values())
+    return sorted(t for t, c in tags.items() if c == top)[0]
+
+
+def plan_consensus(session: Session, *, run_id: str, min_reviews: int = 3) -> ConsensusPlan:
+    """Run Dawid-Skene over all of a run's decisions (read only); items with >= `min_reviews` reviews get answers.
+
+    Gold and lead-resolved items are clamped to their known answers: they anchor each reviewer's
+    confusion matrix, and they never change. "unsure" reviews are left out.
     """
     run = get_run(session, run_id=run_id)
     classes = [NOT_EDGE, *run.categories]
     cls = {c: i for i, c in enumerate(classes)}
     rows = session.execute(
-        select(Decision.item_id, Decision.reviewer_id, Decision.verdict, Decision.category)
+        select(Decision.item_id, Decision.reviewer_id, Decision.verdict, Decision.category, Decision.root_causes)
         .where(Decision.run_id == run_id, Decision.verdict != UNSURE)
     ).all()
     if not rows:
-        return ConsensusReport(run_id, "dawid_skene", 0, 0, 0, True, 0)
+        return ConsensusPlan(run_id, run.ds_min_confidence, [], True, 0, {})
     item_ids = np.array(sorted({r[0] for r in rows}), np.int64)
     reviewer_ids = np.array(sorted({r[1] for r in rows}), np.int64)
     it = np.searchsorted(item_ids, np.array([r[0] for r in rows], np.int64))
     rt = np.searchsorted(reviewer_ids, np.array([r[1] for r in rows], np.int64))
-    lb = np.array([cls[decision_label(r[2], r[3])] for r in rows], np.int64)
-    items = {i.id: i for i in session.scalars(select(Item).where(Item.id.in_(item_ids.tolist())))}
+    labels = [decision_label(r[2], r[3]) for r in rows]
+    lb = np.array([cls[lab] for lab in labels], np.int64)
+    state = {
+        r[0]: r[1:] for r in session.execute(
+            select(Item.id, Item.is_gold, Item.gold_verdict, Item.gold_category, Item.status,
+                   Item.consensus_verdict, Item.consensus_category, Item.n_decisions)
+            .where(Item.run_id == run_id, Item.n_decisions > 0)
+        ).all()
+    }
     fixed = np.full(len(item_ids), -1, np.int64)
     for pos, iid in enumerate(item_ids.tolist()):
-        item = items[iid]
-        if item.is_gold and item.gold_verdict:
-            fixed[pos] = cls[decision_label(item.gold_verdict, item.gold_category)]
-        elif item.status == "resolved" and item.consensus_verdict:
-            fixed[pos] = cls[decision_label(item.consensus_verdict, item.consensus_category)]
+        is_gold, gold_verdict, gold_category, status, c_verdict, c_category, _ = state[iid]
+        if is_gold and gold_verdict:
+            fixed[pos] = cls[decision_label(gold_verdict, gold_category)]
+        elif status == "resolved" and c_verdict:
+            fixed[pos] = cls[decision_label(c_verdict, c_category)]
     ds = dawid_skene(it, rt, lb, n_items=len(item_ids), n_raters=len(reviewer_ids), n_classes=len(classes),
                      fixed=fixed)
-    votes_per_item = np.bincount(it, minlength=len(item_ids))
-    considered = updated = escalated_n = 0
-    decisions_by_item: dict[int, list[Decision]] = {}
-    targets = [pos for pos in range(len(item_ids))
-               if fixed[pos] < 0 and items[int(item_ids[pos])].n_decisions >= min_reviews
-               and not items[int(item_ids[pos])].is_gold
-               and items[int(item_ids[pos])].status in ("complete", "escalated")]
-    if targets:
-        for d in session.scalars(select(Decision).where(Decision.item_id.in_([int(item_ids[p]) for p in targets]))):
-            decisions_by_item.setdefault(d.item_id, []).append(d)
-    for pos in targets:
-        item = items[int(item_ids[pos])]
-        considered += 1
+    tags_by_item: dict[int, list[tuple[str, list[str]]]] = {}
+    for r, lab in zip(rows, labels, strict=True):
+        tags_by_item.setdefault(r[0], []).append((lab, list(r[4] or [])))
+    answers = []
+    for pos, iid in enumerate(item_ids.tolist()):
+        is_gold, _, _, status, _, _, n_decisions = state[iid]
+        if fixed[pos] >= 0 or is_gold or n_decisions < min_reviews or status not in ("complete", "escalated"):
+            continue
         label = classes[int(ds.labels[pos])]
-        conf = float(ds.confidence[pos])
-        reason = "low_confidence" if conf < run.ds_min_confidence or votes_per_item[pos] == 0 else ""
-        before = (item.status, item.consensus_verdict, item.consensus_category, item.consensus_method)
-        _set_consensus(item, label=label, confidence=conf, method="dawid_skene", reason=reason,
-                       root_cause=_root_cause(decisions_by_item.get(item.id, []), label), now=now)
-        updated += before != (item.status, item.consensus_verdict, item.consensus_category, item.consensus_method)
-        escalated_n += bool(reason)
+        root = _top_tag([tags for lab, tags in tags_by_item[iid] if lab == label])
+        answers.append((iid, int(n_decisions), label, float(ds.confidence[pos]), root))
     names = _names(session, reviewer_ids.tolist())
     accuracy = {names[int(r)]: float(np.diagonal(ds.confusion[k]) @ ds.priors) for k, r in enumerate(reviewer_ids)}
-    return ConsensusReport(run_id, "dawid_skene", considered, updated, escalated_n, ds.converged, ds.n_iter,
-                           accuracy)
+    return ConsensusPlan(run_id, run.ds_min_confidence, answers, ds.converged, ds.n_iter, accuracy)
+
+
+def apply_consensus(session: Session, *, plan: ConsensusPlan, now: datetime) -> ConsensusReport:
+    """Write a plan's answers; items that got another review or a lead's answer since the snapshot are skipped."""
+    by_id = {a[0]: a for a in plan.answers}
+    considered = updated = escalated_n = 0
+    ids = list(by_id)
+    for start in range(0, len(ids), 500):
+        for item in session.scalars(select(Item).where(Item.id.in_(ids[start:start + 500]))):
+            _, n_seen, label, conf, root = by_id[item.id]
+            if item.n_decisions != n_seen or item.status not in ("complete", "escalated"):
+                continue
+            considered += 1
+            reason = "low_confidence" if conf < plan.ds_min_confidence else ""
+            before = (item.status, item.consensus_verdict, item.consensus_category, item.consensus_method)
+            _set_consensus(item, label=label, confidence=conf, method="dawid_skene", reason=reason,
+                           root_cause=root, now=now)
+            updated += before != (item.status, item.consensus_verdict, item.consensus_category,
+                                  item.consensus_method)
+            escalated_n += bool(reason)
+    return ConsensusReport(plan.run_id, "dawid_skene", considered, updated, escalated_n, plan.converged,
+                           plan.n_iter, plan.reviewer_accuracy)
+
+
+def refresh_consensus(session: Session, *, run_id: str, now: datetime, min_reviews: int = 3) -> ConsensusReport:
+    """Dawid-Skene over a run, written back in the same transaction (see plan_consensus / apply_consensus).
+
+    Items whose posterior is below the run's `ds_min_confidence` are escalated.
+    """
+    return apply_consensus(session, plan=plan_consensus(session, run_id=run_id, min_reviews=min_reviews), now=now)
 
 
 # ================================================================ quality metrics

@@ -91,8 +91,10 @@ def _maybe_refresh_consensus(state: AppState, run_id: str) -> None:
         if t - state.ds_last_refresh.get(run_id, -1e18) < every:
             return
         state.ds_last_refresh[run_id] = t
+    with state.db.read() as s:  # the EM runs on a snapshot, off the write lock
+        plan = storage.plan_consensus(s, run_id=run_id)
     with state.db.write() as s:
-        storage.refresh_consensus(s, run_id=run_id, now=state.clock())
+        storage.apply_consensus(s, plan=plan, now=state.clock())
 
 
 @router.get("/items/{item_id}/review", response_model=schemas.ItemLead,

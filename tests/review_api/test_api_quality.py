@@ -229,3 +229,21 @@ def test_admin_import_endpoint_errors_name_the_problem(env: ReviewEnv, tmp_path:
     again = env.client.post("/runs/import", json={"run_dir": str(run_dirs["other"])}, headers=admin)
     assert (first.status_code, again.status_code) == (201, 200)
     assert again.json()["inserted"] == 0 and again.json()["items"] == first.json()["items"] == 12
+
+
+def test_dawid_skene_reruns_in_the_background_after_a_third_review(tmp_path: Path,
+                                                                     run_dirs: dict[str, Path]) -> None:
+    from tests.review_api.conftest import make_env
+
+    env = make_env(f"sqlite:///{tmp_path / 'r.db'}", tmp_path)
+    env.app_state.settings = env.app_state.settings.model_copy(update={"ds_refresh_seconds": 30.0})
+    with env.client:
+        env.import_run(run_dirs["other"], overlap_fraction=1.0, overlap_reviews=3)
+        first = None
+        for name, body in (("ana", edge("debris")), ("ben", edge("debris")), ("cho", NOT)):
+            held = env.next(name)
+            first = first or held["item"]["id"]  # type: ignore[index]
+            assert held["item"]["id"] == first  # type: ignore[index]
+            assert env.decide(name, first, **body).status_code == 201
+        c = env.client.get(f"/items/{first}/review", headers=env.auth("lead")).json()["consensus"]
+        assert (c["method"], c["category"], c["status"]) == ("dawid_skene", "debris", "complete")
