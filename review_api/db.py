@@ -151,6 +151,10 @@ class Item(Base):
         # the queue: open regular items in import order (rank order within a run)
         Index("ix_items_open", "id", sqlite_where=text("slots_free > 0 AND NOT is_gold"),
               postgresql_where=text("slots_free > 0 AND NOT is_gold")),
+        # one run's open items: its queue in order, and its queue depth from the index alone
+        Index("ix_items_open_run", "run_id", "id", "slots_free", "created_at", "is_gold",
+              sqlite_where=text("slots_free > 0 AND NOT is_gold"),
+              postgresql_where=text("slots_free > 0 AND NOT is_gold")),
         Index("ix_items_gold", "run_id", "id", sqlite_where=text("is_gold"), postgresql_where=text("is_gold")),
         Index("ix_items_status", "run_id", "status"),
         Index("ix_items_scenario", "run_id", "scenario_id"),
@@ -262,8 +266,12 @@ class Database:
         return engine
 
     def create_all(self) -> None:
+        """Create missing tables, and indexes added to existing tables since they were made."""
         with self._lock():
             Base.metadata.create_all(self.write_engine)
+            for table in Base.metadata.sorted_tables:
+                for index in table.indexes:
+                    index.create(self.write_engine, checkfirst=True)
 
     def drop_all(self) -> None:
         with self._lock():

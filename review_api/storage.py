@@ -253,10 +253,13 @@ def lease_next(
         runs = {run_id: runs[run_id]} if run_id in runs else {}
     if not runs:
         return None
-    query = select(Item.id, Item.run_id).where(OPEN_ITEMS, ~_seen_by(reviewer_id))
-    if len(runs) != len(rows):
-        query = query.where(Item.run_id.in_(list(runs)))
-    for item_id, item_run in session.execute(query.order_by(Item.id).limit(candidates)).all():
+    query = select(Item.id, Item.run_id).where(OPEN_ITEMS, ~_seen_by(reviewer_id)).order_by(Item.id).limit(candidates)
+    if len(runs) == len(rows):  # every run is open: one walk of the queue index (ix_items_open) in id order
+        found = list(session.execute(query).all())
+    else:  # one walk per run (ix_items_open_run), merged; `run_id IN (...)` would sort every open item
+        found = sorted((r for rid in runs for r in session.execute(query.where(Item.run_id == rid)).all()),
+                       key=lambda r: int(r[0]))[:candidates]
+    for item_id, item_run in found:
         run = runs[item_run]
         gold_id = _maybe_gold(session, run=run, reviewer_id=reviewer_id)
         if gold_id is not None:
@@ -630,13 +633,14 @@ def plan_consensus(session: Session, *, run_id: str, min_reviews: int = 3) -> Co
     rt = np.searchsorted(reviewer_ids, np.array([r[1] for r in rows], np.int64))
     labels = [decision_label(r[2], r[3]) for r in rows]
     lb = np.array([cls[lab] for lab in labels], np.int64)
-    state = {
-        r[0]: r[1:] for r in session.execute(
+    state: dict[int, Any] = {}
+    ids = item_ids.tolist()
+    for start in range(0, len(ids), 500):  # by primary key: a run may hold millions of items
+        state.update((r[0], r[1:]) for r in session.execute(
             select(Item.id, Item.is_gold, Item.gold_verdict, Item.gold_category, Item.status,
                    Item.consensus_verdict, Item.consensus_category, Item.n_decisions)
-            .where(Item.run_id == run_id, Item.n_decisions > 0)
-        ).all()
-    }
+            .where(Item.id.in_(ids[start:start + 500]))
+        ).all())
     fixed = np.full(len(item_ids), -1, np.int64)
     for pos, iid in enumerate(item_ids.tolist()):
         is_gold, gold_verdict, gold_category, status, c_verdict, c_category, _ = state[iid]
@@ -650,13 +654,14 @@ def plan_consensus(session: Session, *, run_id: str, min_reviews: int = 3) -> Co
     for r, lab in zip(rows, labels, strict=True):
         tags_by_item.setdefault(r[0], []).append((lab, list(r[4] or [])))
     answers = []
+    best, confidence = ds.labels, ds.confidence  # computed once: they are properties over all items
     for pos, iid in enumerate(item_ids.tolist()):
         is_gold, _, _, status, _, _, n_decisions = state[iid]
         if fixed[pos] >= 0 or is_gold or n_decisions < min_reviews or status not in ("complete", "escalated"):
             continue
-        label = classes[int(ds.labels[pos])]
+        label = classes[int(best[pos])]
         root = _top_tag([tags for lab, tags in tags_by_item[iid] if lab == label])
-        answers.append((iid, int(n_decisions), label, float(ds.confidence[pos]), root))
+        answers.append((iid, int(n_decisions), label, float(confidence[pos]), root))
     names = _names(session, reviewer_ids.tolist())
     accuracy = {names[int(r)]: float(np.diagonal(ds.confusion[k]) @ ds.priors) for k, r in enumerate(reviewer_ids)}
     return ConsensusPlan(run_id, run.ds_min_confidence, answers, ds.converged, ds.n_iter, accuracy)

@@ -277,3 +277,21 @@ def test_run_policy_update_checks_ranges(db: Database, run_dirs: dict[str, Path]
     assert lease(db, ana) is None  # an inactive run serves nothing
     with db.read() as s:
         assert s.get(Run, "run-other") is not None
+
+
+def test_queue_across_runs_follows_import_order_and_skips_paused_runs(db: Database, run_dirs: dict[str, Path]) -> None:
+    import_run(db, run_dirs["small"], policy=policy(overlap_fraction=0.0), now=T0)
+    import_run(db, run_dirs["other"], policy=policy(overlap_fraction=0.0), now=T0)
+    import_run(db, run_dirs["bad"], policy=policy(overlap_fraction=0.0), now=T0)
+    (ana,) = people(db, "ana")
+    assert lease(db, ana).run_id == "run-small"  # type: ignore[union-attr]
+    with db.write() as s:
+        storage.release_lease(s, lease_id=storage.live_lease(s, reviewer_id=ana, now=T0).id,  # type: ignore[union-attr]
+                              reviewer_id=ana, now=T0)
+        storage.update_run_policy(s, run_id="run-small", active=False)
+    runs = []
+    while (held := lease(db, ana)) is not None:  # two runs open, one paused: merged walk in import order
+        runs.append(held.run_id)
+        decide(db, held.item_id, ana)
+    assert runs == ["run-other"] * 12 + ["run-bad"] * 8
+    assert lease(db, ana, run_id="run-small") is None
