@@ -120,6 +120,8 @@ def prepare(work: Path, db_url: str, n: int, clients: int) -> dict[str, Any]:
         for i in range(clients):
             _, token = storage.create_reviewer(s, name=f"bench-{stamp}-{i}", role="reviewer", now=datetime.now(UTC))
             tokens.append(token)
+        _, info["lead_token"] = storage.create_reviewer(s, name=f"bench-{stamp}-lead", role="lead",
+                                                        now=datetime.now(UTC))
     with db.read() as s:
         from sqlalchemy import func, select
 
@@ -232,6 +234,43 @@ async def load(port: int, tokens: list[str], *, duration: float, warmup: float, 
     }
 
 
+def server_side_latency(port: int, token: str, before: dict[str, list[float]]) -> dict[str, Any]:
+    """Latency inside the server (Prometheus histogram, request in -> response out) during the run.
+
+    The difference to the client's figures is time spent in sockets and waiting for a CPU.
+    """
+    import urllib.request
+
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {token}"})
+    text = urllib.request.urlopen(req, timeout=30).read().decode()
+    out: dict[str, Any] = {}
+    now = _buckets(text)
+    for route, counts in now.items():
+        prev = before.get(route, [0.0] * len(counts))
+        diff = [(le, c - p) for (le, c), p in zip(counts, [x for _, x in prev] if prev and isinstance(prev[0], tuple)
+                                                   else prev, strict=True)]
+        total = diff[-1][1]
+        if total <= 0:
+            continue
+        def quantile(q: float, diff=diff, total=total) -> str:  # noqa: ANN001 - bound per route
+            for le, c in diff:
+                if c >= q * total:
+                    return f"<= {le * 1000:g} ms" if le != float("inf") else "> 5 s"
+            return "?"
+        out[route] = {"n": int(total), "p50": quantile(0.5), "p99": quantile(0.99)}
+    return out
+
+
+def _buckets(text: str) -> dict[str, list[tuple[float, float]]]:
+    import re
+
+    found: dict[str, list[tuple[float, float]]] = {}
+    for m in re.finditer(r'edgemine_review_http_request_seconds_bucket\{le="([^"]+)",route="([^"]+)"\} (\S+)', text):
+        le = float("inf") if m.group(1) == "+Inf" else float(m.group(1))
+        found.setdefault(m.group(2), []).append((le, float(m.group(3))))
+    return {k: sorted(v) for k, v in found.items() if k in ("/queue/next", "/items/{item_id}/decisions")}
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (Linux /proc): a figure that other load on the machine barely moves."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -274,6 +313,7 @@ def main() -> None:
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise RuntimeError("the server did not start") from None
                 time.sleep(0.1)
+        lead = info.pop("lead_token")
         load_before = os.getloadavg()
         cpu_before = cpu_seconds(server.pid)
         result = asyncio.run(load(port, tokens, duration=args.duration, warmup=args.warmup,
@@ -281,6 +321,7 @@ def main() -> None:
         cpu_used = cpu_seconds(server.pid) - cpu_before
         load_after = os.getloadavg()
         result["server_cpu_ms_per_request"] = round(1000 * cpu_used / max(1, result["total_requests"]), 3)
+        result["server_side"] = server_side_latency(port, lead, {})  # whole run, warm-up included
     finally:
         server.send_signal(signal.SIGTERM)
         try:

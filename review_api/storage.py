@@ -15,13 +15,13 @@ import hashlib
 import math
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
-from sqlalchemy import CursorResult, Table, bindparam, exists, func, literal_column, select, text, update
+from sqlalchemy import CursorResult, Table, bindparam, exists, func, insert, literal_column, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
@@ -38,7 +38,9 @@ CONFIRMED_STATUSES = ("complete", "resolved", "gold")  # statuses whose consensu
 # Literal SQL (not bound parameters) so SQLite's planner can match the partial indexes' WHERE clauses.
 OPEN_ITEMS = text("items.slots_free > 0 AND NOT items.is_gold")  # ix_items_open
 LEASED: ColumnElement[str] = literal_column("'leased'")  # state = 'leased': uq_assignments_live, ix_assignments_expiry
-ITEMS, ASSIGNMENTS = cast(Table, Item.__table__), cast(Table, Assignment.__table__)  # Core tables for hot paths
+# Core tables for the hot paths
+ITEMS, ASSIGNMENTS = cast(Table, Item.__table__), cast(Table, Assignment.__table__)
+DECISIONS, RUNS = cast(Table, Decision.__table__), cast(Table, Run.__table__)
 MAX_NOTES = 2000
 
 # What the publish step reads (one row per confirmed edge case; metadata is the manifest's, as JSON).
@@ -194,22 +196,43 @@ def reclaim_expired(session: Session, *, now: datetime) -> int:
     return len(rows)
 
 
-def live_lease(session: Session, *, reviewer_id: int, now: datetime) -> Assignment | None:
-    lease = session.scalar(select(Assignment).where(Assignment.reviewer_id == reviewer_id,
-                                                    Assignment.state == LEASED))
-    if lease is None or lease.expires_at <= now:
-        return None
-    return lease
+@dataclass(frozen=True)
+class Lease:
+    """A reviewer's hold on an item (a row of `assignments` while its state is `leased`)."""
+
+    id: int
+    item_id: int
+    reviewer_id: int
+    run_id: str
+    is_gold: bool
+    leased_at: datetime
+    expires_at: datetime
 
 
-def _expire(session: Session, lease: Assignment, *, now: datetime) -> None:
-    lease.state, lease.closed_at = "expired", now
+_LEASE_COLUMNS = ("id", "item_id", "reviewer_id", "run_id", "is_gold", "leased_at", "expires_at")
+
+
+def live_lease(session: Session, *, reviewer_id: int, now: datetime) -> Lease | None:
+    held = _held_lease(session, reviewer_id=reviewer_id)
+    return held if held is not None and held.expires_at > now else None
+
+
+def _held_lease(session: Session, *, reviewer_id: int) -> Lease | None:
+    row = session.execute(
+        select(*(ASSIGNMENTS.c[c] for c in _LEASE_COLUMNS))
+        .where(ASSIGNMENTS.c.reviewer_id == reviewer_id, ASSIGNMENTS.c.state == LEASED)
+    ).first()
+    return Lease(*row) if row is not None else None
+
+
+def _expire(session: Session, lease: Lease, *, now: datetime) -> None:
+    session.execute(update(ASSIGNMENTS).where(ASSIGNMENTS.c.id == lease.id).values(state="expired", closed_at=now))
     if not lease.is_gold:
         session.execute(update(ITEMS).where(ITEMS.c.id == lease.item_id).values(slots_free=ITEMS.c.slots_free + 1))
 
 
 def _seen_by(reviewer_id: int) -> Any:
-    return exists().where(Assignment.item_id == Item.id, Assignment.reviewer_id == reviewer_id)
+    return exists().where(ASSIGNMENTS.c.item_id == ITEMS.c.id, ASSIGNMENTS.c.reviewer_id == reviewer_id)
 
 
 @dataclass(frozen=True)
@@ -228,7 +251,7 @@ def lease_next(
     run_id: str | None = None,
     candidates: int = 8,
     reclaim: bool = True,
-) -> Assignment | None:
+) -> Lease | None:
     """Lease the next item for a reviewer, or return None when nothing is left for them.
 
     Returns the reviewer's live lease if they hold one (so a retried or repeated `next` is harmless).
@@ -236,16 +259,17 @@ def lease_next(
     reviewer never held, and with the run's gold rate swaps it for a gold item of the same run that
     the reviewer has not seen. A reviewer never gets an item twice. `reclaim=False` skips returning
     other people's expired leases to the queue (a busy server does that about once a second).
+    Core statements only: this runs for every `next`, and the ORM's bookkeeping would double its cost.
     """
     if reclaim:
         reclaim_expired(session, now=now)
-    held = session.scalar(select(Assignment).where(Assignment.reviewer_id == reviewer_id,
-                                                   Assignment.state == LEASED))
+    held = _held_lease(session, reviewer_id=reviewer_id)
     if held is not None:
         if held.expires_at > now:
             return held
         _expire(session, held, now=now)
-    rows = session.execute(select(Run.run_id, Run.active, Run.gold_rate, Run.n_gold, Run.lease_seconds)).all()
+    rows = session.execute(select(RUNS.c.run_id, RUNS.c.active, RUNS.c.gold_rate, RUNS.c.n_gold,
+                                  RUNS.c.lease_seconds)).all()
     runs = {r[0]: _RunPolicy(r[0], r[2], r[3], r[4]) for r in rows if r[1]}
     if run_id is not None:
         if run_id not in {r[0] for r in rows}:
@@ -253,11 +277,12 @@ def lease_next(
         runs = {run_id: runs[run_id]} if run_id in runs else {}
     if not runs:
         return None
-    query = select(Item.id, Item.run_id).where(OPEN_ITEMS, ~_seen_by(reviewer_id)).order_by(Item.id).limit(candidates)
+    query = (select(ITEMS.c.id, ITEMS.c.run_id).where(OPEN_ITEMS, ~_seen_by(reviewer_id))
+             .order_by(ITEMS.c.id).limit(candidates))
     if len(runs) == len(rows):  # every run is open: one walk of the queue index (ix_items_open) in id order
         found = list(session.execute(query).all())
     else:  # one walk per run (ix_items_open_run), merged; `run_id IN (...)` would sort every open item
-        found = sorted((r for rid in runs for r in session.execute(query.where(Item.run_id == rid)).all()),
+        found = sorted((r for rid in runs for r in session.execute(query.where(ITEMS.c.run_id == rid)).all()),
                        key=lambda r: int(r[0]))[:candidates]
     for item_id, item_run in found:
         run = runs[item_run]
@@ -275,23 +300,25 @@ def lease_next(
 def _maybe_gold(session: Session, *, run: _RunPolicy, reviewer_id: int) -> int | None:
     if run.gold_rate <= 0 or run.n_gold == 0:
         return None
-    served = session.scalar(select(func.count()).where(Assignment.reviewer_id == reviewer_id,
-                                                       Assignment.run_id == run.run_id))
+    served = session.scalar(select(func.count()).select_from(ASSIGNMENTS).where(
+        ASSIGNMENTS.c.reviewer_id == reviewer_id, ASSIGNMENTS.c.run_id == run.run_id))
     if _unit_hash("gold", run.run_id, reviewer_id, served) >= run.gold_rate:
         return None
     return session.scalar(
-        select(Item.id).where(Item.run_id == run.run_id, Item.is_gold, ~_seen_by(reviewer_id)).order_by(Item.id)
-        .limit(1)
+        select(ITEMS.c.id).where(ITEMS.c.run_id == run.run_id, ITEMS.c.is_gold, ~_seen_by(reviewer_id))
+        .order_by(ITEMS.c.id).limit(1)
     )
 
 
 def _new_lease(session: Session, *, item_id: int, run: _RunPolicy, reviewer_id: int, is_gold: bool,
-               now: datetime) -> Assignment:
-    lease = Assignment(item_id=item_id, reviewer_id=reviewer_id, run_id=run.run_id, state="leased",
-                       is_gold=is_gold, leased_at=now, expires_at=now + timedelta(seconds=run.lease_seconds))
-    session.add(lease)
-    session.flush()
-    return lease
+               now: datetime) -> Lease:
+    expires = now + timedelta(seconds=run.lease_seconds)
+    lease_id = session.execute(
+        insert(ASSIGNMENTS).values(item_id=item_id, reviewer_id=reviewer_id, run_id=run.run_id, state="leased",
+                                   is_gold=is_gold, leased_at=now, expires_at=expires)
+        .returning(ASSIGNMENTS.c.id)
+    ).scalar_one()
+    return Lease(int(lease_id), item_id, reviewer_id, run.run_id, is_gold, now, expires)
 
 
 def _own_lease(session: Session, *, lease_id: int, reviewer_id: int) -> Assignment:
@@ -324,6 +351,14 @@ def release_lease(session: Session, *, lease_id: int, reviewer_id: int, now: dat
 
 
 # ================================================================ items
+def item_row(session: Session, *, item_id: int) -> Any:
+    """An item's columns as a Core row (attribute access like the ORM object, without its bookkeeping)."""
+    row = session.execute(select(ITEMS).where(ITEMS.c.id == item_id)).first()
+    if row is None:
+        raise NotFoundError(f"item {item_id} does not exist")
+    return row
+
+
 def get_item(session: Session, *, item_id: int) -> Item:
     item = session.get(Item, item_id)
     if item is None:
@@ -351,14 +386,14 @@ class Peer:
     uri: str
 
 
-def scenario_peers(session: Session, *, item: Item, limit: int = 8) -> list[Peer]:
+def scenario_peers(session: Session, *, item: Any, limit: int = 8) -> list[Peer]:
     """Other candidates of the item's scenario in the same run, best rank first."""
     if item.scenario_id is None:
         return []
     rows = session.execute(
-        select(Item.id, Item.frame_id, Item.uri)
-        .where(Item.run_id == item.run_id, Item.scenario_id == item.scenario_id, Item.id != item.id)
-        .order_by(Item.rank, Item.id).limit(limit)
+        select(ITEMS.c.id, ITEMS.c.frame_id, ITEMS.c.uri)
+        .where(ITEMS.c.run_id == item.run_id, ITEMS.c.scenario_id == item.scenario_id, ITEMS.c.id != item.id)
+        .order_by(ITEMS.c.rank, ITEMS.c.id).limit(limit)
     ).all()
     return [Peer(int(r[0]), str(r[1]), str(r[2])) for r in rows]
 
@@ -392,7 +427,7 @@ class DecisionInput:
     seconds: float | None = None
 
 
-def _validate_decision(run: Run, d: DecisionInput) -> None:
+def _validate_decision(run: Run | RunRules, d: DecisionInput) -> None:
     if d.verdict not in VERDICTS:
         raise InvalidFieldError("verdict", f"verdict={d.verdict!r} is not one of {list(VERDICTS)}")
     if d.verdict == EDGE:
@@ -417,19 +452,59 @@ def _validate_decision(run: Run, d: DecisionInput) -> None:
         raise InvalidFieldError("seconds", f"seconds={d.seconds} must be between 0 and 86400")
 
 
-def _same_decision(row: Decision, item_id: int, d: DecisionInput) -> bool:
+def _same_decision(row: Any, item_id: int, d: DecisionInput) -> bool:
     return (row.item_id == item_id and row.verdict == d.verdict and row.category == d.category
             and list(row.root_causes) == list(d.root_causes) and row.notes == d.notes
             and row.seconds == d.seconds)
 
 
 @dataclass(frozen=True)
+class DecisionRecord:
+    """One stored decision, as the hot path hands it back (no ORM object)."""
+
+    id: int
+    item_id: int
+    reviewer_id: int
+    run_id: str
+    verdict: str
+    category: str | None
+    root_causes: list[str]
+    notes: str | None
+    seconds: float | None
+    decided_at: datetime
+    idempotency_key: str | None
+    is_gold: bool
+    gold_correct: bool | None
+
+
+_DECISION_COLUMNS = tuple(f.name for f in fields(DecisionRecord))
+
+
+@dataclass(frozen=True)
 class SubmitResult:
-    decision: Decision
+    decision: DecisionRecord
     created: bool  # False: a retry of an earlier request with the same idempotency key
     completed: bool  # this decision completed the item's reviews (consensus was computed)
     run_id: str
     required_reviews: int
+
+
+@dataclass(frozen=True)
+class RunRules:
+    """What validating a decision and deciding consensus need from a run."""
+
+    run_id: str
+    categories: list[str]
+    root_causes: list[str]
+    min_agreement: float
+
+
+def run_rules(session: Session, *, run_id: str) -> RunRules:
+    row = session.execute(select(RUNS.c.run_id, RUNS.c.categories, RUNS.c.root_causes, RUNS.c.min_agreement)
+                          .where(RUNS.c.run_id == run_id)).first()
+    if row is None:
+        raise NotFoundError(f"run {run_id!r} does not exist")
+    return RunRules(row[0], list(row[1]), list(row[2]), float(row[3]))
 
 
 def submit_decision(
@@ -445,92 +520,108 @@ def submit_decision(
 
     With an idempotency key, repeating the same request returns the first decision unchanged; the same
     key with a different body is refused. When the item has all its reviews, its consensus is computed.
+    Core statements only (see lease_next).
     """
     if idempotency_key is not None:
         if not 1 <= len(idempotency_key) <= 128:
             raise InvalidFieldError("Idempotency-Key", "Idempotency-Key must be 1-128 characters")
-        prior = session.scalar(select(Decision).where(Decision.reviewer_id == reviewer_id,
-                                                      Decision.idempotency_key == idempotency_key))
+        prior = session.execute(
+            select(*(DECISIONS.c[c] for c in _DECISION_COLUMNS))
+            .where(DECISIONS.c.reviewer_id == reviewer_id, DECISIONS.c.idempotency_key == idempotency_key)
+        ).first()
         if prior is not None:
-            if not _same_decision(prior, item_id, decision):
+            record = DecisionRecord(*prior)
+            if not _same_decision(record, item_id, decision):
                 raise InvalidFieldError("Idempotency-Key", f"Idempotency-Key {idempotency_key!r} was already used "
-                                                           f"for decision {prior.id} with a different body")
-            item = get_item(session, item_id=prior.item_id)
-            return SubmitResult(prior, False, False, item.run_id, item.required_reviews)
-    lease = session.scalar(select(Assignment).where(Assignment.item_id == item_id,
-                                                    Assignment.reviewer_id == reviewer_id))
+                                                           f"for decision {record.id} with a different body")
+            required = session.scalar(select(ITEMS.c.required_reviews).where(ITEMS.c.id == record.item_id))
+            return SubmitResult(record, False, False, record.run_id, int(required or 0))
+    lease = session.execute(
+        select(ASSIGNMENTS.c.id, ASSIGNMENTS.c.state, ASSIGNMENTS.c.expires_at, ASSIGNMENTS.c.leased_at,
+               ASSIGNMENTS.c.run_id)
+        .where(ASSIGNMENTS.c.item_id == item_id, ASSIGNMENTS.c.reviewer_id == reviewer_id)
+    ).first()
     if lease is None:
         raise NotFoundError(f"item {item_id} does not exist or is not in your queue")
-    if lease.state == "decided":
+    lease_id, state, expires_at, leased_at, lease_run = lease
+    if state == "decided":
         raise ReviewError(f"you already decided item {item_id}; send the same Idempotency-Key to retry safely")
-    if lease.state != "leased" or lease.expires_at <= now:
-        what = "been released" if lease.state == "released" else "expired"
+    if state != "leased" or expires_at <= now:
+        what = "been released" if state == "released" else "expired"
         raise LeaseExpiredError(f"your lease on item {item_id} has {what}; the item went back to the queue")
-    run = get_run(session, run_id=lease.run_id)
+    run = run_rules(session, run_id=lease_run)
     _validate_decision(run, decision)
     # lock the item row first (PostgreSQL): the decision that completes it then sees all the others
-    n_done, required, is_gold = session.execute(
+    n_done, required, is_gold, gold_verdict, gold_category = session.execute(
         update(ITEMS).where(ITEMS.c.id == item_id).values(n_decisions=ITEMS.c.n_decisions + 1)
-        .returning(ITEMS.c.n_decisions, ITEMS.c.required_reviews, ITEMS.c.is_gold)
+        .returning(ITEMS.c.n_decisions, ITEMS.c.required_reviews, ITEMS.c.is_gold, ITEMS.c.gold_verdict,
+                   ITEMS.c.gold_category)
     ).one()
     gold_correct = None
     if is_gold:
-        item = get_item(session, item_id=item_id)
-        gold_correct = decision.verdict == item.gold_verdict and (
-            decision.verdict != EDGE or decision.category == item.gold_category)
-    row = Decision(
-        item_id=item_id, assignment_id=lease.id, run_id=run.run_id, reviewer_id=reviewer_id,
-        verdict=decision.verdict, category=decision.category, root_causes=list(decision.root_causes),
-        notes=decision.notes, seconds=decision.seconds,
-        handling_seconds=max(0.0, (now - lease.leased_at).total_seconds()), decided_at=now,
-        idempotency_key=idempotency_key, is_gold=bool(is_gold), gold_correct=gold_correct,
-    )
-    session.add(row)
-    lease.state, lease.closed_at = "decided", now
-    session.flush()
+        gold_correct = decision.verdict == gold_verdict and (
+            decision.verdict != EDGE or decision.category == gold_category)
+    values: dict[str, Any] = {
+        "item_id": item_id, "reviewer_id": reviewer_id, "run_id": run.run_id, "verdict": decision.verdict,
+        "category": decision.category, "root_causes": list(decision.root_causes), "notes": decision.notes,
+        "seconds": decision.seconds, "decided_at": now, "idempotency_key": idempotency_key,
+        "is_gold": bool(is_gold), "gold_correct": gold_correct,
+    }
+    decision_id = session.execute(
+        insert(DECISIONS).values(assignment_id=lease_id, handling_seconds=max(0.0, (now - leased_at).total_seconds()),
+                                 **values).returning(DECISIONS.c.id)
+    ).scalar_one()
+    record = DecisionRecord(id=int(decision_id), **values)
+    session.execute(update(ASSIGNMENTS).where(ASSIGNMENTS.c.id == lease_id).values(state="decided", closed_at=now))
     completed = not is_gold and n_done >= required
     if completed:  # a single review is its own consensus: no need to read it back
-        _majority_consensus(session, item=get_item(session, item_id=item_id), run=run, now=now,
-                            decisions=[row] if n_done == 1 else None)
-    return SubmitResult(row, True, completed, run.run_id, required)
+        _majority_consensus(session, item_id=item_id, run=run, now=now,
+                            decisions=[record] if n_done == 1 else None)
+    return SubmitResult(record, True, completed, run.run_id, int(required))
 
 
-def decisions_of(session: Session, *, item_id: int) -> list[Decision]:
-    return list(session.scalars(select(Decision).where(Decision.item_id == item_id).order_by(Decision.id)))
+def decisions_of(session: Session, *, item_id: int) -> list[DecisionRecord]:
+    rows = session.execute(select(*(DECISIONS.c[c] for c in _DECISION_COLUMNS))
+                           .where(DECISIONS.c.item_id == item_id).order_by(DECISIONS.c.id)).all()
+    return [DecisionRecord(*r) for r in rows]
 
 
-def _root_cause(decisions: Sequence[Decision], label: str) -> str | None:
-    tags = Counter(t for d in decisions if decision_label(d.verdict, d.category) == label for t in d.root_causes)
-    if not tags:
-        return None
-    top = max(tags.values())
-    return sorted(t for t, c in tags.items() if c == top)[0]
+def _root_cause(decisions: Sequence[Any], label: str) -> str | None:
+    return _top_tag([d.root_causes for d in decisions if decision_label(d.verdict, d.category) == label])
 
 
-def _set_consensus(item: Item, *, label: str | None, confidence: float, method: str, reason: str,
-                   root_cause: str | None, now: datetime) -> None:
+def _consensus_values(*, label: str | None, confidence: float, method: str, reason: str, root_cause: str | None,
+                      now: datetime) -> dict[str, Any]:
+    """An item's consensus columns: decided (`reason` empty) or escalated to a lead (`reason` says why)."""
     if reason:
-        item.status, item.escalation_reason = "escalated", reason
-        item.consensus_verdict = item.consensus_category = item.consensus_root_cause = None
+        out: dict[str, Any] = {"status": "escalated", "escalation_reason": reason, "consensus_verdict": None,
+                               "consensus_category": None, "consensus_root_cause": None}
     else:
-        item.status, item.escalation_reason = "complete", None
-        item.consensus_verdict = NOT_EDGE if label == NOT_EDGE else EDGE
-        item.consensus_category = None if label == NOT_EDGE else label
-        item.consensus_root_cause = root_cause
-    item.confidence, item.consensus_method, item.consensus_at = float(confidence), method, now
+        out = {"status": "complete", "escalation_reason": None,
+               "consensus_verdict": NOT_EDGE if label == NOT_EDGE else EDGE,
+               "consensus_category": None if label == NOT_EDGE else label, "consensus_root_cause": root_cause}
+    out.update(confidence=float(confidence), consensus_method=method, consensus_at=now)
+    return out
 
 
-def _majority_consensus(session: Session, *, item: Item, run: Run, now: datetime,
-                        decisions: list[Decision] | None = None) -> None:
+def _set_consensus(item: Item, **kwargs: Any) -> None:
+    for key, value in _consensus_values(**kwargs).items():
+        setattr(item, key, value)
+
+
+def _majority_consensus(session: Session, *, item_id: int, run: RunRules, now: datetime,
+                        decisions: Sequence[DecisionRecord] | None = None) -> None:
     if decisions is None:
-        decisions = decisions_of(session, item_id=item.id)
-    labels = label_space(run)
+        decisions = decisions_of(session, item_id=item_id)
+    labels = [NOT_EDGE, *run.categories, UNSURE]
     index = {lab: i for i, lab in enumerate(labels)}
     votes = np.array([[index[decision_label(d.verdict, d.category)] for d in decisions]], np.int64)
     res = majority_vote(votes, n_classes=len(labels), abstain=index[UNSURE], min_agreement=run.min_agreement)
     winner = labels[int(res.labels[0])] if res.labels[0] >= 0 else None
-    _set_consensus(item, label=winner, confidence=float(res.confidence[0]), method="majority",
-                   reason=str(res.reasons[0]), root_cause=_root_cause(decisions, winner) if winner else None, now=now)
+    root = _root_cause(decisions, winner) if winner else None
+    values = _consensus_values(label=winner, confidence=float(res.confidence[0]), method="majority",
+                               reason=str(res.reasons[0]), root_cause=root, now=now)
+    session.execute(update(ITEMS).where(ITEMS.c.id == item_id).values(**values))
 
 
 # ================================================================ lead actions

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -15,7 +16,8 @@ def image_url(item_id: int, kind: str, index: int) -> str:
     return f"/items/{item_id}/images/{kind}/{index}"
 
 
-def item_public(session: Session, item: Item, run: Run) -> schemas.ItemPublic:
+def item_public(session: Session, item: Any, run: Any) -> schemas.ItemPublic:
+    """`item`: an Item or a Core row of items; `run`: anything with `categories` and `root_causes`."""
     ev = item.evidence or {}
     n_ids, n_uris = ev.get("neighbor_ids") or [], ev.get("neighbor_uris") or []
     n_dist = ev.get("neighbor_distances") or []
@@ -41,12 +43,12 @@ def item_public(session: Session, item: Item, run: Run) -> schemas.ItemPublic:
     )
 
 
-def lease_public(lease: Assignment) -> schemas.LeasePublic:
+def lease_public(lease: Assignment | storage.Lease) -> schemas.LeasePublic:
     return schemas.LeasePublic(id=lease.id, item_id=lease.item_id, leased_at=lease.leased_at,
                                expires_at=lease.expires_at)
 
 
-def decision_public(d: Decision) -> schemas.DecisionPublic:
+def decision_public(d: Decision | storage.DecisionRecord) -> schemas.DecisionPublic:
     return schemas.DecisionPublic(id=d.id, item_id=d.item_id, verdict=d.verdict, category=d.category,  # type: ignore[arg-type]
                                   root_causes=list(d.root_causes or []), notes=d.notes, seconds=d.seconds,
                                   decided_at=d.decided_at)

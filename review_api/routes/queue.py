@@ -32,8 +32,8 @@ async def next_item(
         held = storage.lease_next(s, reviewer_id=me.id, now=now, run_id=run_id, reclaim=reclaim)
         if held is None:
             return None
-        item = storage.get_item(s, item_id=held.item_id)
-        run = storage.get_run(s, run_id=held.run_id)
+        item = storage.item_row(s, item_id=held.item_id)
+        run = storage.run_rules(s, run_id=held.run_id)
         return schemas.NextPublic(lease=views.lease_public(held), item=views.item_public(s, item, run)), held.is_gold
 
     leased = await state.db.run_write(lease)
