@@ -21,7 +21,19 @@ from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
-from sqlalchemy import CursorResult, Table, bindparam, exists, func, insert, literal_column, select, text, update
+from sqlalchemy import (
+    CursorResult,
+    Integer,
+    Table,
+    bindparam,
+    exists,
+    func,
+    insert,
+    literal_column,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
@@ -210,6 +222,20 @@ class Lease:
 
 
 _LEASE_COLUMNS = ("id", "item_id", "reviewer_id", "run_id", "is_gold", "leased_at", "expires_at")
+# The hot path's statements, built once: building and cache-keying a statement costs more than running it.
+_HELD = (select(*(ASSIGNMENTS.c[c] for c in _LEASE_COLUMNS))
+         .where(ASSIGNMENTS.c.reviewer_id == bindparam("rid"), ASSIGNMENTS.c.state == LEASED))
+_EXPIRE_ONE = update(ASSIGNMENTS).where(ASSIGNMENTS.c.id == bindparam("lid")).values(
+    state="expired", closed_at=bindparam("now"))
+_FREE_SLOT = update(ITEMS).where(ITEMS.c.id == bindparam("iid")).values(slots_free=ITEMS.c.slots_free + 1)
+_TAKE_SLOT = update(ITEMS).where(ITEMS.c.id == bindparam("iid"), ITEMS.c.slots_free > 0).values(
+    slots_free=ITEMS.c.slots_free - 1)
+_RUN_POLICIES = select(RUNS.c.run_id, RUNS.c.active, RUNS.c.gold_rate, RUNS.c.n_gold, RUNS.c.lease_seconds)
+_NOT_SEEN = ~exists().where(ASSIGNMENTS.c.item_id == ITEMS.c.id, ASSIGNMENTS.c.reviewer_id == bindparam("rid"))
+_OPEN = select(ITEMS.c.id, ITEMS.c.run_id).where(OPEN_ITEMS, _NOT_SEEN).order_by(ITEMS.c.id).limit(8)
+_OPEN_IN_RUN = (select(ITEMS.c.id, ITEMS.c.run_id).where(OPEN_ITEMS, _NOT_SEEN, ITEMS.c.run_id == bindparam("run"))
+                .order_by(ITEMS.c.id).limit(8))
+_INSERT_LEASE = insert(ASSIGNMENTS).returning(ASSIGNMENTS.c.id)
 
 
 def live_lease(session: Session, *, reviewer_id: int, now: datetime) -> Lease | None:
@@ -218,17 +244,14 @@ def live_lease(session: Session, *, reviewer_id: int, now: datetime) -> Lease | 
 
 
 def _held_lease(session: Session, *, reviewer_id: int) -> Lease | None:
-    row = session.execute(
-        select(*(ASSIGNMENTS.c[c] for c in _LEASE_COLUMNS))
-        .where(ASSIGNMENTS.c.reviewer_id == reviewer_id, ASSIGNMENTS.c.state == LEASED)
-    ).first()
+    row = session.execute(_HELD, {"rid": reviewer_id}).first()
     return Lease(*row) if row is not None else None
 
 
 def _expire(session: Session, lease: Lease, *, now: datetime) -> None:
-    session.execute(update(ASSIGNMENTS).where(ASSIGNMENTS.c.id == lease.id).values(state="expired", closed_at=now))
+    session.execute(_EXPIRE_ONE, {"lid": lease.id, "now": now})
     if not lease.is_gold:
-        session.execute(update(ITEMS).where(ITEMS.c.id == lease.item_id).values(slots_free=ITEMS.c.slots_free + 1))
+        session.execute(_FREE_SLOT, {"iid": lease.item_id})
 
 
 def _seen_by(reviewer_id: int) -> Any:
@@ -268,8 +291,7 @@ def lease_next(
         if held.expires_at > now:
             return held
         _expire(session, held, now=now)
-    rows = session.execute(select(RUNS.c.run_id, RUNS.c.active, RUNS.c.gold_rate, RUNS.c.n_gold,
-                                  RUNS.c.lease_seconds)).all()
+    rows = session.execute(_RUN_POLICIES).all()
     runs = {r[0]: _RunPolicy(r[0], r[2], r[3], r[4]) for r in rows if r[1]}
     if run_id is not None:
         if run_id not in {r[0] for r in rows}:
@@ -277,21 +299,17 @@ def lease_next(
         runs = {run_id: runs[run_id]} if run_id in runs else {}
     if not runs:
         return None
-    query = (select(ITEMS.c.id, ITEMS.c.run_id).where(OPEN_ITEMS, ~_seen_by(reviewer_id))
-             .order_by(ITEMS.c.id).limit(candidates))
     if len(runs) == len(rows):  # every run is open: one walk of the queue index (ix_items_open) in id order
-        found = list(session.execute(query).all())
+        found = list(session.execute(_OPEN, {"rid": reviewer_id}).all())
     else:  # one walk per run (ix_items_open_run), merged; `run_id IN (...)` would sort every open item
-        found = sorted((r for rid in runs for r in session.execute(query.where(ITEMS.c.run_id == rid)).all()),
-                       key=lambda r: int(r[0]))[:candidates]
-    for item_id, item_run in found:
+        found = sorted((r for rid in runs for r in session.execute(_OPEN_IN_RUN, {"rid": reviewer_id, "run": rid})),
+                       key=lambda r: int(r[0]))
+    for item_id, item_run in found[:candidates]:
         run = runs[item_run]
         gold_id = _maybe_gold(session, run=run, reviewer_id=reviewer_id)
         if gold_id is not None:
             return _new_lease(session, item_id=gold_id, run=run, reviewer_id=reviewer_id, is_gold=True, now=now)
-        taken = cast(CursorResult[Any], session.execute(
-            update(ITEMS).where(ITEMS.c.id == item_id, ITEMS.c.slots_free > 0).values(slots_free=ITEMS.c.slots_free - 1)
-        )).rowcount
+        taken = cast(CursorResult[Any], session.execute(_TAKE_SLOT, {"iid": item_id})).rowcount
         if taken:  # another server process may have taken the last slot (PostgreSQL)
             return _new_lease(session, item_id=item_id, run=run, reviewer_id=reviewer_id, is_gold=False, now=now)
     return None
@@ -313,11 +331,10 @@ def _maybe_gold(session: Session, *, run: _RunPolicy, reviewer_id: int) -> int |
 def _new_lease(session: Session, *, item_id: int, run: _RunPolicy, reviewer_id: int, is_gold: bool,
                now: datetime) -> Lease:
     expires = now + timedelta(seconds=run.lease_seconds)
-    lease_id = session.execute(
-        insert(ASSIGNMENTS).values(item_id=item_id, reviewer_id=reviewer_id, run_id=run.run_id, state="leased",
-                                   is_gold=is_gold, leased_at=now, expires_at=expires)
-        .returning(ASSIGNMENTS.c.id)
-    ).scalar_one()
+    lease_id = session.execute(_INSERT_LEASE, {
+        "item_id": item_id, "reviewer_id": reviewer_id, "run_id": run.run_id, "state": "leased",
+        "is_gold": is_gold, "leased_at": now, "expires_at": expires, "closed_at": None,
+    }).scalar_one()
     return Lease(int(lease_id), item_id, reviewer_id, run.run_id, is_gold, now, expires)
 
 
@@ -351,9 +368,16 @@ def release_lease(session: Session, *, lease_id: int, reviewer_id: int, now: dat
 
 
 # ================================================================ items
+_ITEM_BY_ID = select(ITEMS).where(ITEMS.c.id == bindparam("iid"))
+_PEERS = (select(ITEMS.c.id, ITEMS.c.frame_id, ITEMS.c.uri)
+          .where(ITEMS.c.run_id == bindparam("run"), ITEMS.c.scenario_id == bindparam("scn"),
+                 ITEMS.c.id != bindparam("iid"))
+          .order_by(ITEMS.c.rank, ITEMS.c.id).limit(bindparam("n", type_=Integer())))
+
+
 def item_row(session: Session, *, item_id: int) -> Any:
     """An item's columns as a Core row (attribute access like the ORM object, without its bookkeeping)."""
-    row = session.execute(select(ITEMS).where(ITEMS.c.id == item_id)).first()
+    row = session.execute(_ITEM_BY_ID, {"iid": item_id}).first()
     if row is None:
         raise NotFoundError(f"item {item_id} does not exist")
     return row
@@ -390,11 +414,7 @@ def scenario_peers(session: Session, *, item: Any, limit: int = 8) -> list[Peer]
     """Other candidates of the item's scenario in the same run, best rank first."""
     if item.scenario_id is None:
         return []
-    rows = session.execute(
-        select(ITEMS.c.id, ITEMS.c.frame_id, ITEMS.c.uri)
-        .where(ITEMS.c.run_id == item.run_id, ITEMS.c.scenario_id == item.scenario_id, ITEMS.c.id != item.id)
-        .order_by(ITEMS.c.rank, ITEMS.c.id).limit(limit)
-    ).all()
+    rows = session.execute(_PEERS, {"run": item.run_id, "scn": item.scenario_id, "iid": item.id, "n": limit}).all()
     return [Peer(int(r[0]), str(r[1]), str(r[2])) for r in rows]
 
 
@@ -478,6 +498,23 @@ class DecisionRecord:
 
 
 _DECISION_COLUMNS = tuple(f.name for f in fields(DecisionRecord))
+_PRIOR = (select(*(DECISIONS.c[c] for c in _DECISION_COLUMNS))
+          .where(DECISIONS.c.reviewer_id == bindparam("rid"), DECISIONS.c.idempotency_key == bindparam("key")))
+_REQUIRED = select(ITEMS.c.required_reviews).where(ITEMS.c.id == bindparam("iid"))
+_LEASE_OF = (select(ASSIGNMENTS.c.id, ASSIGNMENTS.c.state, ASSIGNMENTS.c.expires_at, ASSIGNMENTS.c.leased_at,
+                    ASSIGNMENTS.c.run_id)
+             .where(ASSIGNMENTS.c.item_id == bindparam("iid"), ASSIGNMENTS.c.reviewer_id == bindparam("rid")))
+_RUN_RULES = (select(RUNS.c.run_id, RUNS.c.categories, RUNS.c.root_causes, RUNS.c.min_agreement)
+              .where(RUNS.c.run_id == bindparam("run")))
+_BUMP = (update(ITEMS).where(ITEMS.c.id == bindparam("iid")).values(n_decisions=ITEMS.c.n_decisions + 1)
+         .returning(ITEMS.c.n_decisions, ITEMS.c.required_reviews, ITEMS.c.is_gold, ITEMS.c.gold_verdict,
+                    ITEMS.c.gold_category))
+_INSERT_DECISION = insert(DECISIONS).returning(DECISIONS.c.id)
+_CLOSE_LEASE = update(ASSIGNMENTS).where(ASSIGNMENTS.c.id == bindparam("lid")).values(
+    state="decided", closed_at=bindparam("now"))
+_DECISIONS_OF = (select(*(DECISIONS.c[c] for c in _DECISION_COLUMNS)).where(DECISIONS.c.item_id == bindparam("iid"))
+                 .order_by(DECISIONS.c.id))
+_SET_CONSENSUS = update(ITEMS).where(ITEMS.c.id == bindparam("iid"))
 
 
 @dataclass(frozen=True)
@@ -500,8 +537,7 @@ class RunRules:
 
 
 def run_rules(session: Session, *, run_id: str) -> RunRules:
-    row = session.execute(select(RUNS.c.run_id, RUNS.c.categories, RUNS.c.root_causes, RUNS.c.min_agreement)
-                          .where(RUNS.c.run_id == run_id)).first()
+    row = session.execute(_RUN_RULES, {"run": run_id}).first()
     if row is None:
         raise NotFoundError(f"run {run_id!r} does not exist")
     return RunRules(row[0], list(row[1]), list(row[2]), float(row[3]))
@@ -525,22 +561,15 @@ def submit_decision(
     if idempotency_key is not None:
         if not 1 <= len(idempotency_key) <= 128:
             raise InvalidFieldError("Idempotency-Key", "Idempotency-Key must be 1-128 characters")
-        prior = session.execute(
-            select(*(DECISIONS.c[c] for c in _DECISION_COLUMNS))
-            .where(DECISIONS.c.reviewer_id == reviewer_id, DECISIONS.c.idempotency_key == idempotency_key)
-        ).first()
+        prior = session.execute(_PRIOR, {"rid": reviewer_id, "key": idempotency_key}).first()
         if prior is not None:
             record = DecisionRecord(*prior)
             if not _same_decision(record, item_id, decision):
                 raise InvalidFieldError("Idempotency-Key", f"Idempotency-Key {idempotency_key!r} was already used "
                                                            f"for decision {record.id} with a different body")
-            required = session.scalar(select(ITEMS.c.required_reviews).where(ITEMS.c.id == record.item_id))
+            required = session.scalar(_REQUIRED, {"iid": record.item_id})
             return SubmitResult(record, False, False, record.run_id, int(required or 0))
-    lease = session.execute(
-        select(ASSIGNMENTS.c.id, ASSIGNMENTS.c.state, ASSIGNMENTS.c.expires_at, ASSIGNMENTS.c.leased_at,
-               ASSIGNMENTS.c.run_id)
-        .where(ASSIGNMENTS.c.item_id == item_id, ASSIGNMENTS.c.reviewer_id == reviewer_id)
-    ).first()
+    lease = session.execute(_LEASE_OF, {"iid": item_id, "rid": reviewer_id}).first()
     if lease is None:
         raise NotFoundError(f"item {item_id} does not exist or is not in your queue")
     lease_id, state, expires_at, leased_at, lease_run = lease
@@ -552,11 +581,7 @@ def submit_decision(
     run = run_rules(session, run_id=lease_run)
     _validate_decision(run, decision)
     # lock the item row first (PostgreSQL): the decision that completes it then sees all the others
-    n_done, required, is_gold, gold_verdict, gold_category = session.execute(
-        update(ITEMS).where(ITEMS.c.id == item_id).values(n_decisions=ITEMS.c.n_decisions + 1)
-        .returning(ITEMS.c.n_decisions, ITEMS.c.required_reviews, ITEMS.c.is_gold, ITEMS.c.gold_verdict,
-                   ITEMS.c.gold_category)
-    ).one()
+    n_done, required, is_gold, gold_verdict, gold_category = session.execute(_BUMP, {"iid": item_id}).one()
     gold_correct = None
     if is_gold:
         gold_correct = decision.verdict == gold_verdict and (
@@ -567,12 +592,11 @@ def submit_decision(
         "seconds": decision.seconds, "decided_at": now, "idempotency_key": idempotency_key,
         "is_gold": bool(is_gold), "gold_correct": gold_correct,
     }
-    decision_id = session.execute(
-        insert(DECISIONS).values(assignment_id=lease_id, handling_seconds=max(0.0, (now - leased_at).total_seconds()),
-                                 **values).returning(DECISIONS.c.id)
-    ).scalar_one()
+    decision_id = session.execute(_INSERT_DECISION, {
+        **values, "assignment_id": lease_id, "handling_seconds": max(0.0, (now - leased_at).total_seconds()),
+    }).scalar_one()
     record = DecisionRecord(id=int(decision_id), **values)
-    session.execute(update(ASSIGNMENTS).where(ASSIGNMENTS.c.id == lease_id).values(state="decided", closed_at=now))
+    session.execute(_CLOSE_LEASE, {"lid": lease_id, "now": now})
     completed = not is_gold and n_done >= required
     if completed:  # a single review is its own consensus: no need to read it back
         _majority_consensus(session, item_id=item_id, run=run, now=now,
@@ -581,8 +605,7 @@ def submit_decision(
 
 
 def decisions_of(session: Session, *, item_id: int) -> list[DecisionRecord]:
-    rows = session.execute(select(*(DECISIONS.c[c] for c in _DECISION_COLUMNS))
-                           .where(DECISIONS.c.item_id == item_id).order_by(DECISIONS.c.id)).all()
+    rows = session.execute(_DECISIONS_OF, {"iid": item_id}).all()
     return [DecisionRecord(*r) for r in rows]
 
 
@@ -621,7 +644,7 @@ def _majority_consensus(session: Session, *, item_id: int, run: RunRules, now: d
     root = _root_cause(decisions, winner) if winner else None
     values = _consensus_values(label=winner, confidence=float(res.confidence[0]), method="majority",
                                reason=str(res.reasons[0]), root_cause=root, now=now)
-    session.execute(update(ITEMS).where(ITEMS.c.id == item_id).values(**values))
+    session.execute(_SET_CONSENSUS, {"iid": item_id, **values})
 
 
 # ================================================================ lead actions
