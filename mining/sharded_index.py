@@ -1,0 +1,217 @@
+"""The reference index split across Ray actors: queries fan out to every shard, top-k lists are merged.
+
+One machine's memory bounds a single FAISS index; a fleet's reference set does not fit. Each `IndexShard`
+actor holds a `VectorIndex` over a slice of the reference rows (its own kind, chosen by its own size);
+`ShardedIndex.search` sends each query batch to every shard once (through the object store) and merges the
+per-shard top-k by distance — for exact shards the result equals one exact index over all rows. Queries
+stream in batches, so memory stays flat whatever the number of queries.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from jobs.errors import ConfigError, IncompatibleArtifactError
+from mining.index import IndexParams, VectorIndex, build_index
+
+
+def merge_topk(dists: list[np.ndarray], ids: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Merge per-shard (n, k_i) results (global ids, -1/+inf for missing) into the overall (n, k), closest first.
+
+    Ties are broken by the smaller global id, so the merge is deterministic whatever the shard order.
+    """
+    if not dists:
+        raise ConfigError("merge_topk needs at least one shard's results")
+    d = np.concatenate(dists, axis=1)
+    i = np.concatenate(ids, axis=1)
+    d = np.where(i < 0, np.inf, d)
+    tie = np.where(i < 0, np.iinfo(np.int64).max, i)
+    order = np.lexsort((tie, d), axis=1)[:, :k]
+    out_d = np.take_along_axis(d, order, 1).astype(np.float32)
+    out_i = np.take_along_axis(i, order, 1)
+    if out_d.shape[1] < k:
+        pad = k - out_d.shape[1]
+        out_d = np.hstack([out_d, np.full((len(out_d), pad), np.inf, np.float32)])
+        out_i = np.hstack([out_i, np.full((len(out_i), pad), -1, np.int64)])
+    return out_d, np.where(np.isinf(out_d), -1, out_i)
+
+
+class IndexShard:
+    """One shard, as a Ray actor: receives its rows in batches, builds, searches, saves."""
+
+    def __init__(self, shard: int, offset: int, dim: int, encoder: str, params: IndexParams,
+                 omp_threads: int | None = None) -> None:
+        if omp_threads:
+            import faiss
+
+            faiss.omp_set_num_threads(omp_threads)
+        self.shard, self.offset, self.dim, self.encoder, self.params = shard, offset, dim, encoder, params
+        self._batches: list[tuple[pa.Table, np.ndarray]] = []
+        self.index: VectorIndex | None = None
+
+    def add(self, ids: pa.Table, vectors: np.ndarray) -> int:
+        self._batches.append((ids, np.asarray(vectors, np.float32)))
+        return len(vectors)
+
+    def build(self) -> dict[str, Any]:
+        count = sum(len(v) for _, v in self._batches)
+        self.index = build_index(iter(self._batches), count=count, dim=self.dim, encoder=self.encoder,
+                                 params=self.params)
+        self._batches = []
+        return {"shard": self.shard, "offset": self.offset, "count": self.index.count, "kind": self.index.meta.kind}
+
+    def load(self, folder: str) -> dict[str, Any]:
+        self.index = VectorIndex.load(folder)
+        return {"shard": self.shard, "offset": self.offset, "count": self.index.count, "kind": self.index.meta.kind}
+
+    def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.index is None:
+            raise ConfigError(f"shard {self.shard} has no index yet (call build or load)")
+        d, i = self.index.search(x, min(k, self.index.count))
+        return d, np.where(i >= 0, i + self.offset, -1)
+
+    def frame_ids(self) -> list[str]:
+        if self.index is None:
+            raise ConfigError(f"shard {self.shard} has no index yet")
+        return self.index.ids.column("frame_id").to_pylist()
+
+    def save(self, folder: str) -> str:
+        if self.index is None:
+            raise ConfigError(f"shard {self.shard} has no index yet")
+        return str(self.index.save(folder))
+
+
+class ShardedIndex:
+    """A reference index over `shards` Ray actors. Global row r lives in the shard whose range holds r."""
+
+    def __init__(self, actors: list[Any], infos: list[dict[str, Any]], *, dim: int, encoder: str) -> None:
+        self.actors = actors
+        self.infos = sorted(infos, key=lambda x: x["shard"])
+        self.dim = dim
+        self.encoder = encoder
+
+    @property
+    def count(self) -> int:
+        return sum(i["count"] for i in self.infos)
+
+    @classmethod
+    def build(
+        cls,
+        batches: Iterable[tuple[pa.Table, np.ndarray]],
+        *,
+        count: int,
+        dim: int,
+        encoder: str,
+        shards: int,
+        params: IndexParams = IndexParams(),
+        actor_options: dict[str, Any] | None = None,
+    ) -> ShardedIndex:
+        """Stream (ids, vectors) batches into `shards` contiguous row ranges, one actor each, then build."""
+        import ray
+
+        if shards < 1:
+            raise ConfigError(f"index.shards={shards} must be >= 1")
+        if count < shards:
+            raise ConfigError(f"cannot split count={count} vectors into shards={shards}")
+        bounds = np.linspace(0, count, shards + 1).astype(np.int64)
+        remote = ray.remote(IndexShard).options(**(actor_options or {"num_cpus": 0}))
+        actors = [remote.remote(s, int(bounds[s]), dim, encoder, params) for s in range(shards)]
+        pending: list[Any] = []
+        row = 0
+        for ids, vecs in batches:
+            vecs = np.asarray(vecs, np.float32)
+            if vecs.ndim != 2 or vecs.shape[1] != dim:
+                raise IncompatibleArtifactError(f"vectors of shape {tuple(vecs.shape)} for a dim-{dim} index")
+            start = 0
+            while start < len(vecs):
+                s = int(np.searchsorted(bounds, row, side="right") - 1)
+                take = min(len(vecs) - start, int(bounds[s + 1]) - row)
+                pending.append(actors[s].add.remote(ids.slice(start, take), vecs[start : start + take]))
+                start += take
+                row += take
+            if len(pending) > 4 * shards:  # bounded in flight: the driver never holds the whole reference
+                ray.get(pending)
+                pending = []
+        ray.get(pending)
+        if row != count:
+            raise ConfigError(f"count={count} but the batches held {row} vectors")
+        infos = ray.get([a.build.remote() for a in actors])
+        return cls(actors, infos, dim=dim, encoder=encoder)
+
+    def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Global (distances, row ids) of the k nearest reference rows, merged over shards."""
+        import ray
+
+        if k < 1:
+            raise ConfigError(f"k={k} must be >= 1")
+        x = np.ascontiguousarray(x, np.float32)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise IncompatibleArtifactError(f"queries of shape {tuple(x.shape)} for a dim-{self.dim} index")
+        ref = ray.put(x)
+        parts = ray.get([a.search.remote(ref, k) for a in self.actors])
+        return merge_topk([p[0] for p in parts], [p[1] for p in parts], k)
+
+    def search_batches(self, batches: Iterable[np.ndarray], k: int, *, in_flight: int = 2
+                       ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Stream query batches; at most `in_flight` batches are being searched at once."""
+        import ray
+
+        queue: list[list[Any]] = []
+        for x in batches:
+            x = np.ascontiguousarray(x, np.float32)
+            ref = ray.put(x)
+            queue.append([a.search.remote(ref, k) for a in self.actors])
+            if len(queue) >= in_flight:
+                parts = ray.get(queue.pop(0))
+                yield merge_topk([p[0] for p in parts], [p[1] for p in parts], k)
+        while queue:
+            parts = ray.get(queue.pop(0))
+            yield merge_topk([p[0] for p in parts], [p[1] for p in parts], k)
+
+    def save(self, folder: str | os.PathLike[str]) -> Path:
+        import json
+
+        import ray
+
+        root = Path(folder)
+        root.mkdir(parents=True, exist_ok=True)
+        ray.get([a.save.remote(str(root / f"shard-{i['shard']:04d}")) for a, i in zip(self.actors, self.infos,
+                                                                                      strict=True)])
+        (root / "shards.json").write_text(json.dumps({"dim": self.dim, "encoder": self.encoder,
+                                                      "shards": self.infos}, indent=2))
+        return root
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike[str], *, actor_options: dict[str, Any] | None = None) -> ShardedIndex:
+        import json
+
+        import ray
+
+        root = Path(folder)
+        meta = json.loads((root / "shards.json").read_text())
+        remote = ray.remote(IndexShard).options(**(actor_options or {"num_cpus": 0}))
+        actors, futures = [], []
+        for info in meta["shards"]:
+            a = remote.remote(info["shard"], info["offset"], meta["dim"], meta["encoder"], IndexParams())
+            actors.append(a)
+            futures.append(a.load.remote(str(root / f"shard-{info['shard']:04d}")))
+        return cls(actors, ray.get(futures), dim=meta["dim"], encoder=meta["encoder"])
+
+    def check_compatible(self, *, encoder: str, dim: int, what: str = "embeddings") -> None:
+        if dim != self.dim or encoder != self.encoder:
+            raise IncompatibleArtifactError(
+                f"{what} (encoder {encoder!r}, dim {dim}) do not match the sharded index "
+                f"(encoder {self.encoder!r}, dim {self.dim})")
+
+    def shutdown(self) -> None:
+        import ray
+
+        for a in self.actors:
+            ray.kill(a)
+        self.actors = []
