@@ -9,9 +9,11 @@ a thread hop per dependency per request.
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated
@@ -52,6 +54,19 @@ class AppState:
     auth_cache: dict[str, tuple[Principal, float]] = field(default_factory=dict)  # touched on the event loop only
     auth_lock: threading.Lock = field(default_factory=threading.Lock)
     last_reclaim: datetime | None = None
+    _pool: ProcessPoolExecutor | None = None
+
+    def consensus_pool(self) -> ProcessPoolExecutor:
+        """One worker process for Dawid-Skene refreshes, started on first use (spawned: no inherited threads)."""
+        with self.auth_lock:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
     def reclaim_due(self, now: datetime) -> bool:
         """Return expired leases to the queue at most once a second (on the event loop: no lock needed)."""

@@ -16,7 +16,7 @@ import math
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import numpy as np
@@ -711,8 +711,8 @@ class ConsensusPlan:
 
     run_id: str
     ds_min_confidence: float
-    # item id, its review count in the snapshot, label, posterior, root cause
-    answers: list[tuple[int, int, str, float, str | None]]
+    # item id, its review count in the snapshot, label, posterior, root cause, differs from what is stored
+    answers: list[tuple[int, int, str, float, str | None, bool]]
     converged: bool
     n_iter: int
     reviewer_accuracy: dict[str, float]
@@ -752,12 +752,13 @@ def plan_consensus(session: Session, *, run_id: str, min_reviews: int = 3) -> Co
     for start in range(0, len(ids), 500):  # by primary key: a run may hold millions of items
         state.update((r[0], r[1:]) for r in session.execute(
             select(Item.id, Item.is_gold, Item.gold_verdict, Item.gold_category, Item.status,
-                   Item.consensus_verdict, Item.consensus_category, Item.n_decisions)
+                   Item.consensus_verdict, Item.consensus_category, Item.n_decisions, Item.consensus_method,
+                   Item.consensus_root_cause, Item.confidence)
             .where(Item.id.in_(ids[start:start + 500]))
         ).all())
     fixed = np.full(len(item_ids), -1, np.int64)
     for pos, iid in enumerate(item_ids.tolist()):
-        is_gold, gold_verdict, gold_category, status, c_verdict, c_category, _ = state[iid]
+        is_gold, gold_verdict, gold_category, status, c_verdict, c_category = state[iid][:6]
         if is_gold and gold_verdict:
             fixed[pos] = cls[decision_label(gold_verdict, gold_category)]
         elif status == "resolved" and c_verdict:
@@ -770,37 +771,53 @@ def plan_consensus(session: Session, *, run_id: str, min_reviews: int = 3) -> Co
     answers = []
     best, confidence = ds.labels, ds.confidence  # computed once: they are properties over all items
     for pos, iid in enumerate(item_ids.tolist()):
-        is_gold, _, _, status, _, _, n_decisions = state[iid]
+        is_gold, _, _, status, *stored, n_decisions, method, stored_root, stored_conf = state[iid]
         if fixed[pos] >= 0 or is_gold or n_decisions < min_reviews or status not in ("complete", "escalated"):
             continue
-        label = classes[int(best[pos])]
+        label, conf = classes[int(best[pos])], float(confidence[pos])
         root = _top_tag([tags for lab, tags in tags_by_item[iid] if lab == label])
-        answers.append((iid, int(n_decisions), label, float(confidence[pos]), root))
+        new = _consensus_values(label=label, confidence=conf, method="dawid_skene", root_cause=root,
+                                now=datetime.now(UTC), reason="low_confidence" if conf < run.ds_min_confidence else "")
+        changed = (new["status"], new["consensus_verdict"], new["consensus_category"], "dawid_skene",
+                   new["consensus_root_cause"]) != (status, *stored, method, stored_root) or abs(
+                       conf - (stored_conf or 0.0)) > 1e-3
+        answers.append((iid, int(n_decisions), label, conf, root, changed))
     names = _names(session, reviewer_ids.tolist())
     accuracy = {names[int(r)]: float(np.diagonal(ds.confusion[k]) @ ds.priors) for k, r in enumerate(reviewer_ids)}
     return ConsensusPlan(run_id, run.ds_min_confidence, answers, ds.converged, ds.n_iter, accuracy)
 
 
+_APPLY_ANSWER = update(ITEMS).where(
+    ITEMS.c.id == bindparam("iid"), ITEMS.c.n_decisions == bindparam("n_seen"),
+    ITEMS.c.status.in_(("complete", "escalated")))
+
+
 def apply_consensus(session: Session, *, plan: ConsensusPlan, now: datetime) -> ConsensusReport:
-    """Write a plan's answers; items that got another review or a lead's answer since the snapshot are skipped."""
-    by_id = {a[0]: a for a in plan.answers}
-    considered = updated = escalated_n = 0
-    ids = list(by_id)
-    for start in range(0, len(ids), 500):
-        for item in session.scalars(select(Item).where(Item.id.in_(ids[start:start + 500]))):
-            _, n_seen, label, conf, root = by_id[item.id]
-            if item.n_decisions != n_seen or item.status not in ("complete", "escalated"):
-                continue
-            considered += 1
-            reason = "low_confidence" if conf < plan.ds_min_confidence else ""
-            before = (item.status, item.consensus_verdict, item.consensus_category, item.consensus_method)
-            _set_consensus(item, label=label, confidence=conf, method="dawid_skene", reason=reason,
-                           root_cause=root, now=now)
-            updated += before != (item.status, item.consensus_verdict, item.consensus_category,
-                                  item.consensus_method)
-            escalated_n += bool(reason)
-    return ConsensusReport(plan.run_id, "dawid_skene", considered, updated, escalated_n, plan.converged,
+    """Write a plan's changed answers; items that got another review or a lead's answer since are left alone."""
+    updated = 0
+    for iid, n_seen, label, conf, root, changed in plan.answers:
+        if not changed:
+            continue
+        values = _consensus_values(label=label, confidence=conf, method="dawid_skene", root_cause=root, now=now,
+                                   reason="low_confidence" if conf < plan.ds_min_confidence else "")
+        updated += cast(CursorResult[Any], session.execute(_APPLY_ANSWER, {"iid": iid, "n_seen": n_seen,
+                                                                          **values})).rowcount
+    escalated_n = sum(a[3] < plan.ds_min_confidence for a in plan.answers)
+    return ConsensusReport(plan.run_id, "dawid_skene", len(plan.answers), updated, escalated_n, plan.converged,
                            plan.n_iter, plan.reviewer_accuracy)
+
+
+def plan_consensus_job(database_url: str, run_id: str) -> ConsensusPlan:
+    """`plan_consensus` in a process of its own (the server's background refresh): the EM never holds the
+    server's GIL. Opens and closes its own connection."""
+    from review_api.db import Database
+
+    db = Database(database_url)
+    try:
+        with db.read() as s:
+            return plan_consensus(s, run_id=run_id)
+    finally:
+        db.dispose()
 
 
 def refresh_consensus(session: Session, *, run_id: str, now: datetime, min_reviews: int = 3) -> ConsensusReport:

@@ -91,8 +91,9 @@ def _maybe_refresh_consensus(state: AppState, run_id: str) -> None:
         if t - state.ds_last_refresh.get(run_id, -1e18) < every:
             return
         state.ds_last_refresh[run_id] = t
-    with state.db.read() as s:  # the EM runs on a snapshot, off the write lock
-        plan = storage.plan_consensus(s, run_id=run_id)
+    # the EM runs on a snapshot in a worker process (off the write lock and off this process's GIL);
+    # only the answers that changed are written
+    plan = state.consensus_pool().submit(storage.plan_consensus_job, state.db.url, run_id).result()
     with state.db.write() as s:
         storage.apply_consensus(s, plan=plan, now=state.clock())
 
