@@ -230,12 +230,17 @@ class Database:
         self.url = normalize_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
         self._write_lock = threading.Lock() if self.is_sqlite else None
+        self._checkpointer: threading.Thread | None = None
+        self._stop = threading.Event()
         if self.is_sqlite:
             # writers take turns under the lock, so two connections are plenty; readers run in parallel
             self.write_engine = self._sqlite_engine(begin="BEGIN IMMEDIATE", synchronous=sqlite_synchronous,
                                                     pool_size=2)
             self.read_engine = self._sqlite_engine(begin="BEGIN", synchronous=sqlite_synchronous,
                                                    pool_size=pool_size)
+            self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="edgemine-wal-checkpoint",
+                                                  daemon=True)
+            self._checkpointer.start()
         else:
             self.write_engine = create_engine(self.url, pool_size=pool_size, max_overflow=pool_size,
                                               pool_pre_ping=True)
@@ -257,6 +262,8 @@ class Database:
             cur.execute(f"PRAGMA synchronous={synchronous}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
+            # no checkpoint inside a commit (it would stall the whole commit group): _checkpoint_loop does it
+            cur.execute("PRAGMA wal_autocheckpoint=0")
             cur.close()
 
         @event.listens_for(engine, "begin")
@@ -264,6 +271,22 @@ class Database:
             conn.exec_driver_sql(begin)
 
         return engine
+
+    def _checkpoint_loop(self, every: float = 1.0) -> None:
+        """Copy the WAL back into the database file about once a second, beside the writers, not in their way.
+
+        PASSIVE never blocks a writer; a checkpoint that cannot finish (a reader still needs old pages) is
+        simply retried on the next round.
+        """
+        while not self._stop.wait(every):
+            try:
+                raw = self.read_engine.raw_connection()  # autocommit: a checkpoint cannot run in a transaction
+                try:
+                    raw.cursor().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                finally:
+                    raw.close()
+            except Exception:  # noqa: BLE001 - a missed round is harmless; the next one catches up
+                continue
 
     def create_all(self) -> None:
         """Create missing tables, and indexes added to existing tables since they were made."""
@@ -332,6 +355,7 @@ class Database:
         return await run_in_threadpool(with_retries)
 
     def dispose(self) -> None:
+        self._stop.set()
         if self._committer is not None:
             self._committer.stop()
             self._committer = None
