@@ -16,10 +16,11 @@ either a whole shard or none. A re-run checks `_config.json` (a different encode
 shard size or manifest raises IncompatibleArtifactError naming both values) and redoes only missing shards.
 
 Throughput on CPU (see docs/BENCHMARKS.md): decoding a 64 px PNG costs more than the baseline CNN's forward
-pass, so decoding happens inside the inference actor in a thread pool (Pillow releases the GIL), which
-avoids shipping pixels between processes; blocks are whole shards, and torch threads x actors = cores.
-`decode="tasks"` runs decoding as separate Ray tasks instead (better when decode needs many more cores
-than inference, e.g. large JPEGs feeding a GPU).
+pass, so decoding happens inside the inference actor (a thread pool when the actor has several threads;
+Pillow releases the GIL), which avoids shipping pixels between processes. By default there is one actor
+per core with one torch thread each: that beat one actor with all cores, whose idle OpenMP threads spin
+against the decoder. Read blocks are whole shards. `decode="tasks"` runs decoding as separate Ray tasks
+instead (for when decoding needs many more cores than inference, e.g. large JPEGs feeding a GPU).
 
 A manifest with an `embedding` column needs no inference: its vectors are written as shards directly
 (encoder id "manifest").
@@ -123,6 +124,7 @@ class ManifestPlan:
     rows: int
     fingerprint: str
     embedding_column: bool
+    bytes_per_row: int  # in-memory size of a read block row (shard, row, frame_id, uri)
 
 
 def scan_manifest(manifest: str | os.PathLike[str]) -> ManifestPlan:
@@ -131,10 +133,12 @@ def scan_manifest(manifest: str | os.PathLike[str]) -> ManifestPlan:
 
     source = os.fspath(manifest)
     h = hashlib.sha256()
-    rows = 0
+    rows = string_bytes = 0
     for batch in iter_manifest(source, columns=list(MANIFEST_REQUIRED)):
         for fid, uri in zip(batch.column("frame_id").to_pylist(), batch.column("uri").to_pylist(), strict=True):
-            h.update(f"{fid}\0{uri}\n".encode())
+            line = f"{fid}\0{uri}\n".encode()
+            h.update(line)
+            string_bytes += len(line)
         rows += batch.num_rows
     dataset = ds.dataset(source, format="parquet")
     files = []
@@ -149,7 +153,7 @@ def scan_manifest(manifest: str | os.PathLike[str]) -> ManifestPlan:
         raise SchemaError(f"{source}: Parquet metadata counts {first} rows but {rows} were read")
     base_dir = manifest_base_dir(source) if "://" not in source else None
     return ManifestPlan(source, tuple(files), dataset.filesystem, base_dir, rows, h.hexdigest()[:32],
-                        "embedding" in dataset.schema.names)
+                        "embedding" in dataset.schema.names, bytes_per_row=20 + string_bytes // max(rows, 1))
 
 
 def shard_ranges(rows: int, shard_rows: int) -> list[tuple[int, int]]:
@@ -207,7 +211,7 @@ def _make_source(plan: ManifestPlan, shards: list[tuple[int, int, int]]) -> Any:
     from ray.data.datasource import Datasource, ReadTask
 
     class ShardSource(Datasource):
-        """One read task per unfinished shard; each yields that shard's rows as one block."""
+        """One read task per unfinished shard; Ray Data slices its output to the dataset's block size."""
 
         def estimate_inmemory_data_size(self) -> int | None:
             return sum(stop - start for _, start, stop in shards) * 200
@@ -217,8 +221,7 @@ def _make_source(plan: ManifestPlan, shards: list[tuple[int, int, int]]) -> Any:
             tasks = []
             for shard, start, stop in shards:
                 def read(shard: int = shard, start: int = start, stop: int = stop) -> Iterator[pa.Table]:
-                    reader = _RowReader(plan, list(MANIFEST_REQUIRED))
-                    yield _shard_table(reader.read(start, stop), shard, start)
+                    yield _shard_table(_RowReader(plan, list(MANIFEST_REQUIRED)).read(start, stop), shard, start)
 
                 meta = BlockMetadata(num_rows=stop - start, size_bytes=(stop - start) * 200, input_files=None,
                                      exec_stats=None)
@@ -539,7 +542,8 @@ def embed_manifest(
     encoder: spec string (`builtin`, `builtin:FIT.npz`, `torchscript:PATH`, `torchvision:NAME:PATH`).
     input_size: frames are resized to this square size (default: the encoder's own).
     batch_size: frames per forward pass. actors: inference actors (default: one per GPU on CUDA, else
-      cores // threads_per_actor). device: auto | cpu | cuda (see embeddings.device).
+      cores // threads_per_actor). threads_per_actor: torch (and decode) threads per actor (default on
+      CPU: 1, or cores // actors when `actors` is given). device: auto | cpu | cuda (see embeddings.device).
     shard_rows: manifest rows per output shard (the unit of resume). decode: "actor" decodes inside the
       inference actors (thread pool), "tasks" in separate Ray tasks. num_cpus: for a locally started Ray.
     Every manifest row ends up in exactly one of the embedding shards or errors.parquet.
@@ -572,8 +576,10 @@ def embed_manifest(
                 n_actors = actors or max(1, dev.gpus)
                 threads = threads_per_actor or max(1, cpus // n_actors)
             else:
-                threads = threads_per_actor or (cpus if actors is None else cpu_threads_per_actor(actors=actors,
-                                                                                                  cpus=cpus))
+                # One single-threaded actor per core measured best here (docs/BENCHMARKS.md): no torch/OpenMP
+                # threads spinning against the decoder, no GIL shared between decode threads.
+                threads = threads_per_actor or (1 if actors is None else cpu_threads_per_actor(actors=actors,
+                                                                                               cpus=cpus))
                 n_actors = actors or max(1, cpus // threads)
             written = _run_ray(plan, store, pending, spec=encoder, probe_id=probe.encoder_id, dim=probe.dim,
                                input_size=probe.input_size, device=dev.device, autocast=dev.autocast,
@@ -596,6 +602,8 @@ def _run_ray(plan: ManifestPlan, store: ShardStore, pending: list[tuple[int, int
     ctx.execution_options.preserve_order = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
+    # Blocks of a few batches: fine-grained enough to balance actors, coarse enough to amortise a task.
+    block_rows = batch_size * max(1, 1024 // batch_size)
     ds = ray.data.read_datasource(_make_source(plan, pending), num_cpus=0.1,
                                   override_num_blocks=len(pending))
     worker_kwargs = dict(spec=spec, input_size=input_size, device=device, autocast=autocast, expected_id=probe_id,
@@ -613,6 +621,9 @@ def _run_ray(plan: ManifestPlan, store: ShardStore, pending: list[tuple[int, int
                         compute=ActorPoolStrategy(size=actors), fn_constructor_kwargs=worker_kwargs,
                         num_cpus=actor_cpus, num_gpus=num_gpus or None)
 
+    # Read tasks yield whole shards (each reads its row groups once); Ray Data slices blocks above the
+    # target size, so a target of `block_rows` rows' worth of bytes gives the actors blocks of a few batches.
+    ds.context.target_max_block_size = max(1024, block_rows * plan.bytes_per_row)
     expected = {i: e - s for i, s, e in pending}
     buffers: dict[int, list[pa.Table]] = {}
     counts: dict[int, int] = {}
@@ -635,6 +646,8 @@ def _run_ray(plan: ManifestPlan, store: ShardStore, pending: list[tuple[int, int
             elif counts[s] > expected[s]:
                 raise EdgemineError(f"shard {s} received {counts[s]} rows, expected {expected[s]} (internal error)")
         bar.update(block.num_rows, n_err)
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("Ray Data stats:\n%s", ds.stats())
     missing = [s for s in expected if counts.get(s, 0) != expected[s]]
     if missing:
         raise EdgemineError(f"{len(missing)} shard(s) incomplete after the run (first: {missing[0]}); re-run to resume")
