@@ -47,6 +47,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from embeddings.decode import MIN_SIDE, decode_batch
+from embeddings.device import DevicePlan, cpu_threads_per_actor
 from embeddings.encoders import DEFAULT_ENCODER
 from jobs.contracts import (
     ERRORS_SCHEMA,
@@ -548,7 +549,7 @@ def embed_manifest(
       inference actors (thread pool), "tasks" in separate Ray tasks. num_cpus: for a locally started Ray.
     Every manifest row ends up in exactly one of the embedding shards or errors.parquet.
     """
-    from embeddings.device import cpu_threads_per_actor, resolve_device
+    from embeddings.device import resolve_device
     from embeddings.encoders import load_encoder
 
     t0 = time.perf_counter()
@@ -572,58 +573,73 @@ def embed_manifest(
             import ray
 
             cpus = int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
-            if dev.device == "cuda":
-                n_actors = actors or max(1, dev.gpus)
-                threads = threads_per_actor or max(1, cpus // n_actors)
-            else:
-                # One single-threaded actor per core measured best here (docs/BENCHMARKS.md): no torch/OpenMP
-                # threads spinning against the decoder, no GIL shared between decode threads.
-                threads = threads_per_actor or (1 if actors is None else cpu_threads_per_actor(actors=actors,
-                                                                                               cpus=cpus))
-                n_actors = actors or max(1, cpus // threads)
+            layout = plan_actors(dev, cpus=cpus, actors=actors, threads_per_actor=threads_per_actor, decode=decode)
             written = _run_ray(plan, store, pending, spec=encoder, probe_id=probe.encoder_id, dim=probe.dim,
-                               input_size=probe.input_size, device=dev.device, autocast=dev.autocast,
-                               num_gpus=dev.num_gpus_per_actor, actors=n_actors, threads=threads, cpus=cpus,
-                               batch_size=batch_size, decode=decode, progress=progress)
+                               input_size=probe.input_size, dev=dev, layout=layout, batch_size=batch_size,
+                               decode=decode, progress=progress)
     embedded, by_stage = store.finalize(len(ranges))
     return _result(store, plan, config, embedded, by_stage, len(ranges), written, t0, dev.device,
                    new_rows=sum(e - s for _, s, e in pending))
 
 
-def _run_ray(plan: ManifestPlan, store: ShardStore, pending: list[tuple[int, int, int]], *, spec: str, probe_id: str,
-             dim: int, input_size: int, device: str, autocast: bool, num_gpus: float, actors: int, threads: int,
-             cpus: int, batch_size: int, decode: str, progress: bool) -> int:
-    import ray
-    from ray.data import ActorPoolStrategy, DataContext
+@dataclass(frozen=True)
+class ActorLayout:
+    actors: int
+    threads: int  # torch intra-op threads (and decode threads) per actor
+    actor_cpus: float  # logical CPUs each actor reserves in Ray
+    num_gpus: float  # GPUs each actor reserves
 
-    ctx = DataContext.get_current()
-    ctx.enable_progress_bars = False  # our own progress line instead
-    ctx.print_on_execution_start = False
-    ctx.execution_options.preserve_order = False
+
+def plan_actors(dev: DevicePlan, *, cpus: int, actors: int | None = None, threads_per_actor: int | None = None,
+                decode: str = "actor") -> ActorLayout:
+    """How many inference actors, with how many threads, CPUs and GPUs each. Pure, so testable without GPUs.
+
+    CUDA: one actor per GPU, one GPU each, the cores shared between them for decoding. CPU: one
+    single-threaded actor per core — that beat one actor using every core here (docs/BENCHMARKS.md): no
+    idle OpenMP threads spinning against the decoder, no GIL shared between decode threads.
+    Logical CPUs: read tasks ask for 0.1 each and the actors share the rest minus half a core, so the pool
+    can never starve the reads that feed it; with decode="tasks" the actors take half the cores.
+    """
+    if dev.device == "cuda":
+        n = actors or max(1, dev.gpus)
+        threads = threads_per_actor or max(1, cpus // n)
+    else:
+        threads = threads_per_actor or (1 if actors is None else cpu_threads_per_actor(actors=actors, cpus=cpus))
+        n = actors or max(1, cpus // threads)
+    share = min(float(threads), cpus / 2 / n) if decode == "tasks" else (cpus - 0.5) / n
+    actor_cpus = max(0.1, share)
+    return ActorLayout(actors=n, threads=threads, actor_cpus=round(actor_cpus, 3), num_gpus=dev.num_gpus_per_actor)
+
+
+def _run_ray(plan: ManifestPlan, store: ShardStore, pending: list[tuple[int, int, int]], *, spec: str, probe_id: str,
+             dim: int, input_size: int, dev: DevicePlan, layout: ActorLayout, batch_size: int, decode: str,
+             progress: bool) -> int:
+    import ray
+    from ray.data import ActorPoolStrategy
+
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
     # Blocks of a few batches: fine-grained enough to balance actors, coarse enough to amortise a task.
     block_rows = batch_size * max(1, 1024 // batch_size)
     ds = ray.data.read_datasource(_make_source(plan, pending), num_cpus=0.1,
                                   override_num_blocks=len(pending))
-    worker_kwargs = dict(spec=spec, input_size=input_size, device=device, autocast=autocast, expected_id=probe_id,
-                         threads=threads, decode_threads=threads if decode == "actor" else 1)
+    worker_kwargs = dict(spec=spec, input_size=input_size, device=dev.device, autocast=dev.autocast,
+                         expected_id=probe_id, threads=layout.threads,
+                         decode_threads=layout.threads if decode == "actor" else 1)
     if decode == "tasks":
         ds = ds.map_batches(decode_stage, batch_size=batch_size, batch_format="pyarrow",
                             fn_kwargs={"size": input_size}, num_cpus=1)
-    # Logical CPUs: read tasks ask for 0.1 each and the actors share what is left minus half a core, so the
-    # pool can never starve the reads that feed it. Torch threads (`threads`) are set from real cores.
-    if decode == "tasks":
-        actor_cpus = max(0.1, min(float(threads), cpus / 2 / actors))
-    else:
-        actor_cpus = max(0.1, (cpus - 0.5) / actors)
     ds = ds.map_batches(EmbedWorker, batch_size=batch_size, batch_format="pyarrow", zero_copy_batch=True,
-                        compute=ActorPoolStrategy(size=actors), fn_constructor_kwargs=worker_kwargs,
-                        num_cpus=actor_cpus, num_gpus=num_gpus or None)
+                        compute=ActorPoolStrategy(size=layout.actors), fn_constructor_kwargs=worker_kwargs,
+                        num_cpus=layout.actor_cpus, num_gpus=layout.num_gpus or None)
 
     # Read tasks yield whole shards (each reads its row groups once); Ray Data slices blocks above the
     # target size, so a target of `block_rows` rows' worth of bytes gives the actors blocks of a few batches.
-    ds.context.target_max_block_size = max(1024, block_rows * plan.bytes_per_row)
+    ctx = ds.context  # this dataset's own copy: a shared Ray session's other datasets keep their settings
+    ctx.target_max_block_size = max(1024, block_rows * plan.bytes_per_row)
+    ctx.enable_progress_bars = False  # our own progress line instead
+    ctx.print_on_execution_start = False
+    ctx.execution_options.preserve_order = False
     expected = {i: e - s for i, s, e in pending}
     buffers: dict[int, list[pa.Table]] = {}
     counts: dict[int, int] = {}
@@ -720,5 +736,5 @@ def _result(store: ShardStore, plan: ManifestPlan, config: dict[str, Any], embed
     return result
 
 
-__all__ = ["DECODE_PLACEMENTS", "EmbedResult", "EmbedWorker", "embed_manifest", "ray_runtime", "scan_manifest",
-           "shard_ranges"]
+__all__ = ["DECODE_PLACEMENTS", "ActorLayout", "EmbedResult", "EmbedWorker", "embed_manifest", "plan_actors",
+           "ray_runtime", "scan_manifest", "shard_ranges"]

@@ -47,3 +47,17 @@ def test_threads_split_cores_between_actors() -> None:
     assert cpu_threads_per_actor(actors=1, cpus=8) == 8
     assert cpu_threads_per_actor(actors=3, cpus=8) == 2
     assert cpu_threads_per_actor(actors=4, cpus=2) == 1
+
+
+def test_actor_layout_follows_the_device_plan() -> None:
+    from embeddings.pipeline import plan_actors
+
+    gpu = plan_actors(resolve_device("auto", gpus=4), cpus=32)
+    assert (gpu.actors, gpu.num_gpus, gpu.threads) == (4, 1.0, 8)
+    cpu = plan_actors(resolve_device("auto"), cpus=2)  # this machine: CPU, one single-threaded actor per core
+    assert (cpu.actors, cpu.num_gpus, cpu.threads) == (2, 0.0, 1)
+    assert cpu.actors * cpu.actor_cpus <= 2 - 0.5  # room left for the read tasks
+    one = plan_actors(resolve_device("cpu"), cpus=8, actors=2)
+    assert (one.actors, one.threads) == (2, 4)
+    tasks = plan_actors(resolve_device("cpu"), cpus=2, decode="tasks")
+    assert tasks.actors * tasks.actor_cpus <= 1.0
