@@ -51,7 +51,7 @@ from jobs.contracts import (
 )
 from jobs.errors import ConfigError, IncompatibleArtifactError, InputNotFoundError, NotFoundError, SchemaError
 from jobs.spec import MineSpec
-from mining.calibration import Reservoir, percentile_of
+from mining.calibration import Reservoir, calibrated
 from mining.index import VectorIndex, build_index, read_sidecar, sidecar_exists
 from mining.signals import Signal, SignalInputs
 from mining.vectors import list_matrix
@@ -287,7 +287,8 @@ def run_mine(spec: MineSpec, *, spark: Any = None, log: Log = _quiet) -> RunResu
                 man.column("drive_id").combine_chunks().dictionary_encode().indices.to_numpy(zero_copy_only=False),
                 dtype=np.int64)
         with st.stage("embed"):
-            frames_src = embed(spec.frames, encoder=spec.encoder, out=run_dir / "embeddings", spec=spec, log=log)
+            frames_src = embed(spec.frames, encoder=spec.encoder, out=embed_out(st, spec.encoder, "embeddings"),
+                               spec=spec, log=log)
             st.counts["encoder"] = frames_src.encoder
             log(f"  frames: {frames_src.rows} embeddings of dim {frames_src.dim} from {frames_src.encoder}")
         # ------------------------------------------------------------ reference index
@@ -318,13 +319,15 @@ def run_mine(spec: MineSpec, *, spark: Any = None, log: Log = _quiet) -> RunResu
         with st.stage("fuse"):
             calib = calibrations(st, signals, ref_index, reservoirs)
             fused_path, fused_res, samples = fuse_scores(st, signals, weights, raw_path, calib)
-            if spec.aggregate.threshold is not None:
-                threshold = float(spec.aggregate.threshold)
-            else:
-                vals = fused_res.values
-                threshold = float(np.quantile(vals, 1.0 - spec.aggregate.pool_fraction)) if vals.size else 1.0
+            agg, vals = spec.aggregate, fused_res.values
+            threshold = float(agg.threshold) if agg.threshold is not None else float(
+                np.quantile(vals, 1.0 - agg.pool_fraction))
+            peak = float(agg.peak_threshold) if agg.peak_threshold is not None else float(
+                np.quantile(vals, 1.0 - agg.peak_fraction))
+            peak = max(peak, threshold)
             st.counts["threshold"] = round(threshold, 6)
-            log(f"  threshold {threshold:.4f} on the fused score")
+            st.counts["peak_threshold"] = round(peak, 6)
+            log(f"  thresholds on the fused score: frames >= {threshold:.4f}, events peaking >= {peak:.4f}")
         # ------------------------------------------------------------ Spark aggregation
         with st.stage("aggregate"):
             from mining.aggregate import AggregateParams
@@ -335,8 +338,8 @@ def run_mine(spec: MineSpec, *, spark: Any = None, log: Log = _quiet) -> RunResu
 
                 spark = get_spark(spec.spark.master, conf=spec.spark.conf)
                 own_spark = True
-            params = AggregateParams(threshold=threshold, max_gap_s=spec.aggregate.max_gap_s,
-                                     dedup_s=spec.aggregate.dedup_s)
+            params = AggregateParams(threshold=threshold, max_gap_s=agg.max_gap_s, dedup_s=agg.dedup_s,
+                                     peak_threshold=peak, min_frames=agg.min_frames)
             agg_paths = run_events(spark, scores_path=fused_path, manifest_path=Path(spec.frames).resolve(),
                                    out_dir=work / "agg", params=params)
             kept = ds.dataset(str(agg_paths["event_frames"]), format="parquet").to_table(
@@ -418,6 +421,20 @@ def _write_json(path: Path, obj: Any) -> None:
 
 
 # ================================================================ stages
+def _slug(text: str) -> str:
+    import hashlib
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)[-60:] + "-" + hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def embed_out(st: RunState, encoder: str, default: str) -> Path:
+    """Where the embed step writes for `encoder`: the run folder, or a sub-folder of the shared embed_dir."""
+    if st.spec.embed_dir is None:
+        return st.run_dir / default
+    return Path(st.spec.embed_dir) / _slug(encoder)
+
+
 def reference_index(st: RunState, frames_src: EmbeddingSource) -> tuple[VectorIndex, dict[str, Any]]:
     """Load the reference index from its folder when it matches, else embed the reference and build it."""
     spec = st.spec
@@ -483,7 +500,7 @@ def model_logit_tables(st: RunState, frames_src: EmbeddingSource) -> list[tuple[
     out: list[tuple[str, pa.Table]] = []
     for i, m in enumerate(st.spec.models):
         src = frames_src if m == st.spec.encoder else embed(
-            Path(st.spec.frames), encoder=m, out=st.run_dir / "models" / f"m{i}", spec=st.spec, log=st.log)
+            Path(st.spec.frames), encoder=m, out=embed_out(st, m, f"models/m{i}"), spec=st.spec, log=st.log)
         if not src.has_logits:
             st.notes.append(f"model {m!r} gave no logits; it does not contribute to uncertainty")
             continue
@@ -665,9 +682,10 @@ def fuse_scores(st: RunState, signals: dict[str, tuple[float, Signal]], weights:
         raw = {n: t.column(f"{n}_raw").to_numpy(zero_copy_only=False).astype(np.float64) for n in signals}
         pct: dict[str, np.ndarray] = {}
         for n, (_, sig) in signals.items():
-            pct[n] = raw[n].copy() if sig.calibration == "absolute" else percentile_of(raw[n], calib[n])
-        score = fuse(pct, weights=weights, mode=spec.fusion.mode)
-        contrib = contributions(pct, weights=weights)
+            pct[n] = raw[n].copy() if sig.calibration == "absolute" else calibrated(
+                raw[n], calib[n], extrapolate=sig.extrapolate)
+        score = fuse(pct, weights=weights, mode=spec.fusion.mode, max_surprise=spec.fusion.max_surprise)
+        contrib = contributions(pct, weights=weights, mode=spec.fusion.mode, max_surprise=spec.fusion.max_surprise)
         fired = t.column("triggers_fired").to_pylist() if "triggers_fired" in t.column_names else None
         objs = {n: s for n, (_, s) in signals.items()}
         details = {n: {c.split("__", 1)[1]: t.column(c).to_numpy(zero_copy_only=False)

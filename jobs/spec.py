@@ -67,15 +67,22 @@ class IndexSpec(_Section):
 
 
 class FusionSpec(_Section):
-    mode: Literal["weighted_mean", "weighted_max"] = "weighted_mean"
+    mode: Literal["fisher", "weighted_mean", "weighted_max"] = Field(
+        "fisher", description="fisher: weighted mean of -log10 tail p-values (see mining.fusion)")
+    max_surprise: float = Field(10.0, gt=0.0, description="fisher: cap on one signal's -log10 p-value")
     reason_percentile: float = Field(0.95, ge=0.0, le=1.0, description="signals at/above this become reasons")
 
 
 class AggregateSpec(_Section):
-    """Events and de-duplication. The candidate pool is every frame scoring >= threshold."""
+    """Events and de-duplication (see mining.aggregate). The candidate pool is the de-duplicated frames of the
+    events: runs of frames scoring >= threshold that peak at or above peak_threshold. Thresholds are in the
+    fusion mode's units; when unset they are quantiles of the run's own scores (the *_fraction fields)."""
 
-    threshold: float | None = Field(None, ge=0.0, le=1.0, description="fused score threshold (absolute)")
-    pool_fraction: float = Field(0.02, gt=0.0, le=1.0, description="if no threshold: top fraction of frames")
+    threshold: float | None = Field(None, ge=0.0, description="frame threshold (absolute)")
+    pool_fraction: float = Field(0.05, gt=0.0, le=1.0, description="if no threshold: top fraction of frames")
+    peak_threshold: float | None = Field(None, ge=0.0, description="an event must peak at or above this")
+    peak_fraction: float = Field(0.01, gt=0.0, le=1.0, description="if no peak_threshold: top fraction")
+    min_frames: int = Field(1, ge=1, description="an event needs at least this many frames >= threshold")
     max_gap_s: float = Field(1.0, ge=0.0)
     dedup_s: float = Field(0.5, ge=0.0)
 
@@ -123,6 +130,8 @@ class MineSpec(_Section):
     batch_size: int = Field(256, ge=1)
     actors: int | None = Field(None, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    embed_dir: Path | None = Field(None, description="reusable folder for embedding outputs (default: the run "
+                                   "folder); one sub-folder per encoder, resumed when it matches")
     index: IndexSpec = IndexSpec()
     signals: dict[str, dict[str, Any]] = Field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_SIGNALS.items()})
     fusion: FusionSpec = FusionSpec()
@@ -187,7 +196,7 @@ def build_spec(data: dict[str, Any], *, source: str = "job spec") -> MineSpec:
         raise ConfigError(_format_validation(exc, source)) from None
 
 
-PATH_FIELDS = ("frames", "reference", "out")
+PATH_FIELDS = ("frames", "reference", "out", "embed_dir")
 
 
 def load_spec(path: str | os.PathLike[str] | None = None, **overrides: Any) -> MineSpec:

@@ -5,6 +5,9 @@ fleet-sized inputs, and tests check that both give the same tables on small data
 
 - An *event* is a run of frames of one drive whose fused score is >= `threshold`, consecutive high
   frames being at most `max_gap_s` apart. Its id is "<drive_id>/e<NNNN>", numbered from 1 in time order.
+  Hysteresis: an event is kept only if it peaks at or above `peak_threshold` and has at least
+  `min_frames` frames, so a run is seeded by a strong frame and extended by weaker ones, and one-frame
+  blips can be ignored. (Ids are numbered before this filter, so kept ids may skip numbers.)
 - *Temporal de-duplication*: an event's time is cut into `dedup_s` buckets from its first frame; in each
   bucket only the highest-scoring frame is kept (ties: smallest frame_id).
 - *Scenarios* are clusters of the kept frames (see `mining.scenarios`); their statistics are computed here.
@@ -29,6 +32,8 @@ class AggregateParams:
     threshold: float  # fused score at or above which a frame is "high"
     max_gap_s: float = 1.0  # high frames of one drive at most this far apart belong to one event
     dedup_s: float = 0.5  # keep one frame per this many seconds of an event (0: keep all)
+    peak_threshold: float | None = None  # an event must peak at or above this (None: threshold)
+    min_frames: int = 1  # an event needs at least this many high frames
 
     def __post_init__(self) -> None:
         if not np.isfinite(self.threshold):
@@ -37,6 +42,14 @@ class AggregateParams:
             raise ConfigError(f"aggregate.max_gap_s={self.max_gap_s} must be >= 0")
         if self.dedup_s < 0:
             raise ConfigError(f"aggregate.dedup_s={self.dedup_s} must be >= 0")
+        if self.peak_threshold is not None and not np.isfinite(self.peak_threshold):
+            raise ConfigError(f"aggregate.peak_threshold={self.peak_threshold} must be a finite number")
+        if self.min_frames < 1:
+            raise ConfigError(f"aggregate.min_frames={self.min_frames} must be >= 1")
+
+    @property
+    def peak(self) -> float:
+        return self.threshold if self.peak_threshold is None else max(self.threshold, self.peak_threshold)
 
     @property
     def gap_us(self) -> int:
@@ -76,6 +89,11 @@ def event_frames(scored: pd.DataFrame, params: AggregateParams, *,
     new = prev.isna() | ((df["ts_us"] - prev) > params.gap_us)
     idx = new.astype("int64").groupby(df["drive_id"], sort=False).cumsum()
     df["event_id"] = [f"{d}/e{i:04d}" for d, i in zip(df["drive_id"], idx, strict=True)]
+    g = df.groupby("event_id", sort=False)["score"]
+    df = df[(g.transform("max").astype("float64") >= params.peak) & (g.transform("count") >= params.min_frames)]
+    if df.empty:
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in EVENT_FRAME_COLUMNS})
+    df = df.reset_index(drop=True)
     if params.dedup_us > 0:
         start = df.groupby("event_id", sort=False)["ts_us"].transform("min")
         df["_bucket"] = (df["ts_us"] - start) // params.dedup_us

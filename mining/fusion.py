@@ -1,8 +1,16 @@
 """Fusion: calibrated per-signal percentiles in, one score and human-readable reasons per frame out.
 
-Each signal arrives as a percentile in [0, 1] (NaN where it has no value for a frame). The fused score is
-the weighted mean of the available percentiles (`weighted_mean`) or their weighted maximum
-(`weighted_max`), so one unavailable signal does not pull a frame down. Pure numpy.
+Each signal arrives as a percentile in [0, 1] (1 - its tail p-value; NaN where it has no value for a
+frame). Modes:
+
+- `fisher` (default): the weighted mean of the signals' surprises, -log10(1 - percentile), i.e. Fisher's way
+  of combining p-values. One signal deep in its tail (novelty p99.99 = 4) lifts a frame even when the others
+  are ordinary, and a useless signal adds little. The score is in log10 units: 2 means the weighted
+  geometric mean of the p-values is 0.01. Surprises are capped at `max_surprise`.
+- `weighted_mean`: the weighted mean of the percentiles (score in [0, 1]).
+- `weighted_max`: the largest weighted percentile (score in [0, 1]).
+
+A signal that has no value for a frame is left out of that frame's mean. Pure numpy.
 """
 
 from __future__ import annotations
@@ -15,7 +23,8 @@ import numpy as np
 from jobs.errors import ConfigError
 from mining.signals.base import check_choice
 
-FusionMode = Literal["weighted_mean", "weighted_max"]
+FusionMode = Literal["fisher", "weighted_mean", "weighted_max"]
+DEFAULT_MAX_SURPRISE = 10.0
 
 
 def check_weights(weights: Mapping[str, float], *, known: Sequence[str]) -> None:
@@ -28,41 +37,54 @@ def check_weights(weights: Mapping[str, float], *, known: Sequence[str]) -> None
         raise ConfigError(f"at least one signal weight must be > 0, got {dict(weights)}")
 
 
-def fuse(
-    percentiles: Mapping[str, np.ndarray], *, weights: Mapping[str, float], mode: FusionMode = "weighted_mean"
-) -> np.ndarray:
-    """One score in [0, 1] per frame. Signals missing from `weights` or with weight 0 do not count."""
-    check_choice("fusion.mode", mode, FusionMode)
-    check_weights(weights, known=list(weights))
-    used = [(name, float(w)) for name, w in weights.items() if w > 0 and name in percentiles]
+def surprise(percentile: np.ndarray, *, cap: float = DEFAULT_MAX_SURPRISE) -> np.ndarray:
+    """-log10 of the tail p-value (1 - percentile), capped; NaN stays NaN."""
+    p = 1.0 - np.asarray(percentile, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = -np.log10(np.clip(p, 10.0**-cap, 1.0))
+    return np.where(np.isnan(p), np.nan, s)
+
+
+def _terms(percentiles: Mapping[str, np.ndarray], weights: Mapping[str, float], mode: FusionMode,
+           cap: float) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Per-signal weighted terms (0 where missing) and the per-frame sum of weights present."""
+    used = {k: float(w) for k, w in weights.items() if w > 0 and k in percentiles}
     if not used:
         raise ConfigError(f"none of the weighted signals {sorted(weights)} has scores; have {sorted(percentiles)}")
     n = len(next(iter(percentiles.values())))
-    num = np.zeros(n)
     den = np.zeros(n)
-    best = np.zeros(n)
-    for name, w in used:
-        p = np.asarray(percentiles[name], dtype=np.float64)
-        ok = ~np.isnan(p)
-        num += np.where(ok, w * p, 0.0)
-        den += np.where(ok, w, 0.0)
-        best = np.maximum(best, np.where(ok, w * p, 0.0))
-    if mode == "weighted_max":
-        top = max(w for _, w in used)
-        return best / top
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
-
-
-def contributions(percentiles: Mapping[str, np.ndarray], *, weights: Mapping[str, float]) -> dict[str, np.ndarray]:
-    """Each signal's share of the weighted-mean score per frame (sums to the score where signals exist)."""
-    used = {k: float(w) for k, w in weights.items() if w > 0 and k in percentiles}
-    n = len(next(iter(percentiles.values()))) if percentiles else 0
-    den = np.zeros(n)
+    terms = {}
     for k, w in used.items():
-        den += np.where(np.isnan(percentiles[k]), 0.0, w)
+        p = np.asarray(percentiles[k], dtype=np.float64)
+        v = surprise(p, cap=cap) if mode == "fisher" else p
+        ok = ~np.isnan(v)
+        terms[k] = np.where(ok, w * v, 0.0)
+        den += np.where(ok, w, 0.0)
+    return terms, den
+
+
+def fuse(
+    percentiles: Mapping[str, np.ndarray], *, weights: Mapping[str, float], mode: FusionMode = "fisher",
+    max_surprise: float = DEFAULT_MAX_SURPRISE,
+) -> np.ndarray:
+    """One score per frame. Signals missing from `weights` or with weight 0 do not count."""
+    check_choice("fusion.mode", mode, FusionMode)
+    check_weights(weights, known=list(weights))
+    terms, den = _terms(percentiles, weights, mode, max_surprise)
+    if mode == "weighted_max":
+        top = max(float(w) for k, w in weights.items() if k in terms)
+        return np.max(np.stack(list(terms.values())), axis=0) / top
+    total = np.sum(np.stack(list(terms.values())), axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, total / np.where(den > 0, den, 1.0), 0.0)
+
+
+def contributions(percentiles: Mapping[str, np.ndarray], *, weights: Mapping[str, float],
+                  mode: FusionMode = "fisher", max_surprise: float = DEFAULT_MAX_SURPRISE) -> dict[str, np.ndarray]:
+    """Each signal's share of the score per frame (they sum to the score for the mean-type modes)."""
+    terms, den = _terms(percentiles, weights, mode, max_surprise)
     den = np.where(den > 0, den, 1.0)
-    return {k: np.where(np.isnan(percentiles[k]), 0.0, w * np.asarray(percentiles[k])) / den for k, w in used.items()}
+    return {k: t / den for k, t in terms.items()}
 
 
 def build_reasons(

@@ -141,7 +141,8 @@ def render_report(*, info: Mapping[str, Any], samples: Mapping[str, np.ndarray],
     dropped = counts.get("dropped_total", 0)
     out.append("<h2>Summary</h2>" + _kv_table([
         ("frames in manifest", counts.get("manifest_frames")), ("usable (scored) frames", counts.get("scored_frames")),
-        ("dropped frames", dropped), ("fused-score threshold", counts.get("threshold")),
+        ("dropped frames", dropped), ("frame threshold (fused score)", counts.get("threshold")),
+        ("event peak threshold", counts.get("peak_threshold")),
         ("frames above threshold", counts.get("high_frames")), ("events", counts.get("events")),
         ("pool after de-dup", counts.get("pool")), ("scenarios", counts.get("scenarios")),
         ("candidates / budget", f"{counts.get('candidates')} / {counts.get('budget')}"),
@@ -164,8 +165,11 @@ def render_report(*, info: Mapping[str, Any], samples: Mapping[str, np.ndarray],
         if name not in samples or not np.isfinite(samples[name]).any():
             continue
         ov = candidates[name].to_numpy(dtype=np.float64) if name in cand_cols and len(candidates) else None
-        title = "fused score" if name == "score" else f"{name} (weight {weights.get(name, 0):g})"
-        out.append(svg_histogram(samples[name], lo=0.0, hi=1.0, color=COLORS.get(name, "#444"), title=title,
+        title = "fused score" if name == "score" else f"{name} percentile (weight {weights.get(name, 0):g})"
+        hi = max(1.0, float(np.nanmax(samples[name]))) if name == "score" else 1.0
+        if name == "score" and ov is not None and ov.size:
+            hi = max(hi, float(np.nanmax(ov)))
+        out.append(svg_histogram(samples[name], lo=0.0, hi=hi, color=COLORS.get(name, "#444"), title=title,
                                  overlay=ov, overlay_label="candidates"))
     for name in weights:
         raw, cal = samples.get(f"{name}_raw"), samples.get(f"calibration_{name}")
@@ -174,15 +178,17 @@ def render_report(*, info: Mapping[str, Any], samples: Mapping[str, np.ndarray],
             out.append(svg_histogram(raw, lo=0.0, hi=hi, color=COLORS["novelty"], title="novelty kNN distance",
                                      overlay=cal, overlay_label="reference, leave-one-out"))
     out.append("<h2>What each signal contributed</h2>")
-    items = []
-    for n, w in weights.items():
-        if w <= 0 or n not in cand_cols or candidates is None or not len(candidates):
-            continue
-        p = candidates[n].to_numpy(dtype=np.float64)
-        share = np.nanmean(np.where(np.isnan(p), 0.0, w * p) / sum(v for v in weights.values() if v > 0))
-        items.append((n, float(share), COLORS.get(n, "#444")))
-    if items:
-        out.append(svg_bars(items, title="mean weighted contribution to the candidates' fused score"))
+    used = {n: w for n, w in weights.items() if w > 0 and n in cand_cols}
+    if used and candidates is not None and len(candidates):
+        from mining.fusion import contributions
+
+        fusion = info.get("spec", {}).get("fusion", {})
+        contrib = contributions({n: candidates[n].to_numpy(dtype=np.float64) for n in used}, weights=used,
+                                mode=fusion.get("mode", "fisher"), max_surprise=fusion.get("max_surprise", 10.0))
+        means = {n: float(np.mean(v)) for n, v in contrib.items()}
+        total = sum(means.values()) or 1.0
+        items = [(f"{n} ({means[n] / total:.0%})", means[n] / total, COLORS.get(n, "#444")) for n in used]
+        out.append(svg_bars(items, title="share of the candidates' mean fused score, by signal"))
         fired = candidates["reasons"].explode().dropna() if "reasons" in cand_cols else None
         if fired is not None and len(fired):
             kinds = fired.str.split(" ").str[0].value_counts()

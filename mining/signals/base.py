@@ -79,6 +79,7 @@ class Signal(ABC):
 
     name: ClassVar[str]
     calibration: ClassVar[Calibration]  # percentile against the reference, the mined frames, or as is
+    extrapolate: ClassVar[bool] = True  # continuous values: fit a tail beyond the calibration (see calibration)
     needs: ClassVar[frozenset[Need]]
     neighbours: int = 0  # kNN depth this signal reads (for reference_knn / batch_knn)
 

@@ -11,7 +11,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from mining.calibration import format_percentile, percentile_of
+from mining.calibration import calibrated, format_percentile
 from mining.signals.base import Need, Reduce, Signal, SignalInputs, SignalOutput, check_choice, knn_reduce
 
 
@@ -25,7 +25,7 @@ def novelty(
     """
     raw = knn_reduce(distances, k=k, reduce=reduce)
     cal = knn_reduce(reference_distances, k=k, reduce=reduce)
-    return percentile_of(raw, cal)
+    return calibrated(raw, cal)
 
 
 class Novelty(Signal):

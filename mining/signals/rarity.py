@@ -13,7 +13,7 @@ from typing import ClassVar
 import numpy as np
 
 from jobs.errors import ConfigError
-from mining.calibration import format_percentile, percentile_of
+from mining.calibration import calibrated, format_percentile
 from mining.signals.base import Need, Reduce, Signal, SignalInputs, SignalOutput, check_choice, knn_reduce
 
 
@@ -25,7 +25,7 @@ def rarity(distances: np.ndarray, *, calibration: np.ndarray | None = None, k: i
     frames are ranked among themselves.
     """
     raw = knn_reduce(distances, k=k, reduce=reduce)
-    return percentile_of(raw, raw if calibration is None else calibration)
+    return calibrated(raw, raw if calibration is None else calibration)
 
 
 class Rarity(Signal):

@@ -1,7 +1,9 @@
 """Metadata triggers: user rules over manifest columns, weak-supervision style labelling functions.
 
-Each rule is a safe expression (see `mining.rules`) with a name and a weight in [0, 1]; the signal is the
-largest weight among the rules that fire, and every firing rule becomes a reason ("trigger hard_brake").
+Each rule is a safe expression (see `mining.rules`) with a name and a weight in [0, 1]; the raw signal is
+the largest weight among the rules that fire, and every firing rule becomes a reason ("trigger hard_brake").
+It is calibrated against the mined frames like the others: a rule that fires on 1% of frames puts a frame
+at p99, one that fires on 30% at p70, so a rule that fires everywhere adds little.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from jobs.errors import ConfigError
+from mining.calibration import format_percentile
 from mining.rules import Rule, compile_rule
 from mining.signals.base import Need, Signal, SignalInputs, SignalOutput
 
@@ -69,7 +72,8 @@ def parse_rules(rules: Sequence[TriggerRule | Mapping[str, Any]]) -> list[Trigge
 
 class Triggers(Signal):
     name: ClassVar[str] = "trigger"
-    calibration = "absolute"
+    calibration = "mined"
+    extrapolate = False  # discrete values: no tail to fit
     needs: ClassVar[frozenset[Need]] = frozenset({"table"})
 
     def __init__(self, *, rules: Sequence[TriggerRule | Mapping[str, Any]] = ()) -> None:
@@ -91,7 +95,7 @@ class Triggers(Signal):
         return SignalOutput(score, fired=fired)
 
     def reason(self, raw: float, pct: float, detail: dict[str, float]) -> str:
-        return f"trigger score {raw:.2f}"
+        return f"trigger score {raw:.2f} ({format_percentile(pct)})"
 
     def options(self) -> dict[str, Any]:
         return {"rules": [r.__dict__ for r in self.rules]}

@@ -43,7 +43,8 @@ def make_spec(byo: dict[str, Path], out: Path, **kw: Any) -> MineSpec:
                             "budget": 24, "signals": {"novelty": {"weight": 1.0}, "rarity": {"weight": 1.0},
                                                       "uncertainty": {"weight": 1.0},
                                                       "trigger": {"weight": 1.0, "rules": RULES}},
-                            "aggregate": {"pool_fraction": 0.3}, "selection": {"per_event_cap": 3},
+                            "aggregate": {"pool_fraction": 0.3, "peak_fraction": 0.15},
+                            "selection": {"per_event_cap": 3},
                             "evidence": {"neighbors": 3}}
     data.update(kw)
     return build_spec(data)

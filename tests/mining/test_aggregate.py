@@ -50,6 +50,19 @@ def test_events_split_on_gaps_and_drives_and_dedup_keeps_the_best_per_bucket() -
     assert ev2.set_index("frame_id").loc["a4", "event_id"] == "A/e0002" and ev2["keep"].all()
 
 
+def test_hysteresis_keeps_events_seeded_by_a_strong_frame() -> None:
+    df = frames([("a0", "A", 0.0, 0.91), ("a1", "A", 0.1, 0.99), ("a2", "A", 0.2, 0.92),  # peak 0.99, 3 frames
+                 ("a3", "A", 5.0, 0.95), ("a4", "A", 5.1, 0.94),  # peaks at 0.95 only
+                 ("a5", "A", 9.0, 0.995)])  # a one-frame blip
+    ev = ref.event_frames(df, AggregateParams(threshold=0.9, peak_threshold=0.98, dedup_s=0))
+    assert ev["frame_id"].tolist() == ["a0", "a1", "a2", "a5"]
+    assert set(ev["event_id"]) == {"A/e0001", "A/e0003"}  # numbered before filtering
+    ev = ref.event_frames(df, AggregateParams(threshold=0.9, min_frames=2, dedup_s=0))
+    assert set(ev["event_id"]) == {"A/e0001", "A/e0002"}
+    with pytest.raises(ConfigError, match="min_frames=0"):
+        AggregateParams(threshold=0.5, min_frames=0)
+
+
 def test_bad_parameters_name_the_value() -> None:
     with pytest.raises(ConfigError, match="max_gap_s=-1"):
         AggregateParams(threshold=0.5, max_gap_s=-1)
@@ -98,15 +111,18 @@ def _same(spark_df: pd.DataFrame, pandas_df: pd.DataFrame, key: str) -> None:
 
 @pytest.mark.spark
 @pytest.mark.integration
-@pytest.mark.parametrize("seed, threshold, gap, dedup", [(0, 0.3, 1.0, 0.5), (1, 0.1, 0.25, 0.0), (2, 0.5, 3.0, 1.0)])
+@pytest.mark.parametrize("seed, threshold, gap, dedup, peak, min_frames", [
+    (0, 0.3, 1.0, 0.5, None, 1), (1, 0.1, 0.25, 0.0, 0.6, 1), (2, 0.5, 3.0, 1.0, 0.8, 3)])
 def test_spark_aggregation_equals_the_pandas_reference(spark: Any, tmp_path: Path, seed: int, threshold: float,
-                                                       gap: float, dedup: float) -> None:
+                                                       gap: float, dedup: float, peak: float | None,
+                                                       min_frames: int) -> None:
     from mining.spark_aggregate import run_events, run_scenarios
 
     df, scores, manifest = random_scores(seed)
     pq.write_table(scores, tmp_path / "scores.parquet")
     pq.write_table(manifest, tmp_path / "manifest.parquet")
-    params = AggregateParams(threshold=threshold, max_gap_s=gap, dedup_s=dedup)
+    params = AggregateParams(threshold=threshold, max_gap_s=gap, dedup_s=dedup, peak_threshold=peak,
+                             min_frames=min_frames)
     paths = run_events(spark, scores_path=tmp_path / "scores.parquet", manifest_path=tmp_path / "manifest.parquet",
                        out_dir=tmp_path / "agg", params=params)
     spark_frames = pq.read_table(paths["event_frames"]).to_pandas()

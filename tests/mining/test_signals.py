@@ -88,7 +88,7 @@ def test_uncertainty_uses_logits_then_probs_and_is_nan_without_either() -> None:
 def test_rarity_ranks_sparse_frames_high() -> None:
     d = np.array([[0.1, 0.2], [0.1, 0.3], [2.0, 3.0], [0.2, 0.2]])
     r = rarity(d, k=2)
-    assert int(np.argmax(r)) == 2 and r[2] == 1.0
+    assert int(np.argmax(r)) == 2 and r[2] == pytest.approx(1 - 2 / 5)  # smoothed: (1 at or above + 1) / (4 + 1)
 
 
 def test_triggers_fire_rules_with_weights_and_name_them() -> None:
