@@ -232,9 +232,10 @@ _TAKE_SLOT = update(ITEMS).where(ITEMS.c.id == bindparam("iid"), ITEMS.c.slots_f
     slots_free=ITEMS.c.slots_free - 1)
 _RUN_POLICIES = select(RUNS.c.run_id, RUNS.c.active, RUNS.c.gold_rate, RUNS.c.n_gold, RUNS.c.lease_seconds)
 _NOT_SEEN = ~exists().where(ASSIGNMENTS.c.item_id == ITEMS.c.id, ASSIGNMENTS.c.reviewer_id == bindparam("rid"))
-_OPEN = select(ITEMS.c.id, ITEMS.c.run_id).where(OPEN_ITEMS, _NOT_SEEN).order_by(ITEMS.c.id).limit(8)
+_CANDIDATES = 8  # open items looked at per `next`; more than one only matters when others take them first
+_OPEN = select(ITEMS.c.id, ITEMS.c.run_id).where(OPEN_ITEMS, _NOT_SEEN).order_by(ITEMS.c.id).limit(_CANDIDATES)
 _OPEN_IN_RUN = (select(ITEMS.c.id, ITEMS.c.run_id).where(OPEN_ITEMS, _NOT_SEEN, ITEMS.c.run_id == bindparam("run"))
-                .order_by(ITEMS.c.id).limit(8))
+                .order_by(ITEMS.c.id).limit(_CANDIDATES))
 _INSERT_LEASE = insert(ASSIGNMENTS).returning(ASSIGNMENTS.c.id)
 
 
@@ -272,7 +273,6 @@ def lease_next(
     reviewer_id: int,
     now: datetime,
     run_id: str | None = None,
-    candidates: int = 8,
     reclaim: bool = True,
 ) -> Lease | None:
     """Lease the next item for a reviewer, or return None when nothing is left for them.
@@ -304,7 +304,7 @@ def lease_next(
     else:  # one walk per run (ix_items_open_run), merged; `run_id IN (...)` would sort every open item
         found = sorted((r for rid in runs for r in session.execute(_OPEN_IN_RUN, {"rid": reviewer_id, "run": rid})),
                        key=lambda r: int(r[0]))
-    for item_id, item_run in found[:candidates]:
+    for item_id, item_run in found[:_CANDIDATES]:
         run = runs[item_run]
         gold_id = _maybe_gold(session, run=run, reviewer_id=reviewer_id)
         if gold_id is not None:
