@@ -305,6 +305,9 @@ def train_classifier(
         mask = split_by_drive(frames.drives, frames.ids)
         train_idx = np.flatnonzero(~mask)
         val_images, val_labels = frames.images[mask], [frames.labels[i] for i in np.flatnonzero(mask)]
+    if progress:
+        print(f"train-baseline: decoded {len(frames.ids)} frames ({len(skipped)} skipped) in "
+              f"{time.perf_counter() - t0:.0f}s", file=sys.stderr)
     if len(train_idx) == 0:
         raise SchemaError(f"no usable training rows ({len(skipped)} skipped, first: {skipped[:1]})")
 
