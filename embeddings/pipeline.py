@@ -683,26 +683,40 @@ def _embed_from_manifest(plan: ManifestPlan, store: ShardStore, ranges: list[tup
     bar = Progress(sum(e - s for _, s, e in pending), enabled=progress, label="embed (from manifest)")
     for shard, start, stop in pending:
         table = reader.read(start, stop)
-        vecs = table.column("embedding").to_pylist()
-        ok: list[int] = []
-        errors: dict[int, tuple[str, str]] = {}
-        for i, v in enumerate(vecs):
-            if v is None:
-                errors[i] = ("validate", "embedding is null")
-            elif len(v) != dim:
-                errors[i] = ("validate", f"embedding has {len(v)} values, expected {dim}")
-            elif not all(np.isfinite(v)):
-                errors[i] = ("validate", "embedding has non-finite values (NaN/inf)")
-            else:
-                ok.append(i)
-        emb = np.asarray([vecs[i] for i in ok], dtype=np.float32).reshape(len(ok), dim)
-        rows = _output_table(_shard_table(table, shard, start), emb, None, np.asarray(ok, dtype=np.int64), errors)
+        emb, ok, errors = check_vectors(table.column("embedding"), dim=dim)
+        rows = _output_table(_shard_table(table, shard, start), emb, None, ok, errors)
         e_tab, r_tab = _split_shard(rows, dim=dim, encoder_id=MANIFEST_ENCODER_ID)
         store.write_shard(shard, e_tab, r_tab)
         bar.update(stop - start, len(errors))
     embedded, by_stage = store.finalize(len(ranges))
     return _result(store, plan, config, embedded, by_stage, len(ranges), len(pending), t0, "manifest",
                    new_rows=sum(e - s for _, s, e in pending))
+
+
+def check_vectors(column: pa.ChunkedArray | pa.Array, *, dim: int) -> tuple[np.ndarray, np.ndarray,
+                                                                           dict[int, tuple[str, str]]]:
+    """Vectors of a manifest's `embedding` column: (float32 [n_ok, dim], ok row indices, {row: (stage, reason)}).
+
+    Null rows, rows of another length and rows with NaN/inf are rejected with a reason.
+    """
+    col = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pa.types.is_fixed_size_list(col.type) or pa.types.is_large_list(col.type):
+        col = col.cast(pa.list_(col.type.value_type))
+    valid = col.is_valid().to_numpy(zero_copy_only=False)
+    offsets = col.offsets.to_numpy()
+    lengths = np.diff(offsets)
+    values = col.values.cast(pa.float32()).to_numpy(zero_copy_only=False)  # null values inside lists: NaN
+    errors: dict[int, tuple[str, str]] = {}
+    for i in np.flatnonzero(~valid):
+        errors[int(i)] = ("validate", "embedding is null")
+    for i in np.flatnonzero(valid & (lengths != dim)):
+        errors[int(i)] = ("validate", f"embedding has {int(lengths[i])} values, expected {dim}")
+    ok = np.flatnonzero(valid & (lengths == dim))
+    emb = values[offsets[ok][:, None] + np.arange(dim)] if len(ok) else np.zeros((0, dim), np.float32)
+    finite = np.isfinite(emb).all(axis=1)
+    for i in ok[~finite]:
+        errors[int(i)] = ("validate", "embedding has non-finite values (NaN/inf)")
+    return np.ascontiguousarray(emb[finite], dtype=np.float32), ok[finite].astype(np.int64), errors
 
 
 def _manifest_dim(plan: ManifestPlan, reader: _RowReader, ranges: list[tuple[int, int]]) -> int:

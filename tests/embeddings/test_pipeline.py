@@ -270,3 +270,19 @@ def test_manifest_embeddings_are_written_without_inference(synth_logs: Path, tmp
     fids = man.column("frame_id").to_pylist()
     assert reasons == {fids[3]: "embedding is null", fids[7]: "embedding has 2 values, expected 8",
                        fids[9]: "embedding has non-finite values (NaN/inf)"}
+
+
+def test_check_vectors_handles_fixed_size_and_sliced_columns() -> None:
+    from embeddings.pipeline import check_vectors
+
+    vals = np.arange(20, dtype=np.float32).reshape(5, 4)
+    fixed = pa.FixedSizeListArray.from_arrays(pa.array(vals.ravel()), 4, mask=pa.array([False, True, False, False,
+                                                                                        False]))
+    emb, ok, errors = check_vectors(fixed.slice(1), dim=4)  # a slice: offsets do not start at 0
+    assert ok.tolist() == [1, 2, 3] and np.array_equal(emb, vals[2:]) and errors == {0: ("validate",
+                                                                                          "embedding is null")}
+    ragged = pa.chunked_array([pa.array([[1.0, 2.0], [3.0]], pa.list_(pa.float64())), pa.array([[None, 1.0]])])
+    emb, ok, errors = check_vectors(ragged, dim=2)
+    assert ok.tolist() == [0] and emb.dtype == np.float32 and emb.tolist() == [[1.0, 2.0]]
+    assert errors == {1: ("validate", "embedding has 1 values, expected 2"),
+                      2: ("validate", "embedding has non-finite values (NaN/inf)")}
