@@ -319,12 +319,7 @@ def run_mine(spec: MineSpec, *, spark: Any = None, log: Log = _quiet) -> RunResu
         with st.stage("fuse"):
             calib = calibrations(st, signals, ref_index, reservoirs)
             fused_path, fused_res, samples = fuse_scores(st, signals, weights, raw_path, calib)
-            agg, vals = spec.aggregate, fused_res.values
-            threshold = float(agg.threshold) if agg.threshold is not None else float(
-                np.quantile(vals, 1.0 - agg.pool_fraction))
-            peak = float(agg.peak_threshold) if agg.peak_threshold is not None else float(
-                np.quantile(vals, 1.0 - agg.peak_fraction))
-            peak = max(peak, threshold)
+            threshold, peak = thresholds(spec, fused_res.values)
             st.counts["threshold"] = round(threshold, 6)
             st.counts["peak_threshold"] = round(peak, 6)
             log(f"  thresholds on the fused score: frames >= {threshold:.4f}, events peaking >= {peak:.4f}")
@@ -338,6 +333,7 @@ def run_mine(spec: MineSpec, *, spark: Any = None, log: Log = _quiet) -> RunResu
 
                 spark = get_spark(spec.spark.master, conf=spec.spark.conf)
                 own_spark = True
+            agg = spec.aggregate
             params = AggregateParams(threshold=threshold, max_gap_s=agg.max_gap_s, dedup_s=agg.dedup_s,
                                      peak_threshold=peak, min_frames=agg.min_frames)
             agg_paths = run_events(spark, scores_path=fused_path, manifest_path=Path(spec.frames).resolve(),
@@ -412,6 +408,23 @@ def run_mine(spec: MineSpec, *, spark: Any = None, log: Log = _quiet) -> RunResu
         shutil.rmtree(work, ignore_errors=True)
     log(f"run {st.run_id}: {st.counts['candidates']} candidates in {run_dir} ({st.timings['total']:.1f}s)")
     return RunResult(run_dir=run_dir, run_id=st.run_id, counts=st.counts, timings=st.timings)
+
+
+def thresholds(spec: MineSpec, scores: np.ndarray) -> tuple[float, float]:
+    """(frame threshold, event peak threshold) on the fused score, from the spec or its defaults."""
+    from jobs.spec import FISHER_PEAK_THRESHOLD, FISHER_THRESHOLD
+
+    agg, fisher = spec.aggregate, spec.fusion.mode == "fisher"
+
+    def pick(given: float | None, fisher_default: float, fraction: float) -> float:
+        if given is not None:
+            return float(given)
+        if fisher:
+            return fisher_default
+        return float(np.quantile(scores, 1.0 - fraction)) if scores.size else 1.0
+
+    threshold = pick(agg.threshold, FISHER_THRESHOLD, agg.pool_fraction)
+    return threshold, max(threshold, pick(agg.peak_threshold, FISHER_PEAK_THRESHOLD, agg.peak_fraction))
 
 
 def _write_json(path: Path, obj: Any) -> None:

@@ -24,7 +24,7 @@ from jobs.errors import ConfigError
 from mining.signals.base import check_choice
 
 FusionMode = Literal["fisher", "weighted_mean", "weighted_max"]
-DEFAULT_MAX_SURPRISE = 10.0
+DEFAULT_MAX_SURPRISE = 50.0
 
 
 def check_weights(weights: Mapping[str, float], *, known: Sequence[str]) -> None:

@@ -17,6 +17,14 @@ from jobs.mine import RunResult, run_mine, similar_frames
 from jobs.spec import MineSpec, build_spec
 from tests.mining.helpers import fixed_list, with_embeddings
 
+
+@pytest.fixture(scope="module")
+def spark() -> Any:
+    from tests.mining.helpers import shared_spark
+
+    return shared_spark()
+
+
 pytestmark = [pytest.mark.integration]
 
 RULES = [{"name": "hard_brake", "expr": "accel_mps2 < -4"},
@@ -43,7 +51,7 @@ def make_spec(byo: dict[str, Path], out: Path, **kw: Any) -> MineSpec:
                             "budget": 24, "signals": {"novelty": {"weight": 1.0}, "rarity": {"weight": 1.0},
                                                       "uncertainty": {"weight": 1.0},
                                                       "trigger": {"weight": 1.0, "rules": RULES}},
-                            "aggregate": {"pool_fraction": 0.3, "peak_fraction": 0.15},
+                            "aggregate": {"threshold": 1.0, "peak_threshold": 1.3, "min_frames": 2},
                             "selection": {"per_event_cap": 3},
                             "evidence": {"neighbors": 3}}
     data.update(kw)
@@ -53,14 +61,6 @@ def make_spec(byo: dict[str, Path], out: Path, **kw: Any) -> MineSpec:
 @pytest.fixture(scope="module")
 def run(byo: dict[str, Path], spark: Any, tmp_path_factory: pytest.TempPathFactory) -> RunResult:
     return run_mine(make_spec(byo, tmp_path_factory.mktemp("run")), spark=spark)
-
-
-@pytest.fixture(scope="module")
-def spark() -> Any:
-    from mining.spark import get_spark
-    from tests.mining.conftest import SPARK_MASTER
-
-    return get_spark(SPARK_MASTER, app_name="edgemine-tests", conf={"spark.sql.shuffle.partitions": "4"})
 
 
 @pytest.mark.spark
@@ -161,7 +161,12 @@ def test_evaluate_reports_the_run_and_baselines(run: RunResult, byo: dict[str, P
     assert "novelty-only" in [m.method for m in rows]
     assert all(m.n_selected == run.counts["candidates"] for m in rows)
     assert rows[0].events_total == 4  # the fixture's drives hold 4 rare events
-    assert rows[0].frame_precision > rows[1].frame_precision  # mining beats random picks on these frames
+    # the run's row is its candidates checked against ground truth (quality is measured in benchmarks/)
+    gt = pq.read_table(byo["gt"]).to_pandas().set_index("frame_id")
+    cands = pq.read_table(run.run_dir / "candidates.parquet").column("frame_id").to_pylist()
+    assert rows[0].frame_precision == pytest.approx(gt.loc[cands, "is_rare"].mean())
+    found = set(gt.loc[cands, "event_id"].dropna())
+    assert rows[0].events_found == len(found)
 
 
 @pytest.mark.spark

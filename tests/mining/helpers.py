@@ -1,13 +1,23 @@
-"""Test helpers: bring-your-own embeddings computed from the synthetic frames themselves."""
+"""Test helpers: the shared Spark session, and bring-your-own embeddings computed from the synthetic frames."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
+
+SPARK_MASTER = "local[2]"
+
+
+def shared_spark() -> Any:
+    """The test session's one local Spark session (`get_spark` returns the active one after the first call)."""
+    from mining.spark import get_spark
+
+    return get_spark(SPARK_MASTER, app_name="edgemine-tests", conf={"spark.sql.shuffle.partitions": "4"})
 
 
 def pixel_embedding(path: str | Path, *, side: int = 8) -> np.ndarray:
