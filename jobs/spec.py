@@ -141,14 +141,14 @@ class MineSpec(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     embed_dir: Path | None = Field(None, description="reusable folder for embedding outputs (default: the run "
                                    "folder); one sub-folder per encoder, resumed when it matches")
-    index: IndexSpec = IndexSpec()
+    index: IndexSpec = Field(default_factory=lambda: IndexSpec.model_validate({}))
     signals: dict[str, dict[str, Any]] = Field(default_factory=lambda: {k: dict(v) for k, v in DEFAULT_SIGNALS.items()})
-    fusion: FusionSpec = FusionSpec()
-    aggregate: AggregateSpec = AggregateSpec()
-    scenarios: ScenarioSpec = ScenarioSpec()
-    selection: SelectionSpec = SelectionSpec()
-    evidence: EvidenceSpec = EvidenceSpec()
-    spark: SparkSpec = SparkSpec()
+    fusion: FusionSpec = Field(default_factory=lambda: FusionSpec.model_validate({}))
+    aggregate: AggregateSpec = Field(default_factory=lambda: AggregateSpec.model_validate({}))
+    scenarios: ScenarioSpec = Field(default_factory=lambda: ScenarioSpec.model_validate({}))
+    selection: SelectionSpec = Field(default_factory=lambda: SelectionSpec.model_validate({}))
+    evidence: EvidenceSpec = Field(default_factory=lambda: EvidenceSpec.model_validate({}))
+    spark: SparkSpec = Field(default_factory=lambda: SparkSpec.model_validate({}))
     calibration_sample: int = Field(100_000, ge=100, description="frames sampled to calibrate percentiles")
     score_batch_rows: int = Field(16_384, ge=1)
     seed: int = 0

@@ -108,7 +108,7 @@ def build_reasons(
         if names else np.zeros((n, 0))
     for i in range(n):
         rs: list[str] = []
-        order = np.argsort(-mat[i], kind="stable") if names else []
+        order: list[int] = np.argsort(-mat[i], kind="stable").tolist() if names else []
         for j in order:
             name = names[int(j)]
             if name == "trigger":

@@ -36,6 +36,13 @@ INDEX_FILE, SIDECAR_FILE, IDS_FILE = "index.faiss", "index.json", "ids.parquet"
 SIDECAR_VERSION = 1
 
 
+def _faiss() -> Any:
+    """The faiss module, typed loosely: its bundled stubs miss the SearchParameters keywords and HNSW fields."""
+    import faiss
+
+    return faiss
+
+
 def _check_literal(name: str, value: object, lit: Any) -> None:
     valid = get_args(lit)
     if value not in valid:
@@ -131,7 +138,7 @@ class VectorIndex:
 
     # ------------------------------------------------------------ search
     def _apply_search_params(self) -> None:
-        import faiss
+        faiss = _faiss()
 
         p = self._params
         if p.kind in ("ivf_flat", "ivf_pq"):
@@ -167,7 +174,7 @@ class VectorIndex:
         return l2_normalize(x) if self.meta.metric == "cosine" else x
 
     def _search_params(self, exclude: np.ndarray | None) -> Any:
-        import faiss
+        faiss = _faiss()
 
         if exclude is None or len(exclude) == 0:
             return None
@@ -249,7 +256,7 @@ class VectorIndex:
 
     def reconstruct(self, rows: Sequence[int]) -> np.ndarray:
         """Stored vectors of `rows` (exact for flat/HNSW/IVF-Flat, approximate for IVF-PQ)."""
-        import faiss
+        faiss = _faiss()
 
         if self._params.kind in ("ivf_flat", "ivf_pq"):
             ivf = faiss.extract_index_ivf(self.index)
@@ -260,7 +267,7 @@ class VectorIndex:
     # ------------------------------------------------------------ persistence
     def save(self, folder: str | os.PathLike[str]) -> Path:
         """Write index.faiss, index.json and ids.parquet (each to a temporary name, then renamed)."""
-        import faiss
+        faiss = _faiss()
 
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
@@ -273,7 +280,7 @@ class VectorIndex:
 
     @classmethod
     def load(cls, folder: str | os.PathLike[str]) -> VectorIndex:
-        import faiss
+        faiss = _faiss()
 
         f = Path(folder)
         if not (f / SIDECAR_FILE).exists():
@@ -310,7 +317,7 @@ def build_index(
     The ids table of each batch has `frame_id` and any other per-row columns to keep (uri, drive_id…).
     IVF indexes train on the first `train_size` vectors, buffered; everything else is added as it comes.
     """
-    import faiss
+    faiss = _faiss()
 
     if count < 1:
         raise ConfigError(f"cannot build an index from count={count} vectors")

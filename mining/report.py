@@ -35,11 +35,11 @@ def thumbnail(uri: str | None, *, size: int = THUMB_PX) -> str | None:
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            im.thumbnail((size, size))
-            buf = io.BytesIO()
-            im.save(buf, format="PNG", optimize=True)
+        with Image.open(path) as src:
+            im = src.convert("RGB")
+        im.thumbnail((size, size))
+        buf = io.BytesIO()
+        im.save(buf, format="PNG", optimize=True)
     except OSError:
         return None
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
@@ -131,7 +131,8 @@ def render_report(*, info: Mapping[str, Any], samples: Mapping[str, np.ndarray],
                   thumbs_per_scenario: int = 8, max_list: int = 60) -> str:
     counts = info.get("counts", {})
     weights = {n: float(s.get("weight", 0)) for n, s in info.get("signals", {}).items()}
-    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>edgemine run {html.escape(info['run_id'])}"
+    run_id = html.escape(info["run_id"])
+    out: list[str] = [f"<!doctype html><html><head><meta charset='utf-8'><title>edgemine run {run_id}"
            f"</title><style>{CSS}</style></head><body>",
            f"<h1>edgemine mining run <code>{html.escape(info['run_id'])}</code></h1>",
            f"<p class='muted'>{html.escape(str(info.get('created_at', '')))} · encoder "
@@ -212,19 +213,19 @@ def render_report(*, info: Mapping[str, Any], samples: Mapping[str, np.ndarray],
         out.append("<p>No scenarios: no frame reached the threshold.</p>")
     out.append("<h2>Candidates</h2>")
     if candidates is not None and len(candidates):
-        rows = []
+        lines: list[str] = []
         for _, r in candidates.sort_values("rank").head(max_list).iterrows():
-            rows.append(f"<tr><td class='num'>{r['rank']}</td><td>{html.escape(str(r['frame_id']))}</td>"
+            lines.append(f"<tr><td class='num'>{r['rank']}</td><td>{html.escape(str(r['frame_id']))}</td>"
                         f"<td class='num'>{r['score']:.3f}</td><td>{html.escape(str(r.get('scenario_id')))}</td>"
                         f"<td>{html.escape(str(r.get('event_id')))}</td>"
                         f"<td class='reasons'>{html.escape('; '.join(r['reasons']))}</td></tr>")
         more = f"<p class='muted'>First {max_list} of {len(candidates)}; all in candidates.parquet.</p>" \
             if len(candidates) > max_list else ""
         out.append("<table><tr><th>rank</th><th>frame</th><th>score</th><th>scenario</th><th>event</th>"
-                   "<th>reasons</th></tr>" + "".join(rows) + "</table>" + more)
+                   "<th>reasons</th></tr>" + "".join(lines) + "</table>" + more)
     timings = info.get("timings", {})
     if timings:
-        out.append("<h2>Timings (s)</h2>" + _kv_table(list(timings.items())))
+        out.append("<h2>Timings (s)</h2>" + _kv_table([(str(k), v) for k, v in timings.items()]))
     out.append("</body></html>")
     return "\n".join(out)
 

@@ -168,11 +168,11 @@ def compile_rule(name: str, expr: str) -> Rule:
                 return lambda t: pc.divide(pc.cast(a(t), pa.float64()), pc.cast(b(t), pa.float64()))
             return lambda t: pc.call_function(fname, [a(t), b(t)])
         if isinstance(node, ast.Call):
-            ok = isinstance(node.func, ast.Name) and node.func.id in _FUNCS
-            if not ok or len(node.args) != 1 or node.keywords:
+            fname_node = node.func if isinstance(node.func, ast.Name) else None
+            if fname_node is None or fname_node.id not in _FUNCS or len(node.args) != 1 or node.keywords:
                 raise bad(node)
             arg = comp(node.args[0])
-            f = _FUNCS[node.func.id]  # type: ignore[union-attr]
+            f = _FUNCS[fname_node.id]
             return lambda t: pc.call_function(f, [arg(t)])
         if isinstance(node, ast.Name):
             col = node.id

@@ -78,8 +78,8 @@ def list_matrix(
     finite = np.isfinite(values).all(axis=1) if dim else np.ones(n, bool)
     usable = (~nulls) & finite
     reasons: list[str | None] = [None] * n
-    for i in np.flatnonzero(~usable):
-        reasons[int(i)] = f"{name} is null" if nulls[i] else f"{name} has NaN/inf values"
+    for bad in np.flatnonzero(~usable).tolist():
+        reasons[bad] = f"{name} is null" if nulls[bad] else f"{name} has NaN/inf values"
     values[~usable] = 0.0
     return Matrix(values, usable, reasons)
 
