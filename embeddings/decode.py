@@ -47,6 +47,8 @@ def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
         fs = _cached((scheme, parsed.netloc), lambda: pafs.FileSystem.from_uri(uri)[0])
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as exc:
         raise FrameError(f"unreadable URI scheme {scheme!r} in {uri!r}: {exc}", stage="validate") from exc
+    except (OSError, pa.ArrowException) as exc:  # e.g. an object store that cannot be reached
+        raise FrameError(f"cannot open the {scheme!r} filesystem for {uri!r}: {exc}") from exc
     if scheme in ("s3", "gs", "gcs"):
         return fs, f"{parsed.netloc}{unquote(parsed.path)}"
     return fs, pafs.FileSystem.from_uri(uri)[1]
@@ -97,7 +99,7 @@ def decode_image(data: bytes, *, size: int, min_side: int = MIN_SIDE, name: str 
         im = Image.open(io.BytesIO(data))
     except UnidentifiedImageError as exc:
         raise FrameError(f"corrupt image: not a readable PNG/JPEG: {name}") from exc
-    except (OSError, ValueError, SyntaxError) as exc:
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise FrameError(f"corrupt image: {name}: {exc}") from exc
     with im:
         w, h = im.size
@@ -140,6 +142,9 @@ def _load_or_reason(uri: str, size: int, min_side: int) -> np.ndarray | FrameErr
         return load_frame(uri, size=size, min_side=min_side)
     except FrameError as exc:
         return exc
+    except Exception as exc:  # noqa: BLE001 - a malformed file can make a decoder raise anything (struct.error,
+        # IndexError, ...); one bad frame must never fail the batch, and its reason is kept in errors.parquet.
+        return FrameError(f"corrupt image: {uri}: {type(exc).__name__}: {exc}")
 
 
 def decode_batch(

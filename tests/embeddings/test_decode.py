@@ -101,3 +101,21 @@ def test_model_input_is_nchw_float_in_unit_range() -> None:
 def test_input_size_below_minimum_side_is_refused() -> None:
     with pytest.raises(ConfigError, match="input size=8"):
         decode_batch(["x.png"], size=8)
+
+
+def test_a_decoder_crash_on_one_frame_is_recorded_not_raised(tmp_path: Path, rgb: np.ndarray,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import embeddings.decode as dec
+
+    uris = [write_png(tmp_path / f"{i}.png", rgb) for i in range(3)]
+    real = dec.decode_image
+
+    def flaky(data: bytes, *, size: int, min_side: int = 16, name: str = "frame") -> np.ndarray:
+        if name.endswith("1.png"):
+            raise IndexError("bad chunk table")  # what a malformed file can make Pillow raise
+        return real(data, size=size, min_side=min_side, name=name)
+
+    monkeypatch.setattr(dec, "decode_image", flaky)
+    out = decode_batch(uris, size=40)
+    assert out.ok.tolist() == [0, 2]
+    assert out.errors == [(1, "decode", f"corrupt image: {uris[1]}: IndexError: bad chunk table")]
