@@ -51,6 +51,7 @@ from jobs.contracts import (
 )
 from jobs.errors import ConfigError, IncompatibleArtifactError, InputNotFoundError, NotFoundError, SchemaError
 from jobs.spec import MineSpec
+from mining.aggregate import EVENT_FRAMES_SCHEMA, EVENT_STATS_SCHEMA, SCENARIO_STATS_SCHEMA
 from mining.calibration import Reservoir, calibrated
 from mining.index import VectorIndex, build_index, read_sidecar, sidecar_exists
 from mining.signals import Signal, SignalInputs
@@ -338,11 +339,10 @@ def run_mine(spec: MineSpec, *, spark: Any = None, log: Log = _quiet) -> RunResu
                                      peak_threshold=peak, min_frames=agg.min_frames)
             agg_paths = run_events(spark, scores_path=fused_path, manifest_path=Path(spec.frames).resolve(),
                                    out_dir=work / "agg", params=params)
-            kept = ds.dataset(str(agg_paths["event_frames"]), format="parquet").to_table(
-                filter=ds.field("keep") == True)  # noqa: E712 - a pyarrow expression, not a Python comparison
-            event_of = ds.dataset(str(agg_paths["event_frames"]), format="parquet").to_table(
-                columns=["frame_id", "event_id"])
-            events = ds.dataset(str(agg_paths["events"]), format="parquet").to_table()
+            frames_t = _read_as(agg_paths["event_frames"], EVENT_FRAMES_SCHEMA)
+            kept = frames_t.filter(pc.field("keep"))
+            event_of = frames_t.select(["frame_id", "event_id"])
+            events = _read_as(agg_paths["events"], EVENT_STATS_SCHEMA)
             st.counts.update(high_frames=event_of.num_rows, events=events.num_rows, pool=kept.num_rows)
             log(f"  {event_of.num_rows} frames >= threshold in {events.num_rows} events; {kept.num_rows} after de-dup")
         # ------------------------------------------------------------ scenarios
@@ -360,7 +360,7 @@ def run_mine(spec: MineSpec, *, spark: Any = None, log: Log = _quiet) -> RunResu
             scen_path = run_scenarios(spark, event_frames_path=agg_paths["event_frames"],
                                       assignments_path=work / "assignments.parquet",
                                       out_path=work / "agg" / "scenarios")
-            scen_stats = ds.dataset(str(scen_path), format="parquet").to_table()
+            scen_stats = _read_as(scen_path, SCENARIO_STATS_SCHEMA)
             st.counts["scenarios"] = scen_stats.num_rows
         # ------------------------------------------------------------ selection
         with st.stage("select"):
@@ -425,6 +425,17 @@ def thresholds(spec: MineSpec, scores: np.ndarray) -> tuple[float, float]:
 
     threshold = pick(agg.threshold, FISHER_THRESHOLD, agg.pool_fraction)
     return threshold, max(threshold, pick(agg.peak_threshold, FISHER_PEAK_THRESHOLD, agg.peak_fraction))
+
+
+def _read_as(path: Path, schema: pa.Schema) -> pa.Table:
+    """A small Spark output folder as a table of `schema` (an empty result may have no typed file)."""
+    files = [str(p) for p in sorted(Path(path).glob("*.parquet"))]
+    tables = [pq.read_table(f) for f in files]
+    tables = [t for t in tables if t.num_rows]
+    if not tables:
+        return schema.empty_table()
+    t = pa.concat_tables(tables, promote_options="permissive")
+    return pa.Table.from_arrays([t.column(f.name).cast(f.type) for f in schema], schema=schema)
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -765,7 +776,7 @@ def write_candidates(st: RunState, kept: pa.Table, order: np.ndarray, scen: np.n
 
     spec = st.spec
     idx = pa.array(order.astype(np.int64))
-    ids = kept.column("frame_id").take(idx)
+    ids = kept.column("frame_id").combine_chunks().take(idx)  # an Array keeps its type even when empty
     scores = ds.dataset(str(fused_path), format="parquet").to_table(
         filter=ds.field("frame_id").isin(ids), columns=["frame_id", "score", "reasons", *SIGNAL_COLUMNS,
                                                          *[c for c in pq.read_schema(fused_path).names
@@ -797,7 +808,7 @@ def write_candidates(st: RunState, kept: pa.Table, order: np.ndarray, scen: np.n
     meta = _manifest_rows(spec, ds.field("frame_id").isin(ids))
     mpos = _positions(ids, meta.column("frame_id").combine_chunks())
     meta = meta.take(pa.array(mpos))
-    drives = pc.unique(meta.column("drive_id"))
+    drives = pc.unique(meta.column("drive_id").combine_chunks())
     ctx_rows = _manifest_rows(spec, ds.field("drive_id").isin(drives),
                               columns=["frame_id", "drive_id", "timestamp", "uri"])
     frames_df = pd.DataFrame({"frame_id": ctx_rows.column("frame_id").to_pylist(),

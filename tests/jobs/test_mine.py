@@ -218,3 +218,45 @@ def test_bad_inputs_fail_naming_the_value(byo: dict[str, Path], tmp_path: Path) 
     with pytest.raises(ConfigError, match=r"trigger 'x': unknown column\(s\) \['brake_force'\]"):
         run_mine(make_spec(byo, tmp_path / "e", signals={"trigger": {"rules": [{"name": "x",
                                                                                 "expr": "brake_force > 1"}]}}))
+
+
+@pytest.mark.spark
+@pytest.mark.slow
+def test_cli_mine_similar_evaluate(byo: dict[str, Path], tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    cli = [sys.executable, "-m", "jobs"]
+    out = tmp_path / "cli-run"
+    r = subprocess.run([*cli, "mine", "--frames", str(byo["frames"]), "--reference", str(byo["reference"]),
+                        "--budget", "12", "--out", str(out), "--spark-master", "local[1]"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "ok: " in r.stdout and "candidates (budget 12)" in r.stdout
+    info = json.loads((out / "run.json").read_text())
+    assert info["spec"]["spark"]["master"] == "local[1]" and info["counts"]["dropped_total"] == 2
+    frame = pq.read_table(out / "scores.parquet", columns=["frame_id"]).column(0)[0].as_py()
+    r = subprocess.run([*cli, "similar", "--run", str(out), "--frame-id", frame, "--k", "4",
+                        "--out", str(tmp_path / "near.parquet")], capture_output=True, text=True, check=True)
+    assert len(r.stdout.strip().splitlines()) == 5 and pq.read_table(tmp_path / "near.parquet").num_rows == 4
+    r = subprocess.run([*cli, "evaluate", "--run", str(out), "--ground-truth", str(byo["gt"]), "--json"],
+                       capture_output=True, text=True, check=True)
+    rows = json.loads(r.stdout)
+    assert rows[0]["method"] == "edgemine" and rows[0]["n_selected"] == info["counts"]["candidates"]
+    r = subprocess.run([*cli, "similar", "--run", str(out), "--frame-id", "nope"], capture_output=True, text=True)
+    assert r.returncode == 1 and "frame_id 'nope'" in r.stderr and r.stderr.count("\n") == 1
+
+
+@pytest.mark.spark
+def test_a_run_where_nothing_reaches_the_threshold_still_writes_every_output(
+        byo: dict[str, Path], spark: Any, tmp_path: Path) -> None:
+    res = run_mine(make_spec(byo, tmp_path / "none", aggregate={"threshold": 1000.0}), spark=spark)
+    assert res.counts["candidates"] == 0 and res.counts["events"] == 0
+    for name in ("candidates.parquet", "scores.parquet", "events.parquet", "scenarios.parquet", "errors.parquet",
+                 "run.json", "report.html"):
+        assert (res.run_dir / name).exists(), name
+    c = pq.read_table(res.run_dir / "candidates.parquet")
+    assert c.num_rows == 0 and c.column_names[:2] == ["frame_id", "rank"]
+    assert pq.read_table(res.run_dir / "scores.parquet").num_rows == 358
+    assert "no frame reached the threshold" in (res.run_dir / "report.html").read_text()
+    assert any("selected 0 of a budget of 24" in n for n in json.loads((res.run_dir / "run.json").read_text())["notes"])
