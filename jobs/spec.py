@@ -90,8 +90,8 @@ class AggregateSpec(_Section):
     pool_fraction: float = Field(0.01, gt=0.0, le=1.0, description="non-fisher default: top fraction of frames")
     peak_threshold: float | None = Field(None, ge=0.0, description="an event must peak at or above this")
     peak_fraction: float = Field(0.005, gt=0.0, le=1.0, description="non-fisher default: top fraction")
-    min_frames: int = Field(5, ge=1, description="an event needs at least this many frames >= threshold "
-                            "(5 = 0.5 s at 10 Hz: shorter runs are mostly noise)")
+    min_frames: int = Field(3, ge=1, description="an event needs at least this many frames >= threshold "
+                            "(3 = 0.3 s at 10 Hz: shorter runs are mostly noise)")
     max_gap_s: float = Field(1.0, ge=0.0, description="frames >= threshold this close in time join one event")
     dedup_s: float = Field(0.5, ge=0.0, description="keep the best frame per this many seconds of an event")
 
