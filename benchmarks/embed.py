@@ -93,7 +93,7 @@ def export_baseline(path: Path, *, input_size: int) -> Path:
     return export_model(BaselineCNN(5, width=DEFAULT_WIDTH), path, meta=meta)
 
 
-def bare_loop(manifest: Path, *, encoder: str, batch_size: int, threads: int) -> dict[str, float]:
+def bare_loop(manifest: Path, *, encoder: str, batch_size: int, threads: int) -> dict[str, float | None]:
     """Read + decode (thread pool) + forward in one process, no Ray."""
     import torch
 
@@ -188,8 +188,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     if not args.quick:
         bare.append(bare_loop(manifest, encoder=encoder, batch_size=args.batch_size, threads=cores))
         print(f"bare loop (again): {bare[1]}", file=sys.stderr)
-    bare_fps = sum(b["fps"] for b in bare) / len(bare)
-    bare_cpu = [b["cpu_ms_per_frame"] for b in bare if b["cpu_ms_per_frame"] is not None]
+    bare_fps = sum(float(b["fps"] or 0.0) for b in bare) / len(bare)
+    bare_cpu = [float(c) for b in bare if (c := b["cpu_ms_per_frame"]) is not None]
     figures: dict[str, object] = {
         "frames": res.n_frames, "size": args.size, "encoder": res.encoder_id, "batch_size": args.batch_size,
         "decode": args.decode, "shard_rows": args.shard_rows, "actors": args.actors or "default",
