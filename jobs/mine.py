@@ -291,6 +291,8 @@ def run_mine(spec: MineSpec, *, spark: Any = None, log: Log = _quiet) -> RunResu
             frames_src = embed(spec.frames, encoder=spec.encoder, out=embed_out(st, spec.encoder, "embeddings"),
                                spec=spec, log=log)
             st.counts["encoder"] = frames_src.encoder
+            if frames_src.in_manifest and spec.encoder != "builtin":
+                st.notes.append(f"the manifest carries embeddings, so encoder {spec.encoder!r} was not run")
             log(f"  frames: {frames_src.rows} embeddings of dim {frames_src.dim} from {frames_src.encoder}")
         # ------------------------------------------------------------ reference index
         with st.stage("reference_index"):
