@@ -339,7 +339,7 @@ def run_mine(spec: MineSpec, *, spark: Any = None, log: Log = _quiet) -> RunResu
             agg = spec.aggregate
             params = AggregateParams(threshold=threshold, max_gap_s=agg.max_gap_s, dedup_s=agg.dedup_s,
                                      peak_threshold=peak, min_frames=agg.min_frames)
-            agg_paths = run_events(spark, scores_path=fused_path, manifest_path=Path(spec.frames).resolve(),
+            agg_paths = run_events(spark, scores_path=fused_path, manifest_path=_abs(spec.frames),
                                    out_dir=work / "agg", params=params)
             frames_t = _read_as(agg_paths["event_frames"], EVENT_FRAMES_SCHEMA)
             kept = frames_t.filter(pc.field("keep"))
@@ -410,6 +410,12 @@ def run_mine(spec: MineSpec, *, spark: Any = None, log: Log = _quiet) -> RunResu
         shutil.rmtree(work, ignore_errors=True)
     log(f"run {st.run_id}: {st.counts['candidates']} candidates in {run_dir} ({st.timings['total']:.1f}s)")
     return RunResult(run_dir=run_dir, run_id=st.run_id, counts=st.counts, timings=st.timings)
+
+
+def _abs(path: str | os.PathLike[str]) -> str:
+    """An absolute local path (URIs such as s3:// pass through unchanged)."""
+    p = str(path)
+    return p if "://" in p else str(Path(p).resolve())
 
 
 def thresholds(spec: MineSpec, scores: np.ndarray) -> tuple[float, float]:

@@ -260,3 +260,14 @@ def test_a_run_where_nothing_reaches_the_threshold_still_writes_every_output(
     assert pq.read_table(res.run_dir / "scores.parquet").num_rows == 358
     assert "no frame reached the threshold" in (res.run_dir / "report.html").read_text()
     assert any("selected 0 of a budget of 24" in n for n in json.loads((res.run_dir / "run.json").read_text())["notes"])
+
+
+@pytest.mark.spark
+def test_the_review_service_imports_the_run(run: RunResult, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "jobs", "review", "import", str(run.run_dir), "--db",
+                        f"sqlite:///{tmp_path / 'review.db'}"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert f"{run.counts['candidates']} items ({run.counts['candidates']} new)" in r.stdout
