@@ -90,12 +90,18 @@ def read_dataset(
     dt = _open(r)
     ds = arrow_dataset(dt)
     if split is not None:
-        import pyarrow.dataset as pads
-
-        splits = set(ds.to_table(columns=["split"]).column("split").to_pylist())
-        if split not in splits:
-            raise NotFoundError(f"split {split!r} is not in {r}; it has {sorted(splits)}")
-        return ds.to_table(columns=columns, filter=pads.field("split") == split)
+        # Filter batch by batch after the read: delta-rs writes strings as Utf8View, which pyarrow's
+        # dataset filter cannot compare with a plain string scalar.
+        cols = None if columns is None else list(dict.fromkeys([*columns, "split"]))
+        parts = [b.filter(pc.equal(b.column("split").cast(pa.string()), split))
+                 for b in ds.to_batches(columns=cols)]
+        schema = ds.schema if cols is None else pa.schema([ds.schema.field(c) for c in cols])
+        table = pa.Table.from_batches(parts, schema=schema) if parts else schema.empty_table()
+        if table.num_rows == 0:
+            present = set(ds.to_table(columns=["split"]).column("split").to_pylist())
+            if split not in present:
+                raise NotFoundError(f"split {split!r} is not in {r}; it has {sorted(present)}")
+        return table.select(columns) if columns is not None else table
     return ds.to_table(columns=columns)
 
 

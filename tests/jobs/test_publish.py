@@ -240,3 +240,14 @@ def test_datasets_cli_log_show_diff(tmp_path: Path) -> None:
     assert diff["rows_added"] == 2 and diff["columns_added"] == ["lidar_ok"]
     bad = subprocess.run([*cli, "show", f"{ds}@v9"], capture_output=True, text=True)
     assert bad.returncode == 1 and "v9 does not exist" in bad.stderr and bad.stderr.count("\n") == 1
+
+
+def test_reading_one_split_returns_exactly_its_rows(tmp_path: Path) -> None:
+    ds = str(tmp_path / "edge_cases")
+    rows = training_rows(confirmed(list(range(60))), policy=SplitPolicy())
+    publish(rows, ds, lineage={})
+    want = {f for f, s in zip(rows.column("frame_id").to_pylist(), rows.column("split").to_pylist(), strict=True)
+            if s == "val"}
+    got = read_dataset(f"{ds}@v0", split="val", columns=["frame_id", "uri"])
+    assert got.column_names == ["frame_id", "uri"] and set(got.column("frame_id").to_pylist()) == want
+    assert 0 < len(want) < 60
