@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from jobs.errors import ConfigError
+from jobs.errors import ConfigError, NotFoundError
 
 Log = Callable[[str], None]
 
@@ -282,8 +282,12 @@ def finetune(base: Path, reference: pa.Table, dataset: str, version: int | None,
     parts = [reference.select(["frame_id", "uri", "drive_id", "label"])]
     n_edge = 0
     if version is not None:
-        edge = read_dataset(dataset, version=version, split="train", columns=["frame_id", "uri", "drive_id",
-                                                                              "category"])
+        try:
+            edge = read_dataset(dataset, version=version, split="train", columns=["frame_id", "uri", "drive_id",
+                                                                                  "category"])
+        except NotFoundError:  # every published drive hashed into val: nothing to train on
+            edge = pa.table({"frame_id": pa.array([], pa.string()), "uri": pa.array([], pa.string()),
+                             "drive_id": pa.array([], pa.string()), "category": pa.array([], pa.string())})
         n_edge = edge.num_rows
         edge = edge.rename_columns(["frame_id", "uri", "drive_id", "label"]).cast(parts[0].schema)
         parts += [edge] * cfg.edge_case_weight
