@@ -54,6 +54,7 @@ from jobs.spec import MineSpec
 from mining.aggregate import EVENT_FRAMES_SCHEMA, EVENT_STATS_SCHEMA, SCENARIO_STATS_SCHEMA
 from mining.calibration import Reservoir, calibrated
 from mining.index import VectorIndex, build_index, read_sidecar, sidecar_exists
+from mining.sharded_index import ShardedIndex
 from mining.signals import Signal, SignalInputs
 from mining.vectors import list_matrix
 
@@ -178,6 +179,7 @@ class RunState:
     timings: dict[str, float] = field(default_factory=dict)
     counts: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    cleanups: list[Callable[[], None]] = field(default_factory=list)  # run at the end, newest first
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -403,6 +405,8 @@ def run_mine(spec: MineSpec, *, spark: Any = None, log: Log = _quiet) -> RunResu
         info["timings"] = st.timings
         _write_json(run_dir / "run.json", info)
     finally:
+        for cleanup in reversed(st.cleanups):
+            cleanup()
         if errors.writer.is_open:
             errors.writer.close()
         if own_spark and spark is not None:
@@ -467,13 +471,40 @@ def embed_out(st: RunState, encoder: str, default: str) -> Path:
     return Path(st.spec.embed_dir) / _slug(encoder)
 
 
+def _ensure_ray(st: RunState) -> None:
+    """A sharded index lives on Ray actors: join the running Ray (or RAY_ADDRESS), else start one for the run."""
+    import ray
+
+    from embeddings.pipeline import ray_runtime
+
+    if ray.is_initialized():
+        return
+    ctx = ray_runtime()
+    ctx.__enter__()
+    st.cleanups.insert(0, lambda: ctx.__exit__(None, None, None))  # shut Ray down last
+
+
 def reference_index(st: RunState, frames_src: EmbeddingSource) -> tuple[VectorIndex, dict[str, Any]]:
     """Load the reference index from its folder when it matches, else embed the reference and build it."""
     spec = st.spec
     folder = Path(spec.index.dir) if spec.index.dir else st.run_dir / REFERENCE_INDEX
     source = str(Path(spec.reference).resolve()) if "://" not in str(spec.reference) else str(spec.reference)
     params = spec.index.params(seed=spec.seed)
-    if sidecar_exists(folder):
+    if spec.index.shards > 1:
+        _ensure_ray(st)
+        saved = ShardedIndex.read_info(folder)
+        if saved is not None and (saved.get("source") == source or spec.index.dir is not None):
+            if saved.get("source") != source:
+                raise IncompatibleArtifactError(
+                    f"index at {str(folder)!r} was built from reference {saved.get('source')!r}, but this "
+                    f"job's reference is {source!r}; use another index.dir")
+            sidx = ShardedIndex.load(folder)
+            st.cleanups.append(sidx.shutdown)
+            sidx.check_compatible(encoder=frames_src.encoder, dim=frames_src.dim, what="the frames' embeddings")
+            st.log(f"  reusing sharded reference index {folder} ({len(sidx.actors)} shards, {sidx.count} vectors)")
+            return sidx, {"source": source, "index_dir": str(folder), "reused": True, "usable": sidx.count,
+                          "kind": sidx.meta.kind, "shards": len(sidx.actors)}  # type: ignore[return-value]
+    elif sidecar_exists(folder):
         meta = read_sidecar(folder)
         if meta.params.get("source") == source or spec.index.dir is not None:
             if meta.params.get("source") != source:
@@ -519,6 +550,15 @@ def reference_index(st: RunState, frames_src: EmbeddingSource) -> tuple[VectorIn
                 ids = ids.append_column("uri", u)
             yield ids, m.values[m.usable]
 
+    if spec.index.shards > 1:
+        sidx = ShardedIndex.build(batches(), count=ref_src.rows, dim=ref_src.dim, encoder=ref_src.encoder,
+                                  shards=spec.index.shards, params=params)
+        st.cleanups.append(sidx.shutdown)
+        sidx.save(folder, extra={"source": source})
+        st.log(f"  built sharded reference index {folder}: {len(sidx.actors)} shards, {sidx.count} vectors")
+        return sidx, {"source": source, "index_dir": str(folder), "reused": False, "rows": ref_src.rows,  # type: ignore[return-value]
+                      "usable": sidx.count, "dropped": dropped, "kind": sidx.meta.kind,
+                      "shards": len(sidx.actors), "embeddings": ref_src.to_dict()}
     idx = build_index(batches(), count=ref_src.rows, dim=ref_src.dim, encoder=ref_src.encoder, params=params)
     idx.meta.params["source"] = source
     idx.save(folder)

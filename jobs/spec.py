@@ -62,11 +62,13 @@ class IndexSpec(_Section):
     ef_search: int = Field(256, ge=1)
     train_size: int = Field(100_000, ge=1)
     dir: Path | None = Field(None, description="reusable reference index folder (built there when absent)")
+    shards: int = Field(1, ge=1, le=1024, description="split the reference index over this many Ray actors "
+                        "(mining/sharded_index.py); 1 = one in-process index")
 
     def params(self, *, seed: int = 0) -> Any:
         from mining.index import IndexParams
 
-        return IndexParams(**self.model_dump(exclude={"dir"}), seed=seed)
+        return IndexParams(**self.model_dump(exclude={"dir", "shards"}), seed=seed)
 
 
 class FusionSpec(_Section):

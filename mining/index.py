@@ -248,11 +248,7 @@ class VectorIndex:
         neighbour), so exact duplicates of other rows still count as neighbours at distance 0.
         """
         d, i = self.search(vectors, k + 1)
-        own = i == np.asarray(rows, dtype=np.int64)[:, None]
-        drop = np.where(own.any(axis=1), own.argmax(axis=1), k)
-        keep = np.ones_like(own)
-        keep[np.arange(len(drop)), drop] = False
-        return d[keep].reshape(-1, k), i[keep].reshape(-1, k)
+        return drop_own_rows(d, i, rows, k)
 
     def reconstruct(self, rows: Sequence[int]) -> np.ndarray:
         """Stored vectors of `rows` (exact for flat/HNSW/IVF-Flat, approximate for IVF-PQ)."""
@@ -294,6 +290,15 @@ class VectorIndex:
                 f"{meta.count} of dim {meta.dim}"
             )
         return cls(index, meta, pq.read_table(f / IDS_FILE))
+
+
+def drop_own_rows(d: np.ndarray, i: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """From a (n, k+1) search of index rows `rows`, remove each query's own row (else its last neighbour)."""
+    own = i == np.asarray(rows, dtype=np.int64)[:, None]
+    drop = np.where(own.any(axis=1), own.argmax(axis=1), k)
+    keep = np.ones_like(own)
+    keep[np.arange(len(drop)), drop] = False
+    return d[keep].reshape(-1, k), i[keep].reshape(-1, k)
 
 
 def sidecar_exists(folder: str | os.PathLike[str]) -> bool:

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from jobs.errors import ConfigError, IncompatibleArtifactError
-from mining.index import IndexParams, VectorIndex, build_index
+from mining.index import IndexMeta, IndexParams, VectorIndex, build_index, drop_own_rows
 
 
 def merge_topk(dists: list[np.ndarray], ids: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -76,10 +76,20 @@ class IndexShard:
         d, i = self.index.search(x, min(k, self.index.count))
         return d, np.where(i >= 0, i + self.offset, -1)
 
-    def frame_ids(self) -> list[str]:
+    def ids(self) -> pa.Table:
         if self.index is None:
             raise ConfigError(f"shard {self.shard} has no index yet")
-        return self.index.ids.column("frame_id").to_pylist()
+        return self.index.ids
+
+    def reconstruct(self, rows: list[int]) -> np.ndarray:
+        if self.index is None:
+            raise ConfigError(f"shard {self.shard} has no index yet")
+        return self.index.reconstruct([r - self.offset for r in rows])
+
+    def meta(self) -> IndexMeta:
+        if self.index is None:
+            raise ConfigError(f"shard {self.shard} has no index yet")
+        return self.index.meta
 
     def save(self, folder: str) -> str:
         if self.index is None:
@@ -99,6 +109,44 @@ class ShardedIndex:
     @property
     def count(self) -> int:
         return sum(i["count"] for i in self.infos)
+
+    @property
+    def meta(self) -> IndexMeta:
+        """The first shard's sidecar, with the kind marked sharded and the total count."""
+        import ray
+
+        m = ray.get(self.actors[0].meta.remote())
+        return IndexMeta(dim=m.dim, metric=m.metric, encoder=m.encoder, count=self.count,
+                         kind=f"sharded-{len(self.actors)}x{m.kind}", params=dict(m.params))
+
+    @property
+    def ids(self) -> pa.Table:
+        """Row r's frame_id (and uri) at row r, fetched once from the shards."""
+        import ray
+
+        if getattr(self, "_ids", None) is None:
+            self._ids = pa.concat_tables(ray.get([a.ids.remote() for a in self.actors]),
+                                         promote_options="permissive")
+        return self._ids
+
+    def reconstruct(self, rows: list[int] | np.ndarray) -> np.ndarray:
+        """Stored vectors of global rows, gathered from the shards that hold them."""
+        import ray
+
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.zeros((len(rows), self.dim), np.float32)
+        bounds = np.array([i["offset"] for i in self.infos] + [self.count])
+        shard_of = np.searchsorted(bounds, rows, side="right") - 1
+        futures = {s: self.actors[s].reconstruct.remote(rows[shard_of == s].tolist())
+                   for s in np.unique(shard_of)}
+        for s, f in futures.items():
+            out[shard_of == s] = ray.get(f)
+        return out
+
+    def self_search(self, rows: np.ndarray, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Leave-one-out kNN of vectors that are rows `rows` of this index (see VectorIndex.self_search)."""
+        d, i = self.search(vectors, k + 1)
+        return drop_own_rows(d, i, rows, k)
 
     @classmethod
     def build(
@@ -130,6 +178,8 @@ class ShardedIndex:
                 raise IncompatibleArtifactError(f"vectors of shape {tuple(vecs.shape)} for a dim-{dim} index")
             start = 0
             while start < len(vecs):
+                if row >= count:
+                    raise ConfigError(f"count={count} but the batches hold more vectors")
                 s = int(np.searchsorted(bounds, row, side="right") - 1)
                 take = min(len(vecs) - start, int(bounds[s + 1]) - row)
                 pending.append(actors[s].add.remote(ids.slice(start, take), vecs[start : start + take]))
@@ -139,8 +189,15 @@ class ShardedIndex:
                 ray.get(pending)
                 pending = []
         ray.get(pending)
-        if row != count:
-            raise ConfigError(f"count={count} but the batches held {row} vectors")
+        if row == 0:
+            raise ConfigError("cannot build a sharded index from 0 vectors")
+        # `count` may overstate the usable rows (unusable ones are dropped upstream): trailing shards that
+        # received nothing are let go.
+        used = [s for s in range(shards) if bounds[s] < row]
+        for s in range(shards):
+            if s not in used:
+                ray.kill(actors[s])
+        actors = [actors[s] for s in used]
         infos = ray.get([a.build.remote() for a in actors])
         return cls(actors, infos, dim=dim, encoder=encoder)
 
@@ -174,7 +231,7 @@ class ShardedIndex:
             parts = ray.get(queue.pop(0))
             yield merge_topk([p[0] for p in parts], [p[1] for p in parts], k)
 
-    def save(self, folder: str | os.PathLike[str]) -> Path:
+    def save(self, folder: str | os.PathLike[str], *, extra: dict[str, Any] | None = None) -> Path:
         import json
 
         import ray
@@ -184,8 +241,16 @@ class ShardedIndex:
         ray.get([a.save.remote(str(root / f"shard-{i['shard']:04d}")) for a, i in zip(self.actors, self.infos,
                                                                                       strict=True)])
         (root / "shards.json").write_text(json.dumps({"dim": self.dim, "encoder": self.encoder,
-                                                      "shards": self.infos}, indent=2))
+                                                      "shards": self.infos, **(extra or {})}, indent=2))
         return root
+
+    @staticmethod
+    def read_info(folder: str | os.PathLike[str]) -> dict[str, Any] | None:
+        """shards.json of a saved sharded index, or None when `folder` holds none."""
+        import json
+
+        p = Path(folder) / "shards.json"
+        return json.loads(p.read_text()) if p.exists() else None
 
     @classmethod
     def load(cls, folder: str | os.PathLike[str], *, actor_options: dict[str, Any] | None = None) -> ShardedIndex:
