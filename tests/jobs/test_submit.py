@@ -33,6 +33,26 @@ def test_a_job_runs_on_the_cluster_with_the_project_shipped(head: RayHead, tmp_p
     assert any(j["job_id"] == s.job_id and j["status"] == "SUCCEEDED" for j in list_jobs(address=head.address))
 
 
+def test_a_mining_job_runs_on_the_cluster(head: RayHead, synth_logs: Path, reference_logs: Path,
+                                          tmp_path: Path) -> None:
+    import yaml
+
+    from jobs.submit import submit_mining_job
+    from tests.mining.helpers import with_embeddings
+
+    frames = with_embeddings(synth_logs, tmp_path / "frames.parquet")
+    ref = with_embeddings(reference_logs, tmp_path / "reference.parquet")
+    spec = tmp_path / "job.yaml"
+    spec.write_text(yaml.safe_dump({"frames": str(frames), "reference": str(ref), "out": str(tmp_path / "run"),
+                                    "budget": 10, "spark": {"master": "local[1]"}}))
+    s = submit_mining_job(spec, address=head.address)
+    assert s.entrypoint == "python -m jobs mine job.yaml"
+    status = wait_for(s.job_id, address=head.address, timeout=400)
+    assert status == "SUCCEEDED", job_logs(s.job_id, address=head.address)[-3000:]
+    cands = pq.read_table(tmp_path / "run" / "candidates.parquet")
+    assert 0 < cands.num_rows <= 10 and (tmp_path / "run" / "report.html").exists()
+
+
 def test_a_failing_job_reports_failure_and_its_one_line_error(head: RayHead, tmp_path: Path) -> None:
     s = submit_command(["validate", str(tmp_path / "missing.parquet")], address=head.address)
     assert wait_for(s.job_id, address=head.address, timeout=240) == "FAILED"
