@@ -240,17 +240,21 @@ def _draw_event(d: ImageDraw.ImageDraw, cam: Camera, st: FrameState, lights: _Li
                   fill=(100, 60, 25))
         r = max(0.7, (x1 - x0) * 0.04)
         lights.add(hx, y0 + (y1 - y0) * 0.05, r, (255, 255, 180))  # eye shine
-    elif cat == "overturned_vehicle":
-        x0, y0, x1, y1 = cam.box(0.3, z, 2.2, 1.3)
-        tilt = (y1 - y0) * 0.35
-        d.polygon([(x0, y0 + tilt), (x1, y0), (x1, y1 - tilt), (x0, y1)], fill=(45, 42, 40))
-        for t in (0.2, 0.8):
-            wx = x0 + (x1 - x0) * t
-            r = (x1 - x0) * 0.12
-            d.ellipse((wx - r, y0 - r * 0.8, wx + r, y0 + r * 1.2), fill=(15, 15, 15))
-        d.line((x0, y1, x1, y1 - tilt), fill=(170, 30, 30), width=max(1, int((y1 - y0) * 0.12)))
-        for _ in range(5):  # glass on the road
-            gx = x0 + (x1 - x0) * rnd.uniform(-0.3, 1.3)
+    elif cat == "overturned_vehicle":  # on its side across the lane: the underbody faces the camera
+        x0, y0, x1, y1 = cam.box(0.3, z, 4.2, 1.7)
+        w, h = x1 - x0, y1 - y0
+        d.polygon([(x0, y0 + h * 0.15), (x1, y0), (x1, y1), (x0, y1)], fill=(138, 104, 74))  # rusty underbody
+        d.line((x0 + w * 0.2, y0 + h * 0.55, x1 - w * 0.1, y0 + h * 0.5), fill=(60, 58, 55),
+               width=max(1, int(h * 0.1)))  # exhaust and driveshaft
+        for t in (0.12, 0.88):  # two wheels facing us, hubs showing
+            wx, r = x0 + w * t, h * 0.3
+            d.ellipse((wx - r, y0 + h * 0.5 - r, wx + r, y0 + h * 0.5 + r), fill=(18, 18, 18))
+            d.ellipse((wx - r * 0.4, y0 + h * 0.5 - r * 0.4, wx + r * 0.4, y0 + h * 0.5 + r * 0.4),
+                      fill=(170, 170, 175))
+        sx0, sy0, sx1, sy1 = cam.box(0.0, z - 1.5, 5.0, 0.3)  # fluid spill on the road
+        d.ellipse((sx0, sy1 - (sy1 - sy0) * 0.8, sx1, sy1 + (sy1 - sy0) * 0.6), fill=(28, 26, 30))
+        for _ in range(8):  # glass on the road
+            gx = x0 + w * rnd.uniform(-0.3, 1.3)
             d.point((gx, y1 + rnd.uniform(0, 3)), fill=(210, 230, 240))
     elif cat == "unusual_pedestrian":
         a = Agent("pedestrian", 0.4 - 0.8 * p, z * 0.8, 0.0, (255, 0, 200), 0)
