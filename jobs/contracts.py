@@ -180,6 +180,35 @@ TRAINING_SCHEMA = pa.schema(
 )
 
 
+# ---------------------------------------------------------------- confirmed edge cases (review store -> publish)
+# One row per confirmed item; `metadata` is the manifest's extra columns as a JSON object.
+CONFIRMED_ITEMS_SCHEMA = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("item_id", pa.int64(), nullable=False),
+        pa.field("frame_id", pa.string(), nullable=False),
+        pa.field("uri", pa.string(), nullable=False),
+        pa.field("drive_id", pa.string(), nullable=False),
+        pa.field("timestamp", TIMESTAMP, nullable=False),
+        pa.field("category", pa.string(), nullable=False),
+        pa.field("root_cause", pa.string()),
+        pa.field("confidence", pa.float32(), nullable=False),
+        pa.field("n_reviews", pa.int32(), nullable=False),
+        pa.field("consensus_method", pa.string(), nullable=False),
+        pa.field("decided_at", TIMESTAMP, nullable=False),  # when the item's consensus was reached
+        pa.field("rank", pa.int32()),
+        pa.field("score", pa.float32()),
+    ]
+    + [pa.field(s, pa.float32()) for s in SIGNAL_COLUMNS]
+    + [
+        pa.field("scenario_id", pa.string()),
+        pa.field("event_id", pa.string()),
+        pa.field("label", pa.string()),
+        pa.field("metadata", pa.string()),  # JSON object
+    ]
+)
+
+
 # ================================================================ manifest validation
 def _type_ok(name: str, actual: pa.DataType, expected: pa.DataType) -> bool:
     if name == "timestamp":
@@ -291,16 +320,17 @@ def manifest_base_dir(path: str | os.PathLike[str]) -> str:
     return str(p.resolve() if p.is_dir() else p.resolve().parent)
 
 
-def _open_dataset(path: str | os.PathLike[str]):  # noqa: ANN202 - pyarrow.dataset.Dataset
+def open_dataset(path: str | os.PathLike[str], *, what: str = "manifest"):  # noqa: ANN201 - pyarrow Dataset
+    """A Parquet file or folder as a pyarrow dataset; a missing or unreadable one raises naming `what` and path."""
     import pyarrow.dataset as ds
 
     p = str(path)
     if "://" not in p and not os.path.exists(p):
-        raise InputNotFoundError(f"manifest {p!r} does not exist")
+        raise InputNotFoundError(f"{what} {p!r} does not exist")
     try:
         return ds.dataset(p, format="parquet")
     except (pa.ArrowInvalid, OSError) as exc:
-        raise SchemaError(f"manifest {p!r} is not readable as Parquet: {exc}") from exc
+        raise SchemaError(f"{what} {p!r} is not readable as Parquet: {exc}") from exc
 
 
 def iter_manifest(
@@ -311,7 +341,7 @@ def iter_manifest(
     Memory stays bounded by `batch_size`; frame_id uniqueness is checked across batches with a set of
     ids (about 60 MB per million frames).
     """
-    dataset = _open_dataset(path)
+    dataset = open_dataset(path)
     source = str(path)
     check_manifest_schema(dataset.schema, source=source)
     base_dir = manifest_base_dir(path) if "://" not in source else None

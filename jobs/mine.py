@@ -48,6 +48,7 @@ from jobs.contracts import (
     iter_manifest,
     manifest_base_dir,
     normalize_manifest_batch,
+    open_dataset,
 )
 from jobs.errors import ConfigError, IncompatibleArtifactError, InputNotFoundError, NotFoundError, SchemaError
 from jobs.spec import MineSpec
@@ -93,16 +94,6 @@ class EmbeddingSource:
     def to_dict(self) -> dict[str, Any]:
         return {"path": str(self.path), "encoder": self.encoder, "dim": self.dim, "rows": self.rows,
                 "in_manifest": self.in_manifest, "column": "embedding"}
-
-
-def open_dataset(path: str | os.PathLike[str], *, what: str) -> ds.Dataset:
-    p = str(path)
-    if "://" not in p and not os.path.exists(p):
-        raise InputNotFoundError(f"{what} {p!r} does not exist")
-    try:
-        return ds.dataset(p, format="parquet")
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise SchemaError(f"{what} {p!r} is not readable as Parquet: {exc}") from exc
 
 
 def table_kind(path: str | os.PathLike[str], *, what: str) -> str:

@@ -38,7 +38,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from jobs.contracts import DECISIONS_SCHEMA, SIGNAL_COLUMNS, TIMESTAMP, VERDICTS
+from jobs.contracts import CONFIRMED_ITEMS_SCHEMA, DECISIONS_SCHEMA, SIGNAL_COLUMNS, VERDICTS
 from jobs.errors import ConfigError, InvalidFieldError, LeaseExpiredError, NotFoundError, ReviewError
 from mining.agreement import category_counts, fleiss_kappa, krippendorff_alpha, pairwise_cohen_kappa
 from mining.consensus import dawid_skene, majority_vote
@@ -55,32 +55,6 @@ ITEMS, ASSIGNMENTS = cast(Table, Item.__table__), cast(Table, Assignment.__table
 DECISIONS, RUNS = cast(Table, Decision.__table__), cast(Table, Run.__table__)
 MAX_NOTES = 2000
 
-# What the publish step reads (one row per confirmed edge case; metadata is the manifest's, as JSON).
-CONFIRMED_ITEMS_SCHEMA = pa.schema(
-    [
-        pa.field("run_id", pa.string(), nullable=False),
-        pa.field("item_id", pa.int64(), nullable=False),
-        pa.field("frame_id", pa.string(), nullable=False),
-        pa.field("uri", pa.string(), nullable=False),
-        pa.field("drive_id", pa.string(), nullable=False),
-        pa.field("timestamp", TIMESTAMP, nullable=False),
-        pa.field("category", pa.string(), nullable=False),
-        pa.field("root_cause", pa.string()),
-        pa.field("confidence", pa.float32(), nullable=False),
-        pa.field("n_reviews", pa.int32(), nullable=False),
-        pa.field("consensus_method", pa.string(), nullable=False),
-        pa.field("decided_at", TIMESTAMP, nullable=False),  # when the item's consensus was reached
-        pa.field("rank", pa.int32()),
-        pa.field("score", pa.float32()),
-    ]
-    + [pa.field(s, pa.float32()) for s in SIGNAL_COLUMNS]
-    + [
-        pa.field("scenario_id", pa.string()),
-        pa.field("event_id", pa.string()),
-        pa.field("label", pa.string()),
-        pa.field("metadata", pa.string()),  # JSON object
-    ]
-)
 
 
 # ================================================================ reviewers
