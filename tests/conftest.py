@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,3 +33,18 @@ def reference_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("reference_logs")
     generate(out, drives=4, frames_per_drive=60, size=64, seed=5, reference=True, workers=1)
     return out
+
+
+@pytest.fixture(scope="session")
+def ray_local() -> Iterator[str]:
+    """One local Ray runtime shared by every in-process Ray test of the session; yields its GCS address.
+
+    Tests never shut it down themselves: a test that did would pull Ray from under the next one."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    yield ray.get_runtime_context().gcs_address
+    if started:
+        ray.shutdown()

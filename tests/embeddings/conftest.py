@@ -1,8 +1,7 @@
-"""Fixtures for the embedding tests: one local Ray runtime per session, tiny models and frames."""
+"""Fixtures for the embedding tests: tiny models and frames (Ray comes from tests/conftest.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -10,19 +9,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
-
-
-@pytest.fixture(scope="session")
-def ray_local() -> Iterator[str]:
-    """A local Ray runtime shared by every Ray test in the session; yields its GCS address."""
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    yield ray.get_runtime_context().gcs_address
-    if started:
-        ray.shutdown()
 
 
 @pytest.fixture(scope="session")

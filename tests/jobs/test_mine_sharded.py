@@ -15,22 +15,16 @@ pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.spark]
 
 
 def test_sharded_reference_index_gives_the_same_run(byo: dict[str, Path], spark: Any,  # noqa: F811
-                                                    tmp_path: Path) -> None:
-    import ray
-
+                                                    tmp_path: Path, ray_local: str) -> None:
     flat = {"kind": "flat"}
     one = run_mine(make_spec(byo, tmp_path / "one", index=flat), spark=spark)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        sharded = run_mine(make_spec(byo, tmp_path / "sharded", index={**flat, "shards": 3}), spark=spark)
-        assert sharded.counts["reference"]["shards"] == 3
-        assert sharded.counts["reference"]["kind"].startswith("sharded-3x")
-        # a second run reuses the saved shards
-        saved = str(tmp_path / "sharded" / "index" / "reference")
-        again = run_mine(make_spec(byo, tmp_path / "again", index={**flat, "shards": 3, "dir": saved}), spark=spark)
-        assert again.counts["reference"]["reused"] is True
-    finally:
-        ray.shutdown()
+    sharded = run_mine(make_spec(byo, tmp_path / "sharded", index={**flat, "shards": 3}), spark=spark)
+    assert sharded.counts["reference"]["shards"] == 3
+    assert sharded.counts["reference"]["kind"].startswith("sharded-3x")
+    # a second run reuses the saved shards
+    saved = str(tmp_path / "sharded" / "index" / "reference")
+    again = run_mine(make_spec(byo, tmp_path / "again", index={**flat, "shards": 3, "dir": saved}), spark=spark)
+    assert again.counts["reference"]["reused"] is True
     for name in ("scores.parquet", "candidates.parquet"):
         a = pq.read_table(Path(one.run_dir) / name).sort_by("frame_id")
         b = pq.read_table(Path(sharded.run_dir) / name).sort_by("frame_id")

@@ -206,18 +206,14 @@ def test_torch_dataset_loads_frames_and_labels(tmp_path: Path) -> None:
 
 
 @pytest.mark.ray
-def test_ray_reads_the_pinned_version(tmp_path: Path) -> None:
+def test_ray_reads_the_pinned_version(tmp_path: Path, ray_local: str) -> None:
     import ray
 
     ds = str(tmp_path / "edge_cases")
     publish(training_rows(confirmed(list(range(4))), policy=SplitPolicy()), ds, lineage={})
     publish(training_rows(confirmed(list(range(4, 9))), policy=SplitPolicy()), ds, lineage={})
-    ray.init(num_cpus=1, include_dashboard=False, ignore_reinit_error=True, log_to_driver=False)
-    try:
-        rows = ray.data.read_delta(ds, version=0).take_all()
-        latest = ray.data.read_delta(ds).count()
-    finally:
-        ray.shutdown()
+    rows = ray.data.read_delta(ds, version=0).take_all()
+    latest = ray.data.read_delta(ds).count()
     assert sorted(r["frame_id"] for r in rows) == [f"f{i:04d}" for i in range(4)]
     assert latest == 9
 

@@ -23,15 +23,6 @@ def batches(x: np.ndarray, size: int = 700) -> Iterator[tuple[pa.Table, np.ndarr
         yield pa.table({"frame_id": [f"r{i}" for i in range(s, min(s + size, len(x)))]}), x[s : s + size]
 
 
-@pytest.fixture(scope="module")
-def ray_local() -> Iterator[None]:
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
-    yield
-    ray.shutdown()
-
-
 @settings(max_examples=50, deadline=None)
 @given(st.integers(1, 5), st.integers(1, 12), st.integers(0, 2**31))
 def test_merging_shard_results_equals_a_global_sort(shards: int, k: int, seed: int) -> None:
@@ -52,7 +43,7 @@ def test_merging_shard_results_equals_a_global_sort(shards: int, k: int, seed: i
 
 @pytest.mark.ray
 @pytest.mark.integration
-def test_exact_shards_equal_one_exact_index(ray_local: None) -> None:
+def test_exact_shards_equal_one_exact_index(ray_local: str) -> None:
     single = build_index_from_arrays(REF, params=IndexParams(kind="flat"))
     sharded = ShardedIndex.build(batches(REF), count=len(REF), dim=16, encoder="test", shards=3,
                                  params=IndexParams(kind="flat"))
@@ -71,7 +62,7 @@ def test_exact_shards_equal_one_exact_index(ray_local: None) -> None:
 
 @pytest.mark.ray
 @pytest.mark.integration
-def test_approximate_shards_keep_recall_and_survive_save_and_load(ray_local: None, tmp_path: Path) -> None:
+def test_approximate_shards_keep_recall_and_survive_save_and_load(ray_local: str, tmp_path: Path) -> None:
     exact = build_index_from_arrays(REF, params=IndexParams(kind="flat"))
     params = IndexParams(kind="hnsw", ef_search=128)
     sharded = ShardedIndex.build(batches(REF), count=len(REF), dim=16, encoder="test", shards=2, params=params)
@@ -92,7 +83,7 @@ def test_approximate_shards_keep_recall_and_survive_save_and_load(ray_local: Non
 
 
 @pytest.mark.ray
-def test_bad_shard_counts_name_the_value(ray_local: None) -> None:
+def test_bad_shard_counts_name_the_value(ray_local: str) -> None:
     with pytest.raises(ConfigError, match="shards=0"):
         ShardedIndex.build(batches(REF), count=len(REF), dim=16, encoder="t", shards=0)
     with pytest.raises(ConfigError, match="count=2 vectors into shards=3"):
