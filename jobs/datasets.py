@@ -218,6 +218,6 @@ class EdgeCaseDataset:
         from PIL import Image
 
         with Image.open(self.uris[i]) as im:
-            img = im.convert("RGB").resize((self.size, self.size), Image.BILINEAR)
+            img = im.convert("RGB").resize((self.size, self.size), Image.Resampling.BILINEAR)
         x = torch.from_numpy(np.asarray(img, np.float32).transpose(2, 0, 1) / 255.0)
         return x, self.targets[i]

@@ -472,7 +472,11 @@ def _ensure_ray(st: RunState) -> None:
         return
     ctx = ray_runtime()
     ctx.__enter__()
-    st.cleanups.insert(0, lambda: ctx.__exit__(None, None, None))  # shut Ray down last
+
+    def stop_ray() -> None:
+        ctx.__exit__(None, None, None)
+
+    st.cleanups.insert(0, stop_ray)  # shut Ray down last
 
 
 def reference_index(st: RunState, frames_src: EmbeddingSource) -> tuple[VectorIndex, dict[str, Any]]:

@@ -168,8 +168,8 @@ class ShardedIndex:
         if count < shards:
             raise ConfigError(f"cannot split count={count} vectors into shards={shards}")
         bounds = np.linspace(0, count, shards + 1).astype(np.int64)
-        remote = ray.remote(IndexShard).options(**(actor_options or {"num_cpus": 0}))
-        actors = [remote.remote(s, int(bounds[s]), dim, encoder, params) for s in range(shards)]
+        remote: Any = ray.remote(IndexShard).options(**(actor_options or {"num_cpus": 0}))
+        actors: list[Any] = [remote.remote(s, int(bounds[s]), dim, encoder, params) for s in range(shards)]
         pending: list[Any] = []
         row = 0
         for ids, vecs in batches:
@@ -260,8 +260,9 @@ class ShardedIndex:
 
         root = Path(folder)
         meta = json.loads((root / "shards.json").read_text())
-        remote = ray.remote(IndexShard).options(**(actor_options or {"num_cpus": 0}))
-        actors, futures = [], []
+        remote: Any = ray.remote(IndexShard).options(**(actor_options or {"num_cpus": 0}))
+        actors: list[Any] = []
+        futures: list[Any] = []
         for info in meta["shards"]:
             a = remote.remote(info["shard"], info["offset"], meta["dim"], meta["encoder"], IndexParams())
             actors.append(a)

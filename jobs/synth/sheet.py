@@ -38,7 +38,8 @@ def contact_sheet(logs: str | os.PathLike[str], out: str | os.PathLike[str], *, 
         draw.text((6, r * tile + tile // 2 - 6), cat.replace("_", " "), fill=(20, 20, 20))
         for c, fid in enumerate(ids):
             with Image.open(uri_of[fid]) as im:
-                sheet.paste(im.convert("RGB").resize((tile, tile), Image.NEAREST), (label_w + c * tile, r * tile))
+                thumb = im.convert("RGB").resize((tile, tile), Image.Resampling.NEAREST)
+                sheet.paste(thumb, (label_w + c * tile, r * tile))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out)
