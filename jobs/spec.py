@@ -50,7 +50,7 @@ class IndexSpec(_Section):
     kind: Literal["auto", "flat", "ivf_flat", "ivf_pq", "hnsw"] = "auto"
     metric: Literal["l2", "cosine"] = "l2"
     exact_below: int = Field(200_000, ge=1, description="auto: exact search below this many reference frames")
-    approx: Literal["ivf_flat", "ivf_pq", "hnsw"] = "hnsw"
+    approx: Literal["ivf_flat", "ivf_pq", "hnsw"] = "ivf_flat"
     nlist: int | None = Field(None, ge=1)
     nprobe: int = Field(32, ge=1)
     pq_m: int | None = Field(None, ge=1)

@@ -79,7 +79,7 @@ def test_kind_is_chosen_by_size() -> None:
     assert p.resolved(count=999, dim=16).kind == "flat"
     r = p.resolved(count=5000, dim=16)
     assert r.kind == "ivf_pq" and r.nlist and r.nlist <= 5000 // 39 and 16 % r.pq_m == 0
-    assert IndexParams(exact_below=10).resolved(count=10, dim=4).kind == "hnsw"
+    assert IndexParams(exact_below=10).resolved(count=10, dim=4).kind == "ivf_flat"
 
 
 def test_overridden_parameters_are_used_and_recorded() -> None:
