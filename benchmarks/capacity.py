@@ -12,7 +12,7 @@ Measured here, in this run (2 threads, this machine):
 Read from the fleet benchmarks' results under /tmp/edgemine-fleet (run them first):
 - fleet_novelty.py: index bytes per vector (IVF-PQ) and kNN search throughput;
 - spark_aggregation.py: warm rows/s/core at 10M rows;
-- fleet_e2e.py: the 1M x 1M run's per-stage times.
+- fleet_e2e.py: the 1M x 1M run with the default index (`--index auto`): the whole job's time.
 
 Taken from other sections of docs/BENCHMARKS.md (constants below, each with its source): the embedding
 pipeline's CPU cost per frame and the review service's server CPU per request.
@@ -79,7 +79,17 @@ def measure_model(threads: int = 2) -> dict[str, Any]:
             model(x)
             n += len(x)
     fps = n / (time.perf_counter() - t)
-    return {"flops_per_frame": flops, "params": sum(p.numel() for p in model.parameters()),
+    try:  # a production-size backbone for scale (architecture only: no weights are downloaded)
+        from embeddings.encoders.torchvision_encoder import import_torchvision
+
+        big = import_torchvision().models.resnet50(weights=None).eval()
+        with FlopCounterMode(display=False) as fc, torch.no_grad():
+            big(torch.zeros(1, 3, ASSUME_INPUT_PX, ASSUME_INPUT_PX))
+        resnet50 = int(fc.get_total_flops())
+    except ImportError:
+        resnet50 = None
+    return {"flops_per_frame": flops, "resnet50_flops_224": resnet50,
+            "params": sum(p.numel() for p in model.parameters()),
             "cpu_fps_64px": round(fps), "cpu_threads": threads,
             "cpu_gflops_achieved": round(fps * flops[64] / 1e9, 1)}
 
@@ -119,8 +129,9 @@ def main() -> int:
     ap.add_argument("--work", type=Path, default=WORK)
     ap.add_argument("--novelty", type=Path, default=None, help="fleet_novelty results.json")
     ap.add_argument("--agg", type=Path, default=None, help="spark_aggregation results.json")
-    ap.add_argument("--pq-config", default="ivf_pq", help="fleet_novelty config whose index size is used")
-    ap.add_argument("--search-config", default="ivf_flat", help="fleet_novelty config whose speed is used")
+    ap.add_argument("--e2e", type=Path, default=None, help="fleet_e2e results.json (default index)")
+    ap.add_argument("--pq-config", default="ivf_pq_default", help="fleet_novelty config whose index size is used")
+    ap.add_argument("--search-config", default="ivf_flat_default", help="fleet_novelty config whose speed is used")
     a = ap.parse_args()
     res: dict[str, Any] = {"machine": machine(), "load_avg_before": load_avg()}
     res["model"] = measure_model()
@@ -143,6 +154,10 @@ def main() -> int:
         f"({m['flops_per_frame'][64] / 1e6:.1f} at 64 px)", "FlopCounterMode on BaselineCNN")
     row("Embed: GPU-hours/day (compute)", f"**{gpu_h:.2f}**",
         f"{F:.0e} × {flops / 1e6:.0f} MFLOP / ({ASSUME_GPU_PEAK_TFLOPS:.0f} TFLOP/s × {ASSUME_GPU_EFFICIENCY}) / 3600")
+    if m.get("resnet50_flops_224"):
+        r50 = m["resnet50_flops_224"]
+        row("Embed: GPU-hours/day with a ResNet-50-size backbone", f"**{F * r50 / gpu_rate / 3600:.1f}**",
+            f"{r50 / 1e9:.1f} GFLOP/frame at {ASSUME_INPUT_PX} px (FlopCounterMode, resnet50), same GPU rate")
     dec_core_h = F * d["cpu_ms_draft_decode"] / 1000 / 3600
     row("Embed: decode core-hours/day", f"**{dec_core_h:,.0f}** ({dec_core_h / 24:,.0f} cores busy all day)",
         f"{F:.0e} × {d['cpu_ms_draft_decode']} ms (1280×720 JPEG → {ASSUME_INPUT_PX} px, measured) / 3.6e6")
@@ -177,6 +192,16 @@ def main() -> int:
                 f"{qps_core:,.0f} queries/s/core against 1M ({p_r['factory']}, project path, measured) × "
                 f"{shards:.0f} shards of 1M (every query visits every shard)")
             res["novelty"] = {"qps_per_core_1m": qps_core, "core_hours_per_day": core_h}
+    # ---- the whole mining job (fleet_e2e.py, default index)
+    e2e = _read(a.e2e or a.work / "e2e" / "1000000x1000000-auto" / "results.json")
+    if e2e and "timings" in e2e:
+        secs, cores_used = e2e["timings"]["total"], e2e["machine"]["cpus"]
+        jobs = F / e2e["frames"]
+        core_h = jobs * secs * cores_used / 3600
+        row(f"Mining (`edgemine mine`, {e2e['frames']:.0e}-frame jobs vs a {e2e['reference']:.0e} reference): "
+            "core-hours/day", f"**{core_h:,.0f}** ({core_h / 24:,.1f} cores busy all day)",
+            f"{jobs:.0f} jobs × {secs:.0f} s × {cores_used} cores (fleet_e2e.py, manifest → candidates, measured)")
+        res["mining"] = {"core_hours_per_day": core_h, "job_s": secs}
     # ---- Spark
     if agg:
         sp = [r for r in agg["results"] if r.get("engine") == "spark"]
