@@ -46,10 +46,11 @@ def serve(
     """Run the review service: the reviewer page at /, the API (OpenAPI at /openapi.json), /metrics."""
     import uvicorn
 
-    from review_api.app import create_app
+    from review_api.app import create_app, quiet_gc
 
     app = create_app(_settings(db))
     typer.echo(f"edgemine review on http://{host}:{port}/ (store {app.state.review.db.url.split('@')[-1]})")
+    quiet_gc()
     uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="warning")
 
 
