@@ -35,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fleet_common import WORK, fleet_manifest, load_avg, load_vectors, machine, run_measured, write_json  # noqa: E402
-from fleet_novelty import CONFIGS, factory_string  # noqa: E402
+from fleet_novelty import CONFIGS, factory_string, raw_index  # noqa: E402
 
 BUDGET = 1000
 RARITY_MARGIN = 64  # mining.index.VectorIndex.search_other_groups' default margin
@@ -51,7 +51,6 @@ def job_yaml(*, frames: Path, reference: Path, out: Path, index: str) -> str:
 
 
 def child_raw(a: argparse.Namespace) -> dict[str, Any]:
-    import faiss
 
     from mining.index import IndexParams
 
@@ -63,25 +62,7 @@ def child_raw(a: argparse.Namespace) -> dict[str, Any]:
 
     def build(x: np.ndarray) -> tuple[Any, IndexParams]:
         p = IndexParams(**(CONFIGS[a.index] if a.index != "auto" else {})).resolved(count=len(x), dim=x.shape[1])
-        index: Any = faiss.index_factory(x.shape[1], factory_string(p), faiss.METRIC_L2)
-        if p.kind == "hnsw":
-            index.hnsw.efConstruction = p.ef_construction
-            index.hnsw.efSearch = p.ef_search
-        if p.kind in ("ivf_flat", "ivf_pq"):
-            ivf = faiss.extract_index_ivf(index)
-            ivf.cp.seed = p.seed
-            if p.kind == "ivf_pq":
-                pq_ivf: Any = faiss.downcast_index(ivf)
-                pq_ivf.do_polysemous_training = False
-            head = x[: -(-p.train_size // 16_384) * 16_384]  # build_index: the first whole batches, sampled
-            rng = np.random.default_rng(p.seed)
-            index.train(head[rng.choice(len(head), min(p.train_size, len(head)), replace=False)])
-        index.add(x)
-        if p.kind in ("ivf_flat", "ivf_pq"):
-            faiss.extract_index_ivf(index).nprobe = min(p.nprobe, p.nlist or p.nprobe)
-            if p.kind == "ivf_pq" and p.refine != "none":
-                index.k_factor = float(p.k_factor)
-        return index, p
+        return raw_index(x, p), p
 
     t = time.perf_counter()
     ref_index, p = build(xb)

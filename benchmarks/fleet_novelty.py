@@ -87,6 +87,35 @@ def factory_string(p: Any) -> str:
     return "Flat"
 
 
+def raw_index(x: np.ndarray, p: Any) -> Any:
+    """Bare faiss doing what `mining.index.build_index` does for resolved IndexParams `p`, over a matrix
+    already in memory: same factory string, training sample and search parameters."""
+    import faiss
+
+    index: Any = faiss.index_factory(x.shape[1], factory_string(p), faiss.METRIC_L2)
+    if p.kind == "hnsw":
+        index.hnsw.efConstruction = p.ef_construction
+    if p.kind in ("ivf_flat", "ivf_pq"):
+        ivf = faiss.extract_index_ivf(index)
+        ivf.cp.seed = p.seed
+        if p.kind == "ivf_pq":
+            pq_ivf: Any = faiss.downcast_index(ivf)
+            pq_ivf.do_polysemous_training = False
+        # build_index trains on a sample of the first whole batches that reach train_size rows: the same here
+        head = x[: -(-p.train_size // QUERY_BATCH) * QUERY_BATCH]
+        rng = np.random.default_rng(p.seed)
+        km_n = min(len(head), p.train_size)
+        index.train(head[rng.choice(len(head), km_n, replace=False)] if km_n < len(head) else head)
+    index.add(x)
+    if p.kind in ("ivf_flat", "ivf_pq"):
+        faiss.extract_index_ivf(index).nprobe = min(p.nprobe, p.nlist or p.nprobe)
+        if p.kind == "ivf_pq" and p.refine != "none":
+            index.k_factor = float(p.k_factor)
+    elif p.kind == "hnsw":
+        index.hnsw.efSearch = p.ef_search
+    return index
+
+
 def sample_rows(n: int, seed: int = 0) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, min(SAMPLE, n), replace=False))
 
@@ -169,38 +198,15 @@ def child_project(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def child_raw(a: argparse.Namespace) -> dict[str, Any]:
-    import faiss
 
-    p = _params(a.config)
     t = time.perf_counter()
     xb = load_vectors(Path(a.ref))
     xq = load_vectors(Path(a.fleet))
     t_load = time.perf_counter() - t
-    p = p.resolved(count=len(xb), dim=xb.shape[1])
+    p = _params(a.config).resolved(count=len(xb), dim=xb.shape[1])
     t = time.perf_counter()
-    index: Any = faiss.index_factory(xb.shape[1], factory_string(p), faiss.METRIC_L2)
-    if p.kind == "hnsw":
-        index.hnsw.efConstruction = p.ef_construction
-    if p.kind in ("ivf_flat", "ivf_pq"):
-        ivf = faiss.extract_index_ivf(index)
-        ivf.cp.seed = p.seed
-        if p.kind == "ivf_pq":
-            pq_ivf: Any = faiss.downcast_index(ivf)
-            pq_ivf.do_polysemous_training = False
-        # build_index trains on a sample of the first whole batches that reach train_size rows: the same here
-        head = xb[: -(-p.train_size // QUERY_BATCH) * QUERY_BATCH]
-        rng = np.random.default_rng(p.seed)
-        km_n = min(len(head), p.train_size)
-        train = head[rng.choice(len(head), km_n, replace=False)] if km_n < len(head) else head
-        index.train(train)
-    index.add(xb)
+    index = raw_index(xb, p)
     t_build = time.perf_counter() - t
-    if p.kind in ("ivf_flat", "ivf_pq"):
-        faiss.extract_index_ivf(index).nprobe = p.nprobe
-        if p.kind == "ivf_pq" and p.refine != "none":
-            index.k_factor = float(p.k_factor)
-    elif p.kind == "hnsw":
-        index.hnsw.efSearch = p.ef_search
     t = time.perf_counter()
     _, ids = index.search(xq, K)
     t_search = time.perf_counter() - t
