@@ -30,11 +30,9 @@ def run_demo(out: Path, cfg: LoopConfig = LoopConfig()) -> LoopResult:
     typer.echo(f"  loop figures       {out}/loop.json, plot {out}/loop.png")
     typer.echo(f"  review page        .venv/bin/edgemine serve --db sqlite:///{out}/review.db  "
                "(then `edgemine reviewers add NAME` for a token)")
-    g = res.gain
     typer.echo(f"headline: rare-slice accuracy {res.models['v0']['rare_acc']:.2f} -> "
                f"{res.models['v1_mined']['rare_acc']:.2f} with mined review (random control: "
-               f"{res.models['v1_random']['rare_acc']:.2f}); gain ratio "
-               f"{(g['v1_mined'] / g['v1_random']) if g['v1_random'] > 0 else float('inf'):.1f}x; common accuracy "
+               f"{res.models['v1_random']['rare_acc']:.2f}); gain ratio {res.gain_ratio_text}; common accuracy "
                f"{res.models['v0']['common_acc']:.2f} -> {res.models['v1_mined']['common_acc']:.2f}; "
                f"decision->dataset median {res.latency.get('median_s', float('nan')):.1f}s")
     return res

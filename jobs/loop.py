@@ -81,6 +81,16 @@ class LoopResult:
         base = self.models["v0"]["rare_acc"]
         return {k: self.models[k]["rare_acc"] - base for k in ("v1_mined", "v1_random")}
 
+    @property
+    def gain_ratio_text(self) -> str:
+        """Mined gain / random gain, in words when the random control gained nothing."""
+        g = self.gain
+        if g["v1_random"] > 0:
+            return f"{g['v1_mined'] / g['v1_random']:.1f}x"
+        if g["v1_mined"] > 0:
+            return "unbounded: the random control gained nothing"
+        return "n/a: neither selection gained"
+
     def table(self) -> str:
         rows = [("model", "rare-slice acc", "common acc", "edge cases in its data")]
         found = {"v0": "0", "v1_mined": str(self.selections["mined"]["published"]),
@@ -91,9 +101,8 @@ class LoopResult:
         w = [max(len(r[i]) for r in rows) for i in range(4)]
         lines = ["  ".join(c.ljust(w[i]) for i, c in enumerate(r)) for r in rows]
         g = self.gain
-        ratio = g["v1_mined"] / g["v1_random"] if g["v1_random"] > 0 else float("inf")
         lines.append(f"rare-slice gain: mined {g['v1_mined']:+.3f}, random {g['v1_random']:+.3f} "
-                     f"(ratio {ratio:.1f}x)")
+                     f"(ratio {self.gain_ratio_text})")
         lat = self.latency
         if lat:
             lines.append(f"decision -> dataset latency: median {lat['median_s']:.1f}s, p95 {lat['p95_s']:.1f}s, "

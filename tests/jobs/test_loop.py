@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs.errors import ConfigError
-from jobs.loop import LoopConfig, SimReviewer, make_reviewers, run_loop
+from jobs.loop import LoopConfig, LoopResult, SimReviewer, make_reviewers, run_loop
 
 CATS = ["debris", "animal_on_road", "other"]
 
@@ -39,6 +39,16 @@ def test_bad_loop_settings_name_the_value() -> None:
         LoopConfig(budget=0)
     with pytest.raises(ConfigError, match="error_rate=0.7"):
         LoopConfig(error_rate=0.7)
+
+
+def test_the_gain_ratio_reads_as_words_when_random_gained_nothing() -> None:
+    def result(v0: float, mined: float, rnd: float) -> LoopResult:
+        return LoopResult(out="", config={}, models={"v0": {"rare_acc": v0}, "v1_mined": {"rare_acc": mined},
+                                                     "v1_random": {"rare_acc": rnd}})
+
+    assert result(0.1, 0.5, 0.2).gain_ratio_text == "4.0x"
+    assert result(0.0, 0.26, 0.0).gain_ratio_text.startswith("unbounded")
+    assert result(0.3, 0.2, 0.1).gain_ratio_text.startswith("n/a")
 
 
 @pytest.mark.slow
