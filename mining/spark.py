@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 DEFAULT_CONF: dict[str, str] = {
@@ -19,6 +20,7 @@ DEFAULT_CONF: dict[str, str] = {
     "spark.sql.adaptive.enabled": "true",
     "spark.driver.memory": "2g",
 }
+LOG4J2 = Path(__file__).with_name("log4j2.properties")  # errors only (see the file)
 
 
 def get_spark(master: str = "local[*]", *, app_name: str = "edgemine-mine", conf: Mapping[str, Any] | None = None):  # noqa: ANN201
@@ -33,7 +35,8 @@ def get_spark(master: str = "local[*]", *, app_name: str = "edgemine-mine", conf
                 active.conf.set(k, str(v))
         return active
     builder = SparkSession.builder.master(master).appName(app_name)
-    for k, v in {**DEFAULT_CONF, **{k: str(v) for k, v in (conf or {}).items()}}.items():
+    quiet = {"spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{LOG4J2}"}
+    for k, v in {**DEFAULT_CONF, **quiet, **{k: str(v) for k, v in (conf or {}).items()}}.items():
         builder = builder.config(k, v)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
