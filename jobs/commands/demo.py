@@ -9,7 +9,7 @@ import typer
 
 def demo(out: Path = typer.Option(Path("demo_out"), "--out", help="Where the demo writes everything (fresh).")
          ) -> None:
-    """Run the whole loop on synthetic drive logs with embedded engines (about 10 minutes here)."""
+    """Run the whole loop on synthetic drive logs with embedded engines (2–7 minutes on a 2-core machine)."""
     from jobs.demo import run_demo
 
     run_demo(out)
