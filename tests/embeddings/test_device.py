@@ -54,8 +54,10 @@ def test_actor_layout_follows_the_device_plan() -> None:
 
     gpu = plan_actors(resolve_device("auto", gpus=4), cpus=32)
     assert (gpu.actors, gpu.num_gpus, gpu.threads) == (4, 1.0, 8)
-    cpu = plan_actors(resolve_device("auto"), cpus=2)  # this machine: CPU, one single-threaded actor per core
-    assert (cpu.actors, cpu.num_gpus, cpu.threads) == (2, 0.0, 1)
+    cpu = plan_actors(resolve_device("auto"), cpus=2)  # this machine: single-threaded actors, one per core + 1
+    assert (cpu.actors, cpu.num_gpus, cpu.threads) == (3, 0.0, 1)
+    assert plan_actors(resolve_device("auto"), cpus=2, work_blocks=1).actors == 1  # no idle actors for tiny runs
+    assert plan_actors(resolve_device("cpu"), cpus=2, actors=3, work_blocks=1).actors == 3  # explicit wins
     assert cpu.actors * cpu.actor_cpus <= 2 - 0.5  # room left for the read tasks
     one = plan_actors(resolve_device("cpu"), cpus=8, actors=2)
     assert (one.actors, one.threads) == (2, 4)
