@@ -36,9 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fleet_common import WORK, load_avg, machine, write_json  # noqa: E402
 
 FRAMES_PER_DAY = 100_000_000
-# docs/BENCHMARKS.md "Embedding": Ray pipeline, 64 px PNG, 2 cores: 1,623-1,731 frames/s, 0.62-0.63 CPU ms/frame.
-EMBED_PIPELINE_CPU_MS = 0.62
-EMBED_PIPELINE_FPS_2CORES = 1_623
+# docs/BENCHMARKS.md "Embedding", quiet machine, default layout (19:45): 2,536 frames/s, 0.67 CPU ms/frame.
+EMBED_PIPELINE_CPU_MS = 0.67
+EMBED_PIPELINE_FPS_2CORES = 2_536
 # docs/BENCHMARKS.md "Review service load": 1.14 ms server CPU per request (tight loop), 2 requests per
 # decision (POST /queue/next, POST /items/{id}/decisions), 401 decisions/s from one uvicorn process.
 REVIEW_SERVER_MS_PER_REQUEST = 1.14
