@@ -59,6 +59,8 @@ from mining.sharded_index import ShardedIndex
 from mining.signals import Signal, SignalInputs
 from mining.vectors import list_matrix
 
+ReferenceIndex = VectorIndex | ShardedIndex  # one in-process index, or shards on Ray actors (same search API)
+
 Log = Callable[[str], None]
 RUN_FILES = ("candidates.parquet", "scores.parquet", "scenarios.parquet", "events.parquet", "errors.parquet",
              "run.json", "report.html")
@@ -479,38 +481,57 @@ def _ensure_ray(st: RunState) -> None:
     st.cleanups.insert(0, stop_ray)  # shut Ray down last
 
 
-def reference_index(st: RunState, frames_src: EmbeddingSource) -> tuple[VectorIndex, dict[str, Any]]:
-    """Load the reference index from its folder when it matches, else embed the reference and build it."""
+def _saved_reference(st: RunState, folder: Path, source: str) -> ReferenceIndex | None:
+    """The index saved in `folder` when it may be reused for reference `source` (sharded or not), else None.
+
+    An index found in the run's own folder is reused only when built from the same reference; one in an
+    explicit `index.dir` must have been, or the job fails rather than score against other data."""
+    spec = st.spec
+    if spec.index.shards > 1:
+        info = ShardedIndex.read_info(folder)
+        if info is None:
+            return None
+        saved = info.get("source")
+    else:
+        if not sidecar_exists(folder):
+            return None
+        saved = read_sidecar(folder).params.get("source")
+    if saved != source and spec.index.dir is None:
+        return None
+    if saved != source:
+        raise IncompatibleArtifactError(
+            f"index at {str(folder)!r} was built from reference {saved!r}, but this "
+            f"job's reference is {source!r}; use another index.dir")
+    if spec.index.shards > 1:
+        sidx = ShardedIndex.load(folder)
+        st.cleanups.append(sidx.shutdown)
+        return sidx
+    return VectorIndex.load(folder)
+
+
+def _index_info(idx: ReferenceIndex) -> dict[str, Any]:
+    info: dict[str, Any] = {"usable": idx.count, "kind": idx.meta.kind}
+    if isinstance(idx, ShardedIndex):
+        info["shards"] = len(idx.actors)
+    return info
+
+
+def reference_index(st: RunState, frames_src: EmbeddingSource) -> tuple[ReferenceIndex, dict[str, Any]]:
+    """Load the reference index from its folder when it matches, else embed the reference and build it.
+
+    With `index.shards` > 1 the index lives on Ray actors (mining/sharded_index.py), built and reused the same way.
+    """
     spec = st.spec
     folder = Path(spec.index.dir) if spec.index.dir else st.run_dir / REFERENCE_INDEX
-    source = str(Path(spec.reference).resolve()) if "://" not in str(spec.reference) else str(spec.reference)
+    source = _abs(spec.reference)
     params = spec.index.params(seed=spec.seed)
     if spec.index.shards > 1:
         _ensure_ray(st)
-        saved = ShardedIndex.read_info(folder)
-        if saved is not None and (saved.get("source") == source or spec.index.dir is not None):
-            if saved.get("source") != source:
-                raise IncompatibleArtifactError(
-                    f"index at {str(folder)!r} was built from reference {saved.get('source')!r}, but this "
-                    f"job's reference is {source!r}; use another index.dir")
-            sidx = ShardedIndex.load(folder)
-            st.cleanups.append(sidx.shutdown)
-            sidx.check_compatible(encoder=frames_src.encoder, dim=frames_src.dim, what="the frames' embeddings")
-            st.log(f"  reusing sharded reference index {folder} ({len(sidx.actors)} shards, {sidx.count} vectors)")
-            return sidx, {"source": source, "index_dir": str(folder), "reused": True, "usable": sidx.count,
-                          "kind": sidx.meta.kind, "shards": len(sidx.actors)}  # type: ignore[return-value]
-    elif sidecar_exists(folder):
-        meta = read_sidecar(folder)
-        if meta.params.get("source") == source or spec.index.dir is not None:
-            if meta.params.get("source") != source:
-                raise IncompatibleArtifactError(
-                    f"index at {str(folder)!r} was built from reference {meta.params.get('source')!r}, but this "
-                    f"job's reference is {source!r}; use another index.dir")
-            idx = VectorIndex.load(folder)
-            idx.check_compatible(encoder=frames_src.encoder, dim=frames_src.dim, what="the frames' embeddings")
-            st.log(f"  reusing reference index {folder} ({idx.meta.kind}, {idx.count} vectors)")
-            return idx, {"source": source, "index_dir": str(folder), "reused": True, "usable": idx.count,
-                         "kind": idx.meta.kind}
+    saved = _saved_reference(st, folder, source)
+    if saved is not None:
+        saved.check_compatible(encoder=frames_src.encoder, dim=frames_src.dim, what="the frames' embeddings")
+        st.log(f"  reusing reference index {folder} ({saved.meta.kind}, {saved.count} vectors)")
+        return saved, {"source": source, "index_dir": str(folder), "reused": True, **_index_info(saved)}
     kind = table_kind(spec.reference, what="reference")
     ref_path = Path(spec.reference)
     uris: pa.Table | None = None
@@ -545,21 +566,19 @@ def reference_index(st: RunState, frames_src: EmbeddingSource) -> tuple[VectorIn
                 ids = ids.append_column("uri", u)
             yield ids, m.values[m.usable]
 
+    idx: ReferenceIndex
     if spec.index.shards > 1:
-        sidx = ShardedIndex.build(batches(), count=ref_src.rows, dim=ref_src.dim, encoder=ref_src.encoder,
-                                  shards=spec.index.shards, params=params)
-        st.cleanups.append(sidx.shutdown)
-        sidx.save(folder, extra={"source": source})
-        st.log(f"  built sharded reference index {folder}: {len(sidx.actors)} shards, {sidx.count} vectors")
-        return sidx, {"source": source, "index_dir": str(folder), "reused": False, "rows": ref_src.rows,  # type: ignore[return-value]
-                      "usable": sidx.count, "dropped": dropped, "kind": sidx.meta.kind,
-                      "shards": len(sidx.actors), "embeddings": ref_src.to_dict()}
-    idx = build_index(batches(), count=ref_src.rows, dim=ref_src.dim, encoder=ref_src.encoder, params=params)
-    idx.meta.params["source"] = source
-    idx.save(folder)
+        idx = ShardedIndex.build(batches(), count=ref_src.rows, dim=ref_src.dim, encoder=ref_src.encoder,
+                                 shards=spec.index.shards, params=params)
+        st.cleanups.append(idx.shutdown)
+        idx.save(folder, extra={"source": source})
+    else:
+        idx = build_index(batches(), count=ref_src.rows, dim=ref_src.dim, encoder=ref_src.encoder, params=params)
+        idx.meta.params["source"] = source
+        idx.save(folder)
     st.log(f"  built reference index {folder}: {idx.meta.kind}, {idx.count} vectors")
     return idx, {"source": source, "index_dir": str(folder), "reused": False, "rows": ref_src.rows,
-                 "usable": idx.count, "dropped": dropped, "kind": idx.meta.kind, "embeddings": ref_src.to_dict()}
+                 "dropped": dropped, "embeddings": ref_src.to_dict(), **_index_info(idx)}
 
 
 def model_logit_tables(st: RunState, frames_src: EmbeddingSource) -> list[tuple[str, pa.Table]]:
@@ -645,7 +664,7 @@ def _aligned_logits(model_logits: list[tuple[str, pa.Table]], ids: pa.Array) -> 
 
 
 def score_frames(st: RunState, *, signals: dict[str, tuple[float, Signal]], frames_src: EmbeddingSource,
-                 man: pa.Table, man_ids: pa.Array, drive_codes: np.ndarray, ref_index: VectorIndex,
+                 man: pa.Table, man_ids: pa.Array, drive_codes: np.ndarray, ref_index: ReferenceIndex,
                  frames_index: VectorIndex, row_groups: np.ndarray,
                  model_logits: list[tuple[str, pa.Table]]) -> tuple[Path, dict[str, Reservoir]]:
     """Raw signal values for every usable frame -> .work/raw.parquet; reservoirs of mined-calibrated signals."""
@@ -711,7 +730,7 @@ def score_frames(st: RunState, *, signals: dict[str, tuple[float, Signal]], fram
     return path, reservoirs
 
 
-def calibrations(st: RunState, signals: dict[str, tuple[float, Signal]], ref_index: VectorIndex,
+def calibrations(st: RunState, signals: dict[str, tuple[float, Signal]], ref_index: ReferenceIndex,
                  reservoirs: dict[str, Reservoir]) -> dict[str, np.ndarray]:
     """Calibration values per signal: the reference's leave-one-out kNN values, or the mined sample."""
     out: dict[str, np.ndarray] = {}
@@ -811,7 +830,7 @@ def _manifest_rows(spec: MineSpec, filt: ds.Expression, columns: list[str] | Non
 
 
 def write_candidates(st: RunState, kept: pa.Table, order: np.ndarray, scen: np.ndarray, pool_vecs: np.ndarray,
-                     ref_index: VectorIndex, fused_path: Path) -> pa.Table:
+                     ref_index: ReferenceIndex, fused_path: Path) -> pa.Table:
     """candidates.parquet: core + evidence + the manifest's columns, rank 1 first."""
     import pandas as pd
 
@@ -955,7 +974,7 @@ def write_events_and_scenarios(st: RunState, events: pa.Table, scen_stats: pa.Ta
 
 
 def write_run_json(st: RunState, *, frames_src: EmbeddingSource, weights: dict[str, float],
-                   signals: dict[str, tuple[float, Signal]], ref_index: VectorIndex, frames_index: VectorIndex,
+                   signals: dict[str, tuple[float, Signal]], ref_index: ReferenceIndex, frames_index: VectorIndex,
                    errors: ErrorLog) -> dict[str, Any]:
     spec = st.spec
     info = {

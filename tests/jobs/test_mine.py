@@ -198,6 +198,17 @@ def test_an_index_of_another_encoder_is_refused(byo: dict[str, Path], tmp_path: 
         run_mine(spec)
 
 
+def test_an_index_dir_built_from_another_reference_is_refused(byo: dict[str, Path], tmp_path: Path) -> None:
+    from mining.index import build_index_from_arrays
+
+    idx = build_index_from_arrays(np.random.default_rng(0).normal(size=(50, 192)), encoder="manifest")
+    idx.meta.params["source"] = "/data/other_reference.parquet"
+    idx.save(tmp_path / "ix")
+    spec = make_spec(byo, tmp_path / "run", index={"dir": str(tmp_path / "ix")})
+    with pytest.raises(IncompatibleArtifactError, match="built from reference '/data/other_reference.parquet'"):
+        run_mine(spec)
+
+
 def test_reference_of_another_dimension_is_refused(byo: dict[str, Path], reference_logs: Path, tmp_path: Path) -> None:
     ref = with_embeddings(reference_logs, tmp_path / "ref4.parquet", side=4)
     with pytest.raises(IncompatibleArtifactError, match="dim 48.*dim 192"):
