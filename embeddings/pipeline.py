@@ -17,10 +17,11 @@ shard size or manifest raises IncompatibleArtifactError naming both values) and 
 
 Throughput on CPU (see docs/BENCHMARKS.md): decoding a 64 px PNG costs more than the baseline CNN's forward
 pass, so decoding happens inside the inference actor (a thread pool when the actor has several threads;
-Pillow releases the GIL), which avoids shipping pixels between processes. By default there is one actor
-per core with one torch thread each: that beat one actor with all cores, whose idle OpenMP threads spin
-against the decoder. Read blocks are whole shards. `decode="tasks"` runs decoding as separate Ray tasks
-instead (for when decoding needs many more cores than inference, e.g. large JPEGs feeding a GPU).
+Pillow releases the GIL), which avoids shipping pixels between processes. By default there are
+single-threaded actors, one per core plus one (`plan_actors`): that beat one actor with all cores, whose
+idle OpenMP threads spin against the decoder. Read tasks yield whole shards, sliced into blocks of ~1024
+rows (`_block_rows`). `decode="tasks"` runs decoding as separate Ray tasks instead (for when decoding needs
+many more cores than inference, e.g. large JPEGs feeding a GPU).
 
 A manifest with an `embedding` column needs no inference: its vectors are written as shards directly
 (encoder id "manifest").
@@ -543,8 +544,9 @@ def embed_manifest(
     encoder: spec string (`builtin`, `builtin:FIT.npz`, `torchscript:PATH`, `torchvision:NAME:PATH`).
     input_size: frames are resized to this square size (default: the encoder's own).
     batch_size: frames per forward pass. actors: inference actors (default: one per GPU on CUDA, else
-      cores // threads_per_actor). threads_per_actor: torch (and decode) threads per actor (default on
-      CPU: 1, or cores // actors when `actors` is given). device: auto | cpu | cuda (see embeddings.device).
+      cores + 1 single-threaded ones; see `plan_actors`). threads_per_actor: torch (and decode) threads per
+      actor (default on CPU: 1, or cores // actors when `actors` is given). device: auto | cpu | cuda (see
+      embeddings.device).
     shard_rows: manifest rows per output shard (the unit of resume). decode: "actor" decodes inside the
       inference actors (thread pool), "tasks" in separate Ray tasks. num_cpus: for a locally started Ray.
     Every manifest row ends up in exactly one of the embedding shards or errors.parquet.
@@ -573,7 +575,7 @@ def embed_manifest(
             import ray
 
             cpus = int(ray.cluster_resources().get("CPU", os.cpu_count() or 1))
-            blocks = -(-sum(e - b for _, b, e in pending) // (batch_size * max(1, 1024 // batch_size)))
+            blocks = -(-sum(e - b for _, b, e in pending) // _block_rows(batch_size))
             layout = plan_actors(dev, cpus=cpus, actors=actors, threads_per_actor=threads_per_actor, decode=decode,
                                  work_blocks=blocks)
             written = _run_ray(plan, store, pending, spec=encoder, probe_id=probe.encoder_id, dim=probe.dim,
@@ -582,6 +584,12 @@ def embed_manifest(
     embedded, by_stage = store.finalize(len(ranges))
     return _result(store, plan, config, embedded, by_stage, len(ranges), written, t0, dev.device,
                    new_rows=sum(e - s for _, s, e in pending))
+
+
+def _block_rows(batch_size: int) -> int:
+    """Rows per block the actors get: a few batches, fine-grained enough to balance the actors, coarse
+    enough to amortise a task."""
+    return batch_size * max(1, 1024 // batch_size)
 
 
 @dataclass(frozen=True)
@@ -626,8 +634,6 @@ def _run_ray(plan: ManifestPlan, store: ShardStore, pending: list[tuple[int, int
 
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
-    # Blocks of a few batches: fine-grained enough to balance actors, coarse enough to amortise a task.
-    block_rows = batch_size * max(1, 1024 // batch_size)
     ds = ray.data.read_datasource(_make_source(plan, pending), num_cpus=0.1,
                                   override_num_blocks=len(pending))
     worker_kwargs = dict(spec=spec, input_size=input_size, device=dev.device, autocast=dev.autocast,
@@ -641,9 +647,9 @@ def _run_ray(plan: ManifestPlan, store: ShardStore, pending: list[tuple[int, int
                         num_cpus=layout.actor_cpus, num_gpus=layout.num_gpus or None)
 
     # Read tasks yield whole shards (each reads its row groups once); Ray Data slices blocks above the
-    # target size, so a target of `block_rows` rows' worth of bytes gives the actors blocks of a few batches.
+    # target size, so a target of `_block_rows` rows' worth of bytes gives the actors blocks of a few batches.
     ctx = ds.context  # this dataset's own copy: a shared Ray session's other datasets keep their settings
-    ctx.target_max_block_size = max(1024, block_rows * plan.bytes_per_row)
+    ctx.target_max_block_size = max(1024, _block_rows(batch_size) * plan.bytes_per_row)
     ctx.enable_progress_bars = False  # our own progress line instead
     ctx.print_on_execution_start = False
     ctx.execution_options.preserve_order = False
