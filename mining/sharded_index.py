@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -64,37 +65,37 @@ class IndexShard:
         self.index = build_index(iter(self._batches), count=count, dim=self.dim, encoder=self.encoder,
                                  params=self.params)
         self._batches = []
-        return {"shard": self.shard, "offset": self.offset, "count": self.index.count, "kind": self.index.meta.kind}
+        return self._info()
 
     def load(self, folder: str) -> dict[str, Any]:
         self.index = VectorIndex.load(folder)
-        return {"shard": self.shard, "offset": self.offset, "count": self.index.count, "kind": self.index.meta.kind}
+        return self._info()
 
-    def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _info(self) -> dict[str, Any]:
+        index = self._built()
+        return {"shard": self.shard, "offset": self.offset, "count": index.count, "kind": index.meta.kind}
+
+    def _built(self) -> VectorIndex:
         if self.index is None:
             raise ConfigError(f"shard {self.shard} has no index yet (call build or load)")
-        d, i = self.index.search(x, min(k, self.index.count))
+        return self.index
+
+    def search(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        index = self._built()
+        d, i = index.search(x, min(k, index.count))
         return d, np.where(i >= 0, i + self.offset, -1)
 
     def ids(self) -> pa.Table:
-        if self.index is None:
-            raise ConfigError(f"shard {self.shard} has no index yet")
-        return self.index.ids
+        return self._built().ids
 
     def reconstruct(self, rows: list[int]) -> np.ndarray:
-        if self.index is None:
-            raise ConfigError(f"shard {self.shard} has no index yet")
-        return self.index.reconstruct([r - self.offset for r in rows])
+        return self._built().reconstruct([r - self.offset for r in rows])
 
     def meta(self) -> IndexMeta:
-        if self.index is None:
-            raise ConfigError(f"shard {self.shard} has no index yet")
-        return self.index.meta
+        return self._built().meta
 
     def save(self, folder: str) -> str:
-        if self.index is None:
-            raise ConfigError(f"shard {self.shard} has no index yet")
-        return str(self.index.save(folder))
+        return str(self._built().save(folder))
 
 
 class ShardedIndex:
@@ -110,24 +111,21 @@ class ShardedIndex:
     def count(self) -> int:
         return sum(i["count"] for i in self.infos)
 
-    @property
+    @cached_property
     def meta(self) -> IndexMeta:
-        """The first shard's sidecar, with the kind marked sharded and the total count."""
+        """The first shard's sidecar, with the kind marked sharded and the total count (fetched once)."""
         import ray
 
         m = ray.get(self.actors[0].meta.remote())
         return IndexMeta(dim=m.dim, metric=m.metric, encoder=m.encoder, count=self.count,
                          kind=f"sharded-{len(self.actors)}x{m.kind}", params=dict(m.params))
 
-    @property
+    @cached_property
     def ids(self) -> pa.Table:
         """Row r's frame_id (and uri) at row r, fetched once from the shards."""
         import ray
 
-        if getattr(self, "_ids", None) is None:
-            self._ids = pa.concat_tables(ray.get([a.ids.remote() for a in self.actors]),
-                                         promote_options="permissive")
-        return self._ids
+        return pa.concat_tables(ray.get([a.ids.remote() for a in self.actors]), promote_options="permissive")
 
     def reconstruct(self, rows: list[int] | np.ndarray) -> np.ndarray:
         """Stored vectors of global rows, gathered from the shards that hold them."""
