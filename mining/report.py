@@ -134,7 +134,7 @@ def render_report(*, info: Mapping[str, Any], samples: Mapping[str, np.ndarray],
     run_id = html.escape(info["run_id"])
     out: list[str] = [f"<!doctype html><html><head><meta charset='utf-8'><title>edgemine run {run_id}"
            f"</title><style>{CSS}</style></head><body>",
-           f"<h1>edgemine mining run <code>{html.escape(info['run_id'])}</code></h1>",
+           f"<h1>edgemine mining run <code>{run_id}</code></h1>",
            f"<p class='muted'>{html.escape(str(info.get('created_at', '')))} · encoder "
            f"<code>{html.escape(str(info.get('encoder')))}</code> (dim {info.get('dim')}) · reference index "
            f"{html.escape(str(info.get('reference_index', {}).get('kind')))} over "
@@ -181,11 +181,12 @@ def render_report(*, info: Mapping[str, Any], samples: Mapping[str, np.ndarray],
     out.append("<h2>What each signal contributed</h2>")
     used = {n: w for n, w in weights.items() if w > 0 and n in cand_cols}
     if used and candidates is not None and len(candidates):
-        from mining.fusion import contributions
+        from mining.fusion import DEFAULT_MAX_SURPRISE, contributions
 
         fusion = info.get("spec", {}).get("fusion", {})
         contrib = contributions({n: candidates[n].to_numpy(dtype=np.float64) for n in used}, weights=used,
-                                mode=fusion.get("mode", "fisher"), max_surprise=fusion.get("max_surprise", 10.0))
+                                mode=fusion.get("mode", "fisher"),
+                                max_surprise=fusion.get("max_surprise", DEFAULT_MAX_SURPRISE))
         means = {n: float(np.mean(v)) for n, v in contrib.items()}
         total = sum(means.values()) or 1.0
         items = [(f"{n} ({means[n] / total:.0%})", means[n] / total, COLORS.get(n, "#444")) for n in used]
