@@ -162,16 +162,21 @@ DECISIONS_SCHEMA = pa.schema(
 
 # ---------------------------------------------------------------- training rows (Delta table edge_cases)
 SPLITS = ("train", "val")
+# A confirmed edge case: which frame, and what review concluded. Training rows are built from confirmed
+# items, so both schemas carry these fields, defined once.
+CONFIRMED_CASE_FIELDS = [
+    pa.field("frame_id", pa.string(), nullable=False),
+    pa.field("uri", pa.string(), nullable=False),
+    pa.field("drive_id", pa.string(), nullable=False),
+    pa.field("timestamp", TIMESTAMP, nullable=False),
+    pa.field("category", pa.string(), nullable=False),
+    pa.field("root_cause", pa.string()),
+    pa.field("confidence", pa.float32(), nullable=False),
+    pa.field("n_reviews", pa.int32(), nullable=False),
+]
 TRAINING_SCHEMA = pa.schema(
-    [
-        pa.field("frame_id", pa.string(), nullable=False),
-        pa.field("uri", pa.string(), nullable=False),
-        pa.field("drive_id", pa.string(), nullable=False),
-        pa.field("timestamp", TIMESTAMP, nullable=False),
-        pa.field("category", pa.string(), nullable=False),
-        pa.field("root_cause", pa.string()),
-        pa.field("confidence", pa.float32(), nullable=False),
-        pa.field("n_reviews", pa.int32(), nullable=False),
+    CONFIRMED_CASE_FIELDS
+    + [
         pa.field("split", pa.string(), nullable=False),
         pa.field("run_id", pa.string(), nullable=False),
         pa.field("score", pa.float32()),
@@ -186,14 +191,9 @@ CONFIRMED_ITEMS_SCHEMA = pa.schema(
     [
         pa.field("run_id", pa.string(), nullable=False),
         pa.field("item_id", pa.int64(), nullable=False),
-        pa.field("frame_id", pa.string(), nullable=False),
-        pa.field("uri", pa.string(), nullable=False),
-        pa.field("drive_id", pa.string(), nullable=False),
-        pa.field("timestamp", TIMESTAMP, nullable=False),
-        pa.field("category", pa.string(), nullable=False),
-        pa.field("root_cause", pa.string()),
-        pa.field("confidence", pa.float32(), nullable=False),
-        pa.field("n_reviews", pa.int32(), nullable=False),
+    ]
+    + CONFIRMED_CASE_FIELDS
+    + [
         pa.field("consensus_method", pa.string(), nullable=False),
         pa.field("decided_at", TIMESTAMP, nullable=False),  # when the item's consensus was reached
         pa.field("rank", pa.int32()),

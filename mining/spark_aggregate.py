@@ -56,7 +56,7 @@ def event_frames(df: Any, params: AggregateParams, *, signals: Sequence[str] = S
     high = high.withColumn("_peak", F.max("score").over(by_event)).withColumn("_n", F.count("frame_id").over(by_event))
     high = high.filter((F.col("_peak") >= F.lit(float(params.peak))) & (F.col("_n") >= F.lit(params.min_frames)))
     if params.dedup_us > 0:
-        start = F.min("ts_us").over(Window.partitionBy("event_id"))
+        start = F.min("ts_us").over(by_event)
         high = high.withColumn("_bucket", F.floor((F.col("ts_us") - start) / F.lit(params.dedup_us)))
         rank = F.row_number().over(
             Window.partitionBy("event_id", "_bucket").orderBy(F.col("score").desc(), F.col("frame_id").asc()))
