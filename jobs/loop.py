@@ -291,12 +291,11 @@ def finetune(base: Path, reference: pa.Table, dataset: str, version: int | None,
     parts = [reference.select(["frame_id", "uri", "drive_id", "label"])]
     n_edge = 0
     if version is not None:
+        cols = ["frame_id", "uri", "drive_id", "category"]
         try:
-            edge = read_dataset(dataset, version=version, split="train", columns=["frame_id", "uri", "drive_id",
-                                                                                  "category"])
+            edge = read_dataset(dataset, version=version, split="train", columns=cols)
         except NotFoundError:  # every published drive hashed into val: nothing to train on
-            edge = pa.table({"frame_id": pa.array([], pa.string()), "uri": pa.array([], pa.string()),
-                             "drive_id": pa.array([], pa.string()), "category": pa.array([], pa.string())})
+            edge = pa.schema([(c, pa.string()) for c in cols]).empty_table()
         n_edge = edge.num_rows
         edge = edge.rename_columns(["frame_id", "uri", "drive_id", "label"]).cast(parts[0].schema)
         parts += [edge] * cfg.edge_case_weight

@@ -25,13 +25,13 @@ import pyarrow as pa
 from jobs.contracts import SIGNAL_COLUMNS
 from jobs.errors import ConfigError
 
-EVENT_FRAME_COLUMNS = ("frame_id", "drive_id", "ts_us", "score", *SIGNAL_COLUMNS, "event_id", "keep")
 _STATS = [pa.field(f"{s}_{a}", pa.float64()) for s in ("score", *SIGNAL_COLUMNS) for a in ("max", "mean")]
 # The Arrow types of the three aggregation tables (Spark writes them; readers cast to these).
 EVENT_FRAMES_SCHEMA = pa.schema(
     [pa.field("frame_id", pa.string()), pa.field("drive_id", pa.string()), pa.field("ts_us", pa.int64()),
      pa.field("score", pa.float64())] + [pa.field(s, pa.float64()) for s in SIGNAL_COLUMNS]
     + [pa.field("event_id", pa.string()), pa.field("keep", pa.bool_())])
+EVENT_FRAME_COLUMNS = tuple(EVENT_FRAMES_SCHEMA.names)
 EVENT_STATS_SCHEMA = pa.schema(
     [pa.field("event_id", pa.string()), pa.field("drive_id", pa.string()), pa.field("start_us", pa.int64()),
      pa.field("end_us", pa.int64()), pa.field("n_frames", pa.int64()), pa.field("n_kept", pa.int64()),
