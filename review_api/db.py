@@ -368,7 +368,8 @@ class GroupCommitter:
     """A writer thread that commits the operations queued while it was busy as one transaction.
 
     Each operation runs in a savepoint, so one that raises is rolled back alone and gets its own error;
-    if the commit itself fails, every operation of the group gets that error. Results are handed out
+    if the commit itself fails, every operation of the group gets that error (so does an ORM flush that
+    fails: it spoils the session's transaction; the hot operations use Core statements only). Results are handed out
     only after the commit, so a caller never sees an answer that a crash could take back.
     """
 
@@ -408,14 +409,22 @@ class GroupCommitter:
         outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
         try:
             with self._lock(), self._sessions() as session, session.begin():
+                # savepoints in plain SQL on the driver's connection: SQLAlchemy's nested transactions cost
+                # more Python than the hot operations themselves (see hotsql.py)
+                raw: Any = session.connection().connection.driver_connection  # sqlite3.Connection
                 for fn, future in group:
-                    savepoint = session.begin_nested()
+                    raw.execute("SAVEPOINT edgemine_op")
                     try:
                         result = fn(session)
-                        savepoint.commit()
+                        session.flush()  # ORM changes belong to this operation's savepoint
+                        raw.execute("RELEASE edgemine_op")
                         outcomes.append((future, result, None))
                     except Exception as exc:  # noqa: BLE001 - this operation alone fails
-                        savepoint.rollback()
+                        raw.execute("ROLLBACK TO edgemine_op")
+                        raw.execute("RELEASE edgemine_op")
+                        session.expunge_all()  # forget ORM objects the rollback took back
+                        if not session.is_active:  # a failed flush spoils the session: fail the group
+                            raise
                         outcomes.append((future, None, exc))
         except Exception as exc:  # noqa: BLE001 - the commit failed: nobody's work is durable
             for _, future in group:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import multiprocessing
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -99,9 +99,6 @@ Db = Annotated[Database, Depends(get_db)]
 Now = Annotated[Clock, Depends(get_clock)]
 Config = Annotated[Settings, Depends(get_settings)]
 
-_bearer = HTTPBearer(auto_error=False, description="A per-person token from `edgemine reviewers add`.")
-
-
 def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(status.HTTP_401_UNAUTHORIZED, detail=detail, headers={"WWW-Authenticate": "Bearer"})
 
@@ -112,9 +109,8 @@ def _lookup(state: AppState, token: str) -> Principal | None:
         return Principal(reviewer.id, reviewer.name, reviewer.role) if reviewer else None
 
 
-async def current_principal(
-    state: State, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> Principal:
+async def authenticate(state: AppState, credentials: HTTPAuthorizationCredentials | None) -> Principal:
+    """The person behind a bearer token, from the cache or the store; 401 when there is none."""
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise _unauthorized("missing bearer token")
     token = credentials.credentials
@@ -135,16 +131,25 @@ async def current_principal(
     return principal
 
 
-def require(role: str) -> Callable[[Principal], Awaitable[Principal]]:
-    async def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
-        if not role_allows(principal.role, role):
-            raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"this needs the {role} role")
+class BearerRole(HTTPBearer):
+    """The security scheme and the role check in one dependency: an authenticated person with `role` or above.
+
+    One dependency instead of a chain (scheme -> state -> principal -> role) because FastAPI's dependency
+    resolution costs tens of microseconds per node on every request. OpenAPI still shows the bearer scheme.
+    """
+
+    def __init__(self, role: str) -> None:
+        super().__init__(auto_error=False, scheme_name="HTTPBearer",
+                         description="A per-person token from `edgemine reviewers add`.")
+        self.role = role
+
+    async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
+        principal = await authenticate(request.app.state.review, await super().__call__(request))
+        if not role_allows(principal.role, self.role):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"this needs the {self.role} role")
         return principal
 
-    check.__name__ = f"require_{role}"
-    return check
 
-
-AnyReviewer = Annotated[Principal, Depends(require("reviewer"))]
-Lead = Annotated[Principal, Depends(require("lead"))]
-Admin = Annotated[Principal, Depends(require("admin"))]
+AnyReviewer = Annotated[Principal, Depends(BearerRole("reviewer"))]
+Lead = Annotated[Principal, Depends(BearerRole("lead"))]
+Admin = Annotated[Principal, Depends(BearerRole("admin"))]

@@ -44,6 +44,7 @@ from mining.agreement import category_counts, fleiss_kappa, krippendorff_alpha, 
 from mining.consensus import dawid_skene, majority_vote
 from review_api.auth import check_role, hash_token, new_token
 from review_api.db import Assignment, Decision, Item, Reviewer, Run
+from review_api.hotsql import hot
 
 NOT_EDGE, UNSURE, EDGE = "not_edge_case", "unsure", "edge_case"
 CONFIRMED_STATUSES = ("complete", "resolved", "gold")  # statuses whose consensus is final (not escalated)
@@ -211,6 +212,10 @@ _OPEN = select(ITEMS.c.id, ITEMS.c.run_id).where(OPEN_ITEMS, _NOT_SEEN).order_by
 _OPEN_IN_RUN = (select(ITEMS.c.id, ITEMS.c.run_id).where(OPEN_ITEMS, _NOT_SEEN, ITEMS.c.run_id == bindparam("run"))
                 .order_by(ITEMS.c.id).limit(_CANDIDATES))
 _INSERT_LEASE = insert(ASSIGNMENTS).returning(ASSIGNMENTS.c.id)
+_SERVED = (select(func.count()).select_from(ASSIGNMENTS)
+           .where(ASSIGNMENTS.c.reviewer_id == bindparam("rid"), ASSIGNMENTS.c.run_id == bindparam("run")))
+_GOLD_UNSEEN = (select(ITEMS.c.id).where(ITEMS.c.run_id == bindparam("run"), ITEMS.c.is_gold, _NOT_SEEN)
+                .order_by(ITEMS.c.id).limit(1))
 
 
 def live_lease(session: Session, *, reviewer_id: int, now: datetime) -> Lease | None:
@@ -219,18 +224,15 @@ def live_lease(session: Session, *, reviewer_id: int, now: datetime) -> Lease | 
 
 
 def _held_lease(session: Session, *, reviewer_id: int) -> Lease | None:
-    row = session.execute(_HELD, {"rid": reviewer_id}).first()
+    row = hot(session).first(_HELD, {"rid": reviewer_id})
     return Lease(*row) if row is not None else None
 
 
 def _expire(session: Session, lease: Lease, *, now: datetime) -> None:
-    session.execute(_EXPIRE_ONE, {"lid": lease.id, "now": now})
+    q = hot(session)
+    q.rowcount(_EXPIRE_ONE, {"lid": lease.id, "now": now})
     if not lease.is_gold:
-        session.execute(_FREE_SLOT, {"iid": lease.item_id})
-
-
-def _seen_by(reviewer_id: int) -> Any:
-    return exists().where(ASSIGNMENTS.c.item_id == ITEMS.c.id, ASSIGNMENTS.c.reviewer_id == reviewer_id)
+        q.rowcount(_FREE_SLOT, {"iid": lease.item_id})
 
 
 @dataclass(frozen=True)
@@ -265,7 +267,8 @@ def lease_next(
         if held.expires_at > now:
             return held
         _expire(session, held, now=now)
-    rows = session.execute(_RUN_POLICIES).all()
+    q = hot(session)
+    rows = q.all(_RUN_POLICIES, {})
     runs = {r[0]: _RunPolicy(r[0], r[2], r[3], r[4]) for r in rows if r[1]}
     if run_id is not None:
         if run_id not in {r[0] for r in rows}:
@@ -274,17 +277,16 @@ def lease_next(
     if not runs:
         return None
     if len(runs) == len(rows):  # every run is open: one walk of the queue index (ix_items_open) in id order
-        found = list(session.execute(_OPEN, {"rid": reviewer_id}).all())
+        found = q.all(_OPEN, {"rid": reviewer_id})
     else:  # one walk per run (ix_items_open_run), merged; `run_id IN (...)` would sort every open item
-        found = sorted((r for rid in runs for r in session.execute(_OPEN_IN_RUN, {"rid": reviewer_id, "run": rid})),
+        found = sorted((r for rid in runs for r in q.all(_OPEN_IN_RUN, {"rid": reviewer_id, "run": rid})),
                        key=lambda r: int(r[0]))
     for item_id, item_run in found[:_CANDIDATES]:
         run = runs[item_run]
         gold_id = _maybe_gold(session, run=run, reviewer_id=reviewer_id)
         if gold_id is not None:
             return _new_lease(session, item_id=gold_id, run=run, reviewer_id=reviewer_id, is_gold=True, now=now)
-        taken = cast(CursorResult[Any], session.execute(_TAKE_SLOT, {"iid": item_id})).rowcount
-        if taken:  # another server process may have taken the last slot (PostgreSQL)
+        if q.rowcount(_TAKE_SLOT, {"iid": item_id}):  # another server process may have taken the last slot (PostgreSQL)
             return _new_lease(session, item_id=item_id, run=run, reviewer_id=reviewer_id, is_gold=False, now=now)
     return None
 
@@ -292,23 +294,20 @@ def lease_next(
 def _maybe_gold(session: Session, *, run: _RunPolicy, reviewer_id: int) -> int | None:
     if run.gold_rate <= 0 or run.n_gold == 0:
         return None
-    served = session.scalar(select(func.count()).select_from(ASSIGNMENTS).where(
-        ASSIGNMENTS.c.reviewer_id == reviewer_id, ASSIGNMENTS.c.run_id == run.run_id))
+    q = hot(session)
+    served = q.scalar(_SERVED, {"rid": reviewer_id, "run": run.run_id})
     if _unit_hash("gold", run.run_id, reviewer_id, served) >= run.gold_rate:
         return None
-    return session.scalar(
-        select(ITEMS.c.id).where(ITEMS.c.run_id == run.run_id, ITEMS.c.is_gold, ~_seen_by(reviewer_id))
-        .order_by(ITEMS.c.id).limit(1)
-    )
+    return cast(int | None, q.scalar(_GOLD_UNSEEN, {"rid": reviewer_id, "run": run.run_id}))
 
 
 def _new_lease(session: Session, *, item_id: int, run: _RunPolicy, reviewer_id: int, is_gold: bool,
                now: datetime) -> Lease:
     expires = now + timedelta(seconds=run.lease_seconds)
-    lease_id = session.execute(_INSERT_LEASE, {
+    lease_id = hot(session).one(_INSERT_LEASE, {
         "item_id": item_id, "reviewer_id": reviewer_id, "run_id": run.run_id, "state": "leased",
         "is_gold": is_gold, "leased_at": now, "expires_at": expires, "closed_at": None,
-    }).scalar_one()
+    })[0]
     return Lease(int(lease_id), item_id, reviewer_id, run.run_id, is_gold, now, expires)
 
 
@@ -351,7 +350,7 @@ _PEERS = (select(ITEMS.c.id, ITEMS.c.frame_id, ITEMS.c.uri)
 
 def item_row(session: Session, *, item_id: int) -> Any:
     """An item's columns as a Core row (attribute access like the ORM object, without its bookkeeping)."""
-    row = session.execute(_ITEM_BY_ID, {"iid": item_id}).first()
+    row = hot(session).first(_ITEM_BY_ID, {"iid": item_id})
     if row is None:
         raise NotFoundError(f"item {item_id} does not exist")
     return row
@@ -388,7 +387,7 @@ def scenario_peers(session: Session, *, item: Any, limit: int = 8) -> list[Peer]
     """Other candidates of the item's scenario in the same run, best rank first."""
     if item.scenario_id is None:
         return []
-    rows = session.execute(_PEERS, {"run": item.run_id, "scn": item.scenario_id, "iid": item.id, "n": limit}).all()
+    rows = hot(session).all(_PEERS, {"run": item.run_id, "scn": item.scenario_id, "iid": item.id, "n": limit})
     return [Peer(int(r[0]), str(r[1]), str(r[2])) for r in rows]
 
 
@@ -511,7 +510,7 @@ class RunRules:
 
 
 def run_rules(session: Session, *, run_id: str) -> RunRules:
-    row = session.execute(_RUN_RULES, {"run": run_id}).first()
+    row = hot(session).first(_RUN_RULES, {"run": run_id})
     if row is None:
         raise NotFoundError(f"run {run_id!r} does not exist")
     return RunRules(row[0], list(row[1]), list(row[2]), float(row[3]))
@@ -532,18 +531,19 @@ def submit_decision(
     key with a different body is refused. When the item has all its reviews, its consensus is computed.
     Core statements only (see lease_next).
     """
+    q = hot(session)
     if idempotency_key is not None:
         if not 1 <= len(idempotency_key) <= 128:
             raise InvalidFieldError("Idempotency-Key", "Idempotency-Key must be 1-128 characters")
-        prior = session.execute(_PRIOR, {"rid": reviewer_id, "key": idempotency_key}).first()
+        prior = q.first(_PRIOR, {"rid": reviewer_id, "key": idempotency_key})
         if prior is not None:
             record = DecisionRecord(*prior)
             if not _same_decision(record, item_id, decision):
                 raise InvalidFieldError("Idempotency-Key", f"Idempotency-Key {idempotency_key!r} was already used "
                                                            f"for decision {record.id} with a different body")
-            required = session.scalar(_REQUIRED, {"iid": record.item_id})
+            required = q.scalar(_REQUIRED, {"iid": record.item_id})
             return SubmitResult(record, False, False, record.run_id, int(required or 0))
-    lease = session.execute(_LEASE_OF, {"iid": item_id, "rid": reviewer_id}).first()
+    lease = q.first(_LEASE_OF, {"iid": item_id, "rid": reviewer_id})
     if lease is None:
         raise NotFoundError(f"item {item_id} does not exist or is not in your queue")
     lease_id, state, expires_at, leased_at, lease_run = lease
@@ -555,7 +555,7 @@ def submit_decision(
     run = run_rules(session, run_id=lease_run)
     _validate_decision(run, decision)
     # lock the item row first (PostgreSQL): the decision that completes it then sees all the others
-    n_done, required, is_gold, gold_verdict, gold_category = session.execute(_BUMP, {"iid": item_id}).one()
+    n_done, required, is_gold, gold_verdict, gold_category = q.one(_BUMP, {"iid": item_id})
     gold_correct = None
     if is_gold:
         gold_correct = decision.verdict == gold_verdict and (
@@ -566,11 +566,11 @@ def submit_decision(
         "seconds": decision.seconds, "decided_at": now, "idempotency_key": idempotency_key,
         "is_gold": bool(is_gold), "gold_correct": gold_correct,
     }
-    decision_id = session.execute(_INSERT_DECISION, {
+    decision_id = q.one(_INSERT_DECISION, {
         **values, "assignment_id": lease_id, "handling_seconds": max(0.0, (now - leased_at).total_seconds()),
-    }).scalar_one()
+    })[0]
     record = DecisionRecord(id=int(decision_id), **values)
-    session.execute(_CLOSE_LEASE, {"lid": lease_id, "now": now})
+    q.rowcount(_CLOSE_LEASE, {"lid": lease_id, "now": now})
     completed = not is_gold and n_done >= required
     if completed:  # a single review is its own consensus: no need to read it back
         _majority_consensus(session, item_id=item_id, run=run, now=now,
@@ -579,7 +579,7 @@ def submit_decision(
 
 
 def decisions_of(session: Session, *, item_id: int) -> list[DecisionRecord]:
-    rows = session.execute(_DECISIONS_OF, {"iid": item_id}).all()
+    rows = hot(session).all(_DECISIONS_OF, {"iid": item_id})
     return [DecisionRecord(*r) for r in rows]
 
 
@@ -618,7 +618,7 @@ def _majority_consensus(session: Session, *, item_id: int, run: RunRules, now: d
     root = _root_cause(decisions, winner) if winner else None
     values = _consensus_values(label=winner, confidence=float(res.confidence[0]), method="majority",
                                reason=str(res.reasons[0]), root_cause=root, now=now)
-    session.execute(_SET_CONSENSUS, {"iid": item_id, **values})
+    hot(session).rowcount(_SET_CONSENSUS, {"iid": item_id, **values})
 
 
 # ================================================================ lead actions

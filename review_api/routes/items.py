@@ -74,23 +74,27 @@ async def decide(
     result, out = await state.db.run_write(record)
     if result.created:
         state.metrics.decisions.labels(body.verdict).inc()
-    if result.completed and result.required_reviews >= 3:
-        background.add_task(_maybe_refresh_consensus, state, result.run_id)
+    if result.completed and result.required_reviews >= 3 and _consensus_refresh_due(state, result.run_id):
+        background.add_task(_refresh_consensus, state, result.run_id)
     # serialised once here (FastAPI would validate a returned model again); a replay answers 200
     return Response(out.model_dump_json(), media_type="application/json", background=background,
                     status_code=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
 
 
-def _maybe_refresh_consensus(state: AppState, run_id: str) -> None:
-    """Re-run Dawid-Skene for a run after an item got its 3rd review, at most every ds_refresh_seconds."""
+def _consensus_refresh_due(state: AppState, run_id: str) -> bool:
+    """Dawid-Skene re-runs for a run after an item got its 3rd review, at most every ds_refresh_seconds."""
     every = state.settings.ds_refresh_seconds
     if every <= 0:
-        return
+        return False
     t = time.monotonic()
     with state.auth_lock:
         if t - state.ds_last_refresh.get(run_id, -1e18) < every:
-            return
+            return False
         state.ds_last_refresh[run_id] = t
+    return True
+
+
+def _refresh_consensus(state: AppState, run_id: str) -> None:
     # the EM runs on a snapshot in a worker process (off the write lock and off this process's GIL);
     # only the answers that changed are written
     plan = state.consensus_pool().submit(storage.plan_consensus_job, state.db.url, run_id).result()
