@@ -406,13 +406,26 @@ class GroupCommitter:
             self._run(group)
 
     def _run(self, group: list[tuple[Callable[[Session], Any], Future[Any]]]) -> None:
+        while group:
+            spoiled = self._attempt(group)
+            if spoiled is None:
+                return
+            # an ORM flush failed and took the transaction down with it: that operation gets its error, the
+            # others (rolled back, never acknowledged) run again in a new transaction
+            index, error = spoiled
+            group[index][1].set_exception(error)
+            group = group[:index] + group[index + 1:]
+
+    def _attempt(self, group: list[tuple[Callable[[Session], Any], Future[Any]]]) -> tuple[int, Exception] | None:
+        """Run the group in one transaction and hand out the outcomes after the commit; or, when an operation
+        spoiled the session (a failed flush), roll everything back and return that operation and its error."""
         outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
         try:
             with self._lock(), self._sessions() as session, session.begin():
                 # savepoints in plain SQL on the driver's connection: SQLAlchemy's nested transactions cost
                 # more Python than the hot operations themselves (see hotsql.py)
                 raw: Any = session.connection().connection.driver_connection  # sqlite3.Connection
-                for fn, future in group:
+                for index, (fn, future) in enumerate(group):
                     raw.execute("SAVEPOINT edgemine_op")
                     try:
                         result = fn(session)
@@ -420,18 +433,20 @@ class GroupCommitter:
                         raw.execute("RELEASE edgemine_op")
                         outcomes.append((future, result, None))
                     except Exception as exc:  # noqa: BLE001 - this operation alone fails
+                        if not session.is_active:  # the failed flush rolled the whole transaction back
+                            session.rollback()
+                            return index, exc
                         raw.execute("ROLLBACK TO edgemine_op")
                         raw.execute("RELEASE edgemine_op")
                         session.expunge_all()  # forget ORM objects the rollback took back
-                        if not session.is_active:  # a failed flush spoils the session: fail the group
-                            raise
                         outcomes.append((future, None, exc))
         except Exception as exc:  # noqa: BLE001 - the commit failed: nobody's work is durable
             for _, future in group:
                 future.set_exception(exc)
-            return
+            return None
         for future, result, error in outcomes:
             if error is None:
                 future.set_result(result)
             else:
                 future.set_exception(error)
+        return None

@@ -15,12 +15,15 @@ Checked against SQLAlchemy statement by statement in tests/review_api/test_hotsq
 
 from __future__ import annotations
 
+import sqlite3
+import weakref
 from collections import namedtuple
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError, InvalidRequestError, MultipleResultsFound, NoResultFound
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -52,8 +55,18 @@ class _Plan:
 
 
 def _plan(stmt: Executable, keys: tuple[str, ...], dialect: Dialect) -> _Plan:
+    """Compile once; refuse what the driver path cannot do the way SQLAlchemy would (say so, never guess)."""
     compiled = cast(SQLCompiler, cast(ClauseElement, stmt).compile(dialect=dialect, column_keys=list(keys)))
     names = tuple(compiled.positiontup or ())
+    missing = sorted({n for n in names if n not in keys and compiled.binds[n].required})
+    if missing:  # SQLAlchemy would refuse too; binding NULL would silently change the query
+        raise InvalidRequestError(f"a value is required for bind parameter(s) {missing} of {compiled.string[:80]!r}")
+    if getattr(compiled, "insert_prefetch", None) or getattr(compiled, "update_prefetch", None):
+        raise InvalidRequestError(f"hot statements pass every column that has a Python-side default; "
+                                  f"{compiled.string[:80]!r} leaves some to SQLAlchemy")
+    if "__[POSTCOMPILE" in compiled.string:
+        raise InvalidRequestError(f"expanding (IN) or literal-execute parameters are not supported on the hot "
+                                  f"path: {compiled.string[:80]!r}")
     defaults = dict(compiled.params)
     binds = tuple(compiled.binds[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names)
     columns = list(getattr(stmt, "exported_columns", ()) or ())
@@ -68,13 +81,25 @@ _PLANS: dict[tuple[int, tuple[str, ...]], tuple[Executable, _Plan]] = {}
 
 
 class HotSQL:
-    """`first`/`one`/`all`/`scalar`/`rowcount` of a Core statement within the session's transaction."""
+    """`first`/`one`/`all`/`scalar`/`rowcount` of a Core statement within the session's transaction.
+
+    Errors are SQLAlchemy's on both stores (`sqlalchemy.exc.IntegrityError`, `NoResultFound`, ...), so
+    callers catch one family. Plans are cached per statement object: pass module-level statements, not ones
+    built per call (the cache keeps them).
+    """
 
     def __init__(self, session: Session) -> None:
-        self.session = session
+        self._session = weakref.ref(session)  # session.info holds this executor: no reference cycle
         connection = session.connection()
         self.dialect = connection.dialect
         self.raw = connection.connection.driver_connection if self.dialect.name == "sqlite" else None
+
+    @property
+    def session(self) -> Session:
+        session = self._session()
+        if session is None:
+            raise InvalidRequestError("the session of this hot-path executor is gone")
+        return session
 
     def _sqlite(self, stmt: Executable, params: dict[str, Any]) -> tuple[_Plan, Any]:
         keys = tuple(params)
@@ -83,7 +108,11 @@ class HotSQL:
             cached = _PLANS[(id(stmt), keys)] = (stmt, _plan(stmt, keys, self.dialect))
         plan = cached[1]
         assert self.raw is not None
-        return plan, self.raw.execute(plan.sql, plan.args(params))
+        args = plan.args(params)
+        try:
+            return plan, self.raw.execute(plan.sql, args)
+        except sqlite3.Error as exc:  # the same exception classes as through the session
+            raise DBAPIError.instance(plan.sql, args, exc, sqlite3.Error, dialect=self.dialect) from exc
 
     def all(self, stmt: Executable, params: dict[str, Any]) -> list[Any]:
         if self.raw is None:
@@ -100,10 +129,16 @@ class HotSQL:
         return None if raw is None else plan.convert(raw)
 
     def one(self, stmt: Executable, params: dict[str, Any]) -> Any:
-        row = self.first(stmt, params)
-        if row is None:
-            raise LookupError(f"expected one row from {str(stmt)[:80]!r}, got none")
-        return row
+        """Exactly one row, or SQLAlchemy's `NoResultFound` / `MultipleResultsFound`."""
+        if self.raw is None:
+            return self.session.execute(stmt, params).one()
+        plan, cursor = self._sqlite(stmt, params)
+        rows = cursor.fetchmany(2)
+        cursor.close()
+        if len(rows) != 1:
+            raise (NoResultFound("No row was found when one was required") if not rows else
+                   MultipleResultsFound("Multiple rows were found when exactly one was required"))
+        return plan.convert(rows[0])
 
     def scalar(self, stmt: Executable, params: dict[str, Any]) -> Any:
         row = self.first(stmt, params)
@@ -118,11 +153,15 @@ class HotSQL:
 
 
 def hot(session: Session) -> HotSQL:
-    """The executor for the session's current transaction (the connection is looked up once per transaction)."""
-    session.flush()  # as `session.execute` autoflushes: the statements see the caller's pending ORM changes
+    """The executor for the session's current transaction (the connection is looked up once per transaction).
+
+    Flushes the session's pending ORM changes first, as `session.execute` autoflushes, so take a fresh
+    `hot(session)` after changing ORM objects rather than holding one across the change.
+    """
+    session.flush()
     found = session.info.get("hotsql")
     transaction = session.get_transaction()
-    if found is None or transaction is None or found[0] is not transaction:  # a new one may hold another connection
+    if found is None or transaction is None or found[0]() is not transaction:  # a new one may hold another connection
         executor = HotSQL(session)  # begins the transaction if none is open
-        found = session.info["hotsql"] = (session.get_transaction(), executor)
+        found = session.info["hotsql"] = (weakref.ref(cast(Any, session.get_transaction())), executor)
     return cast(HotSQL, found[1])

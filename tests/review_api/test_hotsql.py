@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, InvalidRequestError, NoResultFound
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Executable
 
@@ -173,3 +174,22 @@ def test_pending_orm_changes_are_seen(db: Database) -> None:
         run.min_agreement = 0.91
         assert storage.run_rules(s, run_id="run-small").min_agreement == pytest.approx(0.91)
         raise _Undo
+
+
+def test_refuses_what_sqlalchemy_would_refuse_with_its_own_errors(db: Database) -> None:
+    """A missing parameter, a column left to a Python-side default, a broken constraint, no row for `one`."""
+    ids = _ids(db)
+    live = ids["live"]
+    lease = {"item_id": live.item_id, "reviewer_id": live.reviewer_id, "run_id": live.run_id, "state": "leased",
+             "is_gold": False, "leased_at": T0, "expires_at": T0, "closed_at": None}
+    with db.write() as s:
+        q = hot(s)
+        assert q.raw is not None
+        with pytest.raises(InvalidRequestError, match="'rid'"):
+            q.first(storage._HELD, {})  # would bind NULL and find nothing
+        with pytest.raises(InvalidRequestError, match="Python-side default"):
+            q.one(storage._INSERT_LEASE, {k: v for k, v in lease.items() if k != "is_gold"})
+        with pytest.raises(IntegrityError):  # the same (item, reviewer) twice: SQLAlchemy's class, not sqlite3's
+            q.one(storage._INSERT_LEASE, lease)
+        with pytest.raises(NoResultFound):
+            q.one(storage._ITEM_BY_ID, {"iid": 10**9})

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from jobs.errors import ConfigError
 from review_api.app import create_app
@@ -67,11 +68,17 @@ def test_dev_admin_token_only_in_development(tmp_path: Path) -> None:
 
 
 def test_group_commit_fails_only_the_failing_operation(tmp_path: Path) -> None:
+    """Operations that raise, and ones whose flush fails (spoiling the transaction), fail alone."""
     db = Database(f"sqlite:///{tmp_path / 'r.db'}")
     db.create_all()
+    with db.write() as s:
+        s.add(Reviewer(name="taken", role="reviewer", token_hash="taken", active=True, created_at=T0))
 
     def add(name: str) -> int:
         def op(s):  # noqa: ANN001, ANN202
+            if name.endswith("dup"):  # a unique token hash that exists: the flush fails
+                s.add(Reviewer(name=name, role="reviewer", token_hash="taken", active=True, created_at=T0))
+                s.flush()
             if name.endswith("bad"):
                 s.add(Reviewer(name=name, role="reviewer", token_hash=name, active=True, created_at=T0))
                 if "0-bad" in name:  # written, then refused; the others are refused while still pending
@@ -89,10 +96,10 @@ def test_group_commit_fails_only_the_failing_operation(tmp_path: Path) -> None:
     def worker(name: str) -> None:
         try:
             results[name] = add(name)
-        except ValueError as exc:
+        except (ValueError, IntegrityError) as exc:
             results[name] = exc
 
-    names = [f"r{i}" + ("-bad" if i % 5 == 0 else "") for i in range(40)]
+    names = [f"r{i}" + ("-bad" if i % 5 == 0 else "-dup" if i % 7 == 3 else "") for i in range(40)]
     threads = [threading.Thread(target=worker, args=(n,)) for n in names]
     for t in threads:
         t.start()
@@ -100,10 +107,12 @@ def test_group_commit_fails_only_the_failing_operation(tmp_path: Path) -> None:
         t.join(30)
     with db.read() as s:
         stored = set(s.scalars(select(Reviewer.name)))
-        assert s.scalar(select(func.count()).select_from(Reviewer)) == 32
+        assert s.scalar(select(func.count()).select_from(Reviewer)) == 1 + 40 - 8 - 5
     for name in names:
         if name.endswith("bad"):
             assert isinstance(results[name], ValueError) and name not in stored
+        elif name.endswith("dup"):
+            assert isinstance(results[name], IntegrityError) and name not in stored
         else:
             assert isinstance(results[name], int) and name in stored
     db.dispose()
