@@ -50,7 +50,8 @@ class AppState:
     clock: Clock
     thumbnails: Thumbnails
     metrics: Metrics
-    ds_last_refresh: dict[str, float] = field(default_factory=dict)
+    ds_last_refresh: dict[str, float] = field(default_factory=dict)  # run -> when its last refresh started
+    ds_last_seconds: dict[str, float] = field(default_factory=dict)  # run -> how long that refresh took
     auth_cache: dict[str, tuple[Principal, float]] = field(default_factory=dict)  # touched on the event loop only
     auth_lock: threading.Lock = field(default_factory=threading.Lock)
     last_reclaim: datetime | None = None

@@ -53,7 +53,8 @@ class Settings(BaseSettings):
     ds_min_confidence: float = Field(0.7, ge=0.0, le=1.0)  # Dawid-Skene posterior below which it escalates
     root_causes: tuple[str, ...] = DEFAULT_ROOT_CAUSES  # default root-cause tags of a run
     # After an item gets its 3rd review, Dawid-Skene re-runs over its run in the background, at most this
-    # often per run (0: only on demand, POST /runs/{id}/consensus or `edgemine review consensus`).
+    # often per run (0: only on demand, POST /runs/{id}/consensus or `edgemine review consensus`); a refresh
+    # that takes long waits 10x its own duration before the next (routes/items.py DS_MAX_SHARE).
     ds_refresh_seconds: float = Field(30.0, ge=0.0)
 
     # Cost of one reviewer hour in any currency (0: not reported); gives cost per item and per edge case.

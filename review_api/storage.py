@@ -30,6 +30,7 @@ from sqlalchemy import (
     func,
     insert,
     literal_column,
+    or_,
     select,
     text,
     update,
@@ -701,17 +702,21 @@ def _top_tag(tag_lists: Sequence[Sequence[str]]) -> str | None:
 
 
 def plan_consensus(session: Session, *, run_id: str, min_reviews: int = 3) -> ConsensusPlan:
-    """Run Dawid-Skene over all of a run's decisions (read only); items with >= `min_reviews` reviews get answers.
+    """Run Dawid-Skene over a run's decisions (read only); items with >= `min_reviews` reviews get answers.
 
     Gold and lead-resolved items are clamped to their known answers: they anchor each reviewer's
-    confusion matrix, and they never change. "unsure" reviews are left out.
+    confusion matrix, and they never change. "unsure" reviews are left out, and so are items with a single
+    review that are neither: one opinion says nothing about its reviewer's accuracy (it would only flatter
+    them), and in a big run those items are most of the decisions — the EM's cost.
     """
     run = get_run(session, run_id=run_id)
     classes = [NOT_EDGE, *run.categories]
     cls = {c: i for i, c in enumerate(classes)}
     rows = session.execute(
         select(Decision.item_id, Decision.reviewer_id, Decision.verdict, Decision.category, Decision.root_causes)
-        .where(Decision.run_id == run_id, Decision.verdict != UNSURE)
+        .join(Item, Item.id == Decision.item_id)
+        .where(Decision.run_id == run_id, Decision.verdict != UNSURE,
+               or_(Item.n_decisions >= 2, Item.is_gold, Item.status == "resolved"))
     ).all()
     if not rows:
         return ConsensusPlan(run_id, run.ds_min_confidence, [], True, 0, {})

@@ -81,14 +81,20 @@ async def decide(
                     status_code=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
 
 
+DS_MAX_SHARE = 0.1  # background Dawid-Skene may take at most this share of the time (one core of the machine)
+
+
 def _consensus_refresh_due(state: AppState, run_id: str) -> bool:
-    """Dawid-Skene re-runs for a run after an item got its 3rd review, at most every ds_refresh_seconds."""
+    """Dawid-Skene re-runs for a run after an item got its 3rd review, at most every ds_refresh_seconds —
+    and, when a refresh takes long (a big run), at most every 10 refreshes' worth of time, so the service
+    keeps its cores for requests."""
     every = state.settings.ds_refresh_seconds
     if every <= 0:
         return False
     t = time.monotonic()
     with state.auth_lock:
-        if t - state.ds_last_refresh.get(run_id, -1e18) < every:
+        wait = max(every, state.ds_last_seconds.get(run_id, 0.0) / DS_MAX_SHARE)
+        if t - state.ds_last_refresh.get(run_id, -1e18) < wait:
             return False
         state.ds_last_refresh[run_id] = t
     return True
@@ -97,9 +103,11 @@ def _consensus_refresh_due(state: AppState, run_id: str) -> bool:
 def _refresh_consensus(state: AppState, run_id: str) -> None:
     # the EM runs on a snapshot in a worker process (off the write lock and off this process's GIL);
     # only the answers that changed are written
+    start = time.monotonic()
     plan = state.consensus_pool().submit(storage.plan_consensus_job, state.db.url, run_id).result()
     with state.db.write() as s:
         storage.apply_consensus(s, plan=plan, now=state.clock())
+    state.ds_last_seconds[run_id] = time.monotonic() - start
 
 
 @router.get("/items/{item_id}/review", response_model=schemas.ItemLead,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -247,3 +248,13 @@ def test_dawid_skene_reruns_in_the_background_after_a_third_review(tmp_path: Pat
             assert env.decide(name, first, **body).status_code == 201
         c = env.client.get(f"/items/{first}/review", headers=env.auth("lead")).json()["consensus"]
         assert (c["method"], c["category"], c["status"]) == ("dawid_skene", "debris", "complete")
+        # the refresh took some time: the next one waits at least 10x that, so a big run's EM can't hog the cores
+        took = env.app_state.ds_last_seconds["run-other"]
+        assert took > 0
+        from review_api.routes.items import DS_MAX_SHARE, _consensus_refresh_due
+
+        env.app_state.ds_last_seconds["run-other"] = 10.0  # as if the EM had taken 10 s: wait 100 s, not 30 s
+        env.app_state.ds_last_refresh["run-other"] = time.monotonic() - 50.0
+        assert not _consensus_refresh_due(env.app_state, "run-other")
+        env.app_state.ds_last_refresh["run-other"] = time.monotonic() - 10.0 / DS_MAX_SHARE - 1.0
+        assert _consensus_refresh_due(env.app_state, "run-other")

@@ -295,3 +295,35 @@ def test_queue_across_runs_follows_import_order_and_skips_paused_runs(db: Databa
         decide(db, held.item_id, ana)
     assert runs == ["run-other"] * 12 + ["run-bad"] * 8
     assert lease(db, ana, run_id="run-small") is None
+
+
+def test_dawid_skene_ignores_single_reviews(db: Database, run_dirs: dict[str, Path]) -> None:
+    """Items with one review (not gold, not resolved) don't move reviewer accuracy or anyone's answer."""
+    import_run(db, run_dirs["small"], policy=policy(overlap_fraction=0.5, overlap_reviews=3, gold_fraction=0.0),
+               now=T0)
+    ana, bo, cy = people(db, "ana", "bo", "cy")
+    votes = {ana: ("edge_case", "debris"), bo: ("not_edge_case", None), cy: ("not_edge_case", None)}
+    while True:  # everyone reviews until the queue is empty; ana says "debris" to everything, the others don't
+        held = [(rid, lease(db, rid)) for rid in (ana, bo, cy)]
+        if all(h is None for _, h in held):
+            break
+        for rid, h in held:
+            if h is not None:
+                decide(db, h.item_id, rid, *votes[rid])
+    with db.read() as s:
+        singles = list(s.scalars(select(Item.id).where(Item.required_reviews == 1)))
+        with_single = storage.plan_consensus(s, run_id="run-small")
+    ana_singles = [d for d in singles if _decided_by(db, d) == ana]
+    assert len(ana_singles) >= 2 and with_single.answers  # ana's lone "debris" votes exist, overlap items got answers
+    with db.write() as s:  # take the single reviews away: the plan must not change
+        s.execute(delete(Decision).where(Decision.item_id.in_(singles)))
+    with db.read() as s:
+        without = storage.plan_consensus(s, run_id="run-small")
+    assert without.answers == with_single.answers
+    assert without.reviewer_accuracy == pytest.approx(with_single.reviewer_accuracy)
+    assert with_single.reviewer_accuracy["ana"] < with_single.reviewer_accuracy["bo"]
+
+
+def _decided_by(db: Database, item_id: int) -> int | None:
+    with db.read() as s:
+        return s.scalar(select(Decision.reviewer_id).where(Decision.item_id == item_id))
