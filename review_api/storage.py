@@ -15,14 +15,13 @@ import hashlib
 import math
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import numpy as np
 import pyarrow as pa
 from sqlalchemy import (
-    CursorResult,
     Integer,
     Table,
     bindparam,
@@ -692,6 +691,12 @@ class ConsensusPlan:
     n_iter: int
     reviewer_accuracy: dict[str, float]
 
+    def chunks(self, size: int) -> Iterator[ConsensusPlan]:
+        """The plan in parts of at most `size` changed answers (short write transactions for a busy server)."""
+        changed = [a for a in self.answers if a[5]]
+        for start in range(0, len(changed), size):
+            yield replace(self, answers=changed[start:start + size])
+
 
 def _top_tag(tag_lists: Sequence[Sequence[str]]) -> str | None:
     tags = Counter(t for tags in tag_lists for t in tags)
@@ -768,19 +773,21 @@ def plan_consensus(session: Session, *, run_id: str, min_reviews: int = 3) -> Co
 
 _APPLY_ANSWER = update(ITEMS).where(
     ITEMS.c.id == bindparam("iid"), ITEMS.c.n_decisions == bindparam("n_seen"),
-    ITEMS.c.status.in_(("complete", "escalated")))
+    or_(ITEMS.c.status == "complete", ITEMS.c.status == "escalated"))
 
 
 def apply_consensus(session: Session, *, plan: ConsensusPlan, now: datetime) -> ConsensusReport:
-    """Write a plan's changed answers; items that got another review or a lead's answer since are left alone."""
+    """Write a plan's changed answers; items that got another review or a lead's answer since are left alone.
+
+    Each answer stands alone, so a big plan may be applied in several transactions (`plan.chunks`)."""
     updated = 0
+    q = hot(session)
     for iid, n_seen, label, conf, root, changed in plan.answers:
         if not changed:
             continue
         values = _consensus_values(label=label, confidence=conf, method="dawid_skene", root_cause=root, now=now,
                                    reason="low_confidence" if conf < plan.ds_min_confidence else "")
-        updated += cast(CursorResult[Any], session.execute(_APPLY_ANSWER, {"iid": iid, "n_seen": n_seen,
-                                                                          **values})).rowcount
+        updated += q.rowcount(_APPLY_ANSWER, {"iid": iid, "n_seen": n_seen, **values})
     escalated_n = sum(a[3] < plan.ds_min_confidence for a in plan.answers)
     return ConsensusReport(plan.run_id, "dawid_skene", len(plan.answers), updated, escalated_n, plan.converged,
                            plan.n_iter, plan.reviewer_accuracy)

@@ -105,8 +105,9 @@ def _refresh_consensus(state: AppState, run_id: str) -> None:
     # only the answers that changed are written
     start = time.monotonic()
     plan = state.consensus_pool().submit(storage.plan_consensus_job, state.db.url, run_id).result()
-    with state.db.write() as s:
-        storage.apply_consensus(s, plan=plan, now=state.clock())
+    for part in plan.chunks(500):  # short transactions: reviewers' commits go in between
+        with state.db.write() as s:
+            storage.apply_consensus(s, plan=part, now=state.clock())
     state.ds_last_seconds[run_id] = time.monotonic() - start
 
 

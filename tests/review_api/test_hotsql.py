@@ -21,7 +21,7 @@ from review_api.settings import load_settings
 from review_api.storage import DecisionInput
 from tests.review_api.conftest import T0
 
-NOT_HOT = {"_APPLY_ANSWER"}  # run by the Dawid-Skene refresh through the session, not by hot()
+NOT_HOT: set[str] = set()  # statements of storage.py that never go through hot()
 
 
 class _Undo(Exception):
@@ -85,11 +85,13 @@ def _ids(db: Database) -> dict[str, Any]:
         decided = s.execute(select(Decision).where(Decision.idempotency_key.is_not(None))).scalars().first()
         gold = s.scalar(select(Item.id).where(Item.is_gold))
         open_item = s.scalar(select(Item.id).where(Item.slots_free > 0, Item.is_gold.is_(False)))
+        complete = s.scalars(select(Item).where(Item.status == "complete")).first()
         scenario = s.execute(select(Item).where(Item.scenario_id.is_not(None))).scalars().first()
         dee = s.execute(select(Reviewer).where(Reviewer.name == "dee")).scalar_one()
         assert live is not None and decided is not None and gold is not None and scenario is not None
+        assert complete is not None
         return {"live": live, "decided": decided, "gold": gold, "scenario": scenario, "dee": dee.id,
-                "open": open_item}
+                "open": open_item, "complete": complete}
 
 
 def cases(db: Database) -> dict[str, list[tuple[str, Executable, dict[str, Any]]]]:
@@ -132,6 +134,8 @@ def cases(db: Database) -> dict[str, list[tuple[str, Executable, dict[str, Any]]
             ("_TAKE_SLOT", storage._TAKE_SLOT, {"iid": ids["open"]}),
             ("_CLOSE_LEASE", storage._CLOSE_LEASE, {"lid": live.id, "now": away}),
             ("_SET_CONSENSUS", storage._SET_CONSENSUS, {"iid": item.id, **consensus}),
+            ("_APPLY_ANSWER", storage._APPLY_ANSWER, {"iid": ids["complete"].id, "n_seen": ids["complete"].n_decisions,
+                                                      **consensus}),
         ],
     }
 
