@@ -367,10 +367,10 @@ class Database:
 class GroupCommitter:
     """A writer thread that commits the operations queued while it was busy as one transaction.
 
-    Each operation runs in a savepoint, so one that raises is rolled back alone and gets its own error;
-    if the commit itself fails, every operation of the group gets that error (so does an ORM flush that
-    fails: it spoils the session's transaction; the hot operations use Core statements only). Results are handed out
-    only after the commit, so a caller never sees an answer that a crash could take back.
+    Each operation runs in a savepoint, so one that raises is rolled back alone and gets its own error (an
+    ORM flush that fails takes the whole transaction down: that operation gets its error and the others
+    run again); if the commit itself fails, every operation of the group gets that error. Results are
+    handed out only after the commit, so a caller never sees an answer that a crash could take back.
     """
 
     def __init__(self, sessions: sessionmaker[Session], lock: Callable[[], Any], max_group: int = 64) -> None:

@@ -81,13 +81,13 @@ async def decide(
                     status_code=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
 
 
-DS_MAX_SHARE = 0.1  # background Dawid-Skene may take at most this share of the time (one core of the machine)
+DS_MAX_SHARE = 0.1  # a run's background Dawid-Skene refreshes may be busy at most this share of the time
 
 
 def _consensus_refresh_due(state: AppState, run_id: str) -> bool:
-    """Dawid-Skene re-runs for a run after an item got its 3rd review, at most every ds_refresh_seconds —
-    and, when a refresh takes long (a big run), at most every 10 refreshes' worth of time, so the service
-    keeps its cores for requests."""
+    """Dawid-Skene re-runs for a run after an item got its 3rd review, at most every ds_refresh_seconds and
+    at least 1 / DS_MAX_SHARE times the last refresh's duration apart (a big run's EM takes seconds; the
+    service keeps its cores for requests)."""
     every = state.settings.ds_refresh_seconds
     if every <= 0:
         return False
