@@ -11,7 +11,7 @@ Steps (each cached under --work, so a re-run only redoes what changed):
 3. for each `--encoders` variant (`builtin` = the zero-setup default; `builtin-fit` = the same encoder
    standardised on the reference with `fit_builtin`, i.e. `edgemine fit-builtin`): one mining run with the
    default job spec plus the budget, the model and two hard-braking trigger rules, then `edgemine evaluate`
-   (the run's candidates against ground truth, and random / novelty-only / uncertainty-only baselines with
+   (the run's candidates against ground truth, beside the plain kNN + temporal-NMS baseline and random, with
    the same number of frames).
 
 Prints the Markdown tables that go in docs/BENCHMARKS.md and writes them with the timings to --out (JSON).

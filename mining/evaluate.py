@@ -1,21 +1,30 @@
 """Evaluation against ground truth: event recall, frame precision, per-category coverage, and baselines.
 
 An event counts as found when any of its frames is selected. Frame precision is the fraction of selected
-frames that are rare. Baselines get the same number of frames as the run selected: `random` (mean over
-seeds), `novelty-only` and `uncertainty-only` (the top frames by that one signal). Pure pandas/numpy.
+frames that are rare. Baselines get the same number of frames as the run selected:
+
+- `plain kNN + NMS` — the strongest simple baseline (DESIGN.md, "Mining quality"): the frames' kNN distance
+  to the reference (the run's own `novelty_raw`: same embeddings, same k), taken highest first with temporal
+  non-maximum suppression — at most one frame per drive per `nms_s` seconds — until the budget is filled.
+- `random` — the mean over seeded draws.
+
+Threshold-free quality of a whole score column: AUROC and average precision of rare vs ordinary frames,
+for the run's fused score and for the baseline's kNN distance. Pure pandas/numpy.
 """
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
-from jobs.errors import SchemaError
+from jobs.errors import ConfigError, SchemaError
 
 GT_COLUMNS = ("frame_id", "event_id", "category", "is_rare")
+PLAIN = "plain kNN + NMS"
 
 
 @dataclass(frozen=True)
@@ -29,6 +38,8 @@ class Metrics:
     categories_found: int
     categories_total: int
     coverage: dict[str, float] = field(default_factory=dict)  # category -> fraction of its events found
+    auroc: float = float("nan")  # of the method's score over all frames (rare vs ordinary); NaN: no score
+    average_precision: float = float("nan")
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -79,6 +90,71 @@ def top_by(scores: pd.DataFrame, column: str, n: int) -> list[str]:
     return s["frame_id"].head(n).tolist()
 
 
+def temporal_nms(scores: np.ndarray, drive_ids: np.ndarray, ts_us: np.ndarray, *, n: int,
+                 window_s: float = 1.0) -> np.ndarray:
+    """Rows of the n best frames, highest score first, never two of one drive less than `window_s` apart.
+
+    Greedy non-maximum suppression in time: a frame is skipped when an already chosen frame of its drive
+    lies within `window_s` of it (so any `window_s` of a drive holds at most one chosen frame). NaN scores
+    come last; ties go to the earlier row. Fewer than n rows come back only when every frame is suppressed.
+    """
+    if n < 0:
+        raise ConfigError(f"n={n} must be >= 0")
+    if window_s < 0:
+        raise ConfigError(f"window_s={window_s} must be >= 0")
+    v = np.asarray(scores, dtype=np.float64)
+    drives, ts = np.asarray(drive_ids), np.asarray(ts_us, dtype=np.int64)
+    if not len(v) == len(drives) == len(ts):
+        raise ConfigError(f"scores, drive_ids and ts_us differ in length: {len(v)}, {len(drives)}, {len(ts)}")
+    order = np.lexsort((np.arange(len(v)), -np.nan_to_num(v, nan=-np.inf)))
+    window = int(round(window_s * 1e6))
+    chosen: dict[object, list[int]] = {}
+    out: list[int] = []
+    for i in order:
+        if len(out) >= n:
+            break
+        taken = chosen.setdefault(drives[i], [])
+        j = bisect.bisect_left(taken, ts[i])
+        if (j < len(taken) and taken[j] - ts[i] < window) or (j > 0 and ts[i] - taken[j - 1] < window):
+            continue
+        taken.insert(j, int(ts[i]))
+        out.append(int(i))
+    return np.asarray(out, dtype=np.int64)
+
+
+def _labels_scores(is_rare: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(is_rare, dtype=bool)
+    s = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=-np.inf)  # no score = least suspicious
+    if len(y) != len(s):
+        raise ConfigError(f"is_rare has {len(y)} entries but scores has {len(s)}")
+    return y, s
+
+
+def auroc(is_rare: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve of `scores` for rare vs ordinary frames (ties count half); NaN if one class."""
+    y, s = _labels_scores(is_rare, scores)
+    pos, neg = int(y.sum()), int((~y).sum())
+    if pos == 0 or neg == 0:
+        return float("nan")
+    ranks = pd.Series(s).rank(method="average").to_numpy()
+    return float((ranks[y].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def average_precision(is_rare: np.ndarray, scores: np.ndarray) -> float:
+    """Average precision (area under precision-recall, step-wise, ties as one threshold); NaN if no rare frame."""
+    y, s = _labels_scores(is_rare, scores)
+    pos = int(y.sum())
+    if pos == 0:
+        return float("nan")
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    last = np.r_[np.flatnonzero(np.diff(s) != 0), len(s) - 1]  # the last row of each distinct score
+    tp = np.cumsum(y)[last]
+    precision = tp / (last + 1)
+    recall = tp / pos
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
 def mean_metrics(runs: Sequence[Metrics], *, method: str) -> Metrics:
     cats = sorted({c for m in runs for c in m.coverage})
     return Metrics(
@@ -101,29 +177,48 @@ def evaluate(
     *,
     random_repeats: int = 20,
     seed: int = 0,
-    signals: Sequence[str] = ("novelty", "uncertainty"),
+    nms_s: float = 1.0,
 ) -> list[Metrics]:
-    """The run's metrics followed by the baselines at the same number of frames."""
+    """The run's metrics, then the plain baseline and random at the same number of frames.
+
+    `scores` has one row per scored frame: frame_id, score (the fused score), and for the plain baseline
+    novelty_raw (kNN distance to the reference), drive_id and ts_us (µs). Without novelty_raw (novelty
+    turned off) the plain baseline is left out.
+    """
+    check_ground_truth(gt)
     n = len(set(candidates))
-    out = [evaluate_selection(candidates, gt, method="edgemine")]
+    rare = scores["frame_id"].map(gt.set_index("frame_id")["is_rare"].astype(bool)).fillna(False).to_numpy(bool)
+    quality = {}
+    if "score" in scores:
+        quality = {"auroc": auroc(rare, scores["score"].to_numpy()),
+                   "average_precision": average_precision(rare, scores["score"].to_numpy())}
+    out = [replace(evaluate_selection(candidates, gt, method="edgemine"), **quality)]
+    if {"novelty_raw", "drive_id", "ts_us"} <= set(scores.columns) and scores["novelty_raw"].notna().any():
+        knn = scores["novelty_raw"].to_numpy(np.float64)
+        rows = temporal_nms(knn, scores["drive_id"].to_numpy(), scores["ts_us"].to_numpy(), n=n, window_s=nms_s)
+        m = evaluate_selection(scores["frame_id"].to_numpy()[rows].tolist(), gt, method=PLAIN)
+        out.append(replace(m, auroc=auroc(rare, knn), average_precision=average_precision(rare, knn)))
     ids = scores["frame_id"].to_numpy()
     rng = np.random.default_rng(seed)
     rand = [evaluate_selection(list(rng.choice(ids, size=min(n, len(ids)), replace=False)), gt, method="random")
             for _ in range(max(1, random_repeats))]
     out.append(mean_metrics(rand, method=f"random (mean of {len(rand)})"))
-    for s in signals:
-        if s in scores.columns and scores[s].notna().any():
-            out.append(evaluate_selection(top_by(scores, s, n), gt, method=f"{s}-only"))
     return out
 
 
 def format_table(rows: Sequence[Metrics]) -> str:
     """A Markdown table: one row per method, then per-category coverage."""
-    head = "| method | frames | event recall | frame precision | events found | categories found |"
-    lines = [head, "|---|---:|---:|---:|---:|---:|"]
+    head = ("| method | frames | event recall | frame precision | events found | categories found | AUROC "
+            "| AP |")
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def num(x: float) -> str:
+        return "—" if np.isnan(x) else f"{x:.3f}"
+
     for m in rows:
         lines.append(f"| {m.method} | {m.n_selected} | {m.event_recall:.3f} | {m.frame_precision:.3f} | "
-                     f"{m.events_found}/{m.events_total} | {m.categories_found}/{m.categories_total} |")
+                     f"{m.events_found}/{m.events_total} | {m.categories_found}/{m.categories_total} | "
+                     f"{num(m.auroc)} | {num(m.average_precision)} |")
     cats = sorted({c for m in rows for c in m.coverage})
     if cats:
         lines += ["", "| category | " + " | ".join(m.method for m in rows) + " |",
@@ -133,19 +228,46 @@ def format_table(rows: Sequence[Metrics]) -> str:
     return "\n".join(lines)
 
 
-def evaluate_run(run_dir: str, ground_truth: str, *, random_repeats: int = 20, seed: int = 0) -> list[Metrics]:
-    """Read a run's candidates.parquet and scores.parquet and evaluate them against ground truth."""
+def evaluate_run(run_dir: str, ground_truth: str, *, random_repeats: int = 20, seed: int = 0,
+                 nms_s: float = 1.0) -> list[Metrics]:
+    """Read a run's candidates.parquet and scores.parquet (+ its manifest's drive and time columns) and
+    evaluate them against ground truth."""
+    import json
     import os
+    from pathlib import Path
 
     import pyarrow.parquet as pq
 
     from jobs.errors import InputNotFoundError
 
-    for p in (os.path.join(run_dir, "candidates.parquet"), os.path.join(run_dir, "scores.parquet"), ground_truth):
+    for p in (os.path.join(run_dir, "candidates.parquet"), os.path.join(run_dir, "scores.parquet"),
+              os.path.join(run_dir, "run.json"), ground_truth):
         if not os.path.exists(p):
             raise InputNotFoundError(f"{p!r} does not exist")
     cands = pq.read_table(os.path.join(run_dir, "candidates.parquet"), columns=["frame_id"]).column(0).to_pylist()
-    cols = ["frame_id", "novelty", "uncertainty", "rarity", "trigger"]
+    names = set(pq.read_schema(os.path.join(run_dir, "scores.parquet")).names)
+    cols = [c for c in ("frame_id", "score", "novelty_raw") if c in names]
     scores = pq.read_table(os.path.join(run_dir, "scores.parquet"), columns=cols).to_pandas()
+    frames = json.loads(Path(run_dir, "run.json").read_text())["spec"]["frames"]
+    if not os.path.exists(frames):
+        raise InputNotFoundError(f"the run's manifest {frames!r} (run.json spec.frames) does not exist")
+    scores = scores.merge(manifest_times(frames), on="frame_id", how="left")
     gt = check_ground_truth(pq.read_table(ground_truth).to_pandas())
-    return evaluate(cands, scores, gt, random_repeats=random_repeats, seed=seed)
+    return evaluate(cands, scores, gt, random_repeats=random_repeats, seed=seed, nms_s=nms_s)
+
+
+def manifest_times(frames: str) -> pd.DataFrame:
+    """frame_id, drive_id, ts_us (int64 µs) of a frames manifest, its timestamp a timestamp or int µs."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pds
+
+    parts = []
+    for b in pds.dataset(frames, format="parquet").to_batches(columns=["frame_id", "drive_id", "timestamp"]):
+        ts = b.column(2)
+        if pa.types.is_timestamp(ts.type):
+            ts = pc.cast(pc.cast(ts, pa.timestamp("us", tz="UTC")), pa.int64())
+        parts.append(pd.DataFrame({"frame_id": b.column(0).to_numpy(zero_copy_only=False),
+                                   "drive_id": b.column(1).to_numpy(zero_copy_only=False),
+                                   "ts_us": pc.cast(ts, pa.int64()).to_numpy()}))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["frame_id", "drive_id", "ts_us"])

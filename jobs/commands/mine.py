@@ -60,12 +60,13 @@ def evaluate(
     ground_truth: Path = typer.Option(..., "--ground-truth", help="ground_truth.parquet (frame_id, event_id, "
                                       "category, is_rare)."),
     repeats: int = typer.Option(20, "--random-repeats", help="Random-baseline draws to average."),
+    nms_s: float = typer.Option(1.0, "--nms-s", help="Plain baseline: at most one frame per drive per this many s."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of Markdown tables."),
 ) -> None:
-    """Event recall, frame precision and per-category coverage, with random/novelty/uncertainty baselines."""
+    """Event recall, frame precision, coverage, AUROC/AP, beside the plain kNN + temporal-NMS baseline and random."""
     from mining.evaluate import evaluate_run, format_table
 
-    rows = evaluate_run(str(run), str(ground_truth), random_repeats=repeats)
+    rows = evaluate_run(str(run), str(ground_truth), random_repeats=repeats, nms_s=nms_s)
     if as_json:
         import json
 

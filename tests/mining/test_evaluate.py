@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from jobs.errors import SchemaError
-from mining.evaluate import evaluate, evaluate_selection, format_table
+from jobs.errors import ConfigError, SchemaError
+from mining.evaluate import auroc, average_precision, evaluate, evaluate_selection, format_table, temporal_nms
 
 
 def gt() -> pd.DataFrame:
@@ -21,16 +24,65 @@ def test_event_recall_precision_and_coverage() -> None:
     assert m.coverage == {"animal": 0.5, "debris": 1.0} and m.categories_found == 2
 
 
+def scored() -> pd.DataFrame:
+    """The gt() frames as a run scored them: a0/a1 are one event 0.2 s apart in drive A."""
+    return pd.DataFrame({"frame_id": ["n0", "n1", "n2", "a0", "a1", "b0", "c0"],
+                         "drive_id": ["A", "B", "C", "A", "A", "B", "C"],
+                         "ts_us": [0, 0, 0, 5_000_000, 5_200_000, 9_000_000, 9_000_000],
+                         "score": [0.1, 0.2, 0.3, 0.9, 0.8, 0.95, 0.05],
+                         "novelty_raw": [0.1, 0.2, 0.3, 0.9, 0.8, 0.7, float("nan")]})
+
+
 def test_baselines_use_the_same_number_of_frames() -> None:
-    scores = pd.DataFrame({"frame_id": ["n0", "n1", "n2", "a0", "a1", "b0", "c0"],
-                           "novelty": [0.1, 0.2, 0.3, 0.9, 0.8, 0.95, 0.1],
-                           "uncertainty": [0.9, 0.8, 0.1, 0.1, 0.1, 0.1, float("nan")]})
-    rows = evaluate(["a0", "b0"], scores, gt(), random_repeats=5)
+    rows = evaluate(["a0", "b0"], scored(), gt(), random_repeats=5)
     names = [m.method for m in rows]
-    assert names == ["edgemine", "random (mean of 5)", "novelty-only", "uncertainty-only"]
+    assert names == ["edgemine", "plain kNN + NMS", "random (mean of 5)"]
     assert all(m.n_selected == 2 for m in rows)
-    assert rows[2].frame_precision == 1.0 and rows[3].frame_precision == 0.0
+    # the plain baseline skips a1 (0.2 s after a0 in drive A) and takes b0: two events, not one
+    assert rows[1].events_found == 2 and rows[1].frame_precision == 1.0
     assert "| edgemine | 2 | 0.667 | 1.000 | 2/3 | 2/2 |" in format_table(rows)
+
+
+def test_temporal_nms_keeps_one_frame_per_drive_per_window() -> None:
+    score = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, np.nan])
+    drive = np.array(["A", "A", "A", "B", "A", "B", "B"])
+    ts = np.array([0, 500_000, 1_000_000, 0, -999_999, 2_000_000, 5_000_000])
+    assert temporal_nms(score, drive, ts, n=10).tolist() == [0, 2, 3, 5, 6]  # 1 and 4 are within 1 s of 0
+    assert temporal_nms(score, drive, ts, n=2).tolist() == [0, 2]
+    assert temporal_nms(score, drive, ts, n=10, window_s=0).tolist() == [0, 1, 2, 3, 4, 5, 6]
+    assert temporal_nms(score, drive, ts, n=10, window_s=3).tolist() == [0, 3, 6]
+    with pytest.raises(ConfigError, match="window_s=-1"):
+        temporal_nms(score, drive, ts, n=1, window_s=-1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 40), st.floats(0, 1)), min_size=1, max_size=40),
+       st.integers(0, 50))
+def test_temporal_nms_properties(rows: list[tuple[int, int, float]], n: int) -> None:
+    drive = np.array([r[0] for r in rows])
+    ts = np.array([r[1] * 250_000 for r in rows])  # a 0.25 s grid
+    score = np.array([r[2] for r in rows])
+    picked = temporal_nms(score, drive, ts, n=n)
+    assert len(picked) <= n and len(set(picked.tolist())) == len(picked)
+    for i in picked:  # no two picks of one drive within 1 s
+        same = picked[(drive[picked] == drive[i]) & (picked != i)]
+        assert np.all(np.abs(ts[same] - ts[i]) >= 1_000_000)
+    if len(picked) < n:  # it stopped early only because every other frame is suppressed
+        for j in set(range(len(rows))) - set(picked.tolist()):
+            same = picked[drive[picked] == drive[j]]
+            assert np.any(np.abs(ts[same] - ts[j]) < 1_000_000)
+
+
+def test_auroc_and_average_precision_match_scikit_learn() -> None:
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    rng = np.random.default_rng(3)
+    y = rng.random(300) < 0.1
+    s = np.round(rng.random(300) + y * 0.5, 1)  # many ties
+    assert auroc(y, s) == pytest.approx(roc_auc_score(y, s))
+    assert average_precision(y, s) == pytest.approx(average_precision_score(y, s))
+    assert auroc(y, np.where(y, np.nan, s)) == 0.0  # a frame without a score ranks last
+    assert np.isnan(auroc(np.zeros(4, bool), np.arange(4.0)))
 
 
 def test_ground_truth_must_have_its_columns() -> None:
