@@ -12,8 +12,9 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +23,18 @@ import pyarrow.parquet as pq
 
 from jobs.contracts import GROUND_TRUTH_SCHEMA, TIMESTAMP
 from jobs.errors import ConfigError
-from jobs.synth.schedule import FPS, RARE_CATEGORIES, Event, plan_events
-from jobs.synth.world import LABELS, common_label, make_drive_config, simulate_drive
+from jobs.synth.schedule import FPS, RARE_CATEGORIES, Event, check_recurrence, event_frames, plan_events
+from jobs.synth.world import (
+    CONDITIONS,
+    LABELS,
+    ConditionProbs,
+    common_label,
+    condition_probs,
+    make_drive_config,
+    simulate_drive,
+)
 
-__all__ = ["RARE_CATEGORIES", "LABELS", "SynthSummary", "generate", "MANIFEST_METADATA_SCHEMA"]
+__all__ = ["CONDITIONS", "RARE_CATEGORIES", "LABELS", "SynthSummary", "generate", "MANIFEST_METADATA_SCHEMA"]
 
 BASE_US = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
 DEFAULT_RARE_RATE = 0.005
@@ -62,6 +71,7 @@ class SynthSummary:
     events: int
     categories: dict[str, int]
     seconds: float
+    events_per_category: dict[str, int] = field(default_factory=dict)
 
     @property
     def rare_rate(self) -> float:
@@ -81,13 +91,14 @@ class _DriveJob:
     seed: int
     reference: bool
     events: tuple[Event, ...]
+    conditions: ConditionProbs = ()
 
 
 def _render_drive(job: _DriveJob) -> tuple[dict[str, list], dict[str, list]]:
     from jobs.synth.render import render_frame
 
     rng = np.random.default_rng([job.seed, int(job.reference), job.index])
-    cfg = make_drive_config(job.drive_id, job.index, rng, base_us=BASE_US)
+    cfg = make_drive_config(job.drive_id, job.index, rng, base_us=BASE_US, conditions=job.conditions)
     folder = Path(job.out, "frames", job.drive_id)
     folder.mkdir(parents=True, exist_ok=True)
     man: dict[str, list] = {f.name: [] for f in MANIFEST_METADATA_SCHEMA}
@@ -140,27 +151,49 @@ def generate(
     seed: int = 0,
     reference: bool = False,
     workers: int | None = None,
+    conditions: Mapping[str, Sequence[str] | Mapping[str, float]] | None = None,
+    recurrence: tuple[int, int] = (1, 1),
+    event_seconds: tuple[float, float] = (1.0, 5.0),
 ) -> SynthSummary:
-    """Write a synthetic drive-log dataset to `out`. `reference=True` writes known drives with no rare events."""
+    """Write a synthetic drive-log dataset to `out`. `reference=True` writes known drives with no rare events.
+
+    The defaults give the same bytes as before these knobs existed. Knobs for robustness experiments:
+
+    - `conditions`: restrict the drive conditions. Keys are `CONDITIONS` fields (road_type, time_of_day,
+      weather, traffic). A list of values allows only those, keeping their default probabilities
+      renormalised (`{"time_of_day": ["day", "dusk"]}`: no night drives); a value -> weight mapping also
+      sets the probabilities (`{"time_of_day": {"day": 1, "night": 1}}`: half the drives at night). Fields
+      not named draw as usual.
+    - `recurrence=(lo, hi)`: each rare category appears in lo..hi events, each in a different drive, using
+      as many categories as the event count allows (up to 9). (1, 1) keeps the old rule: categories cycle,
+      so at most 9 events are all unique. Caveats (see `schedule.group_sizes`): fewer than lo events share
+      one category; more than 9 * hi events reuse categories; hi is capped at `drives`.
+    - `event_seconds=(shortest, longest)`: event lengths, rounded to frames at 10 FPS (>= 0.1 s). The
+      rare-frame total stays round(rare_rate * frames) exactly once one event fits.
+    """
     if drives < 1:
         raise ConfigError(f"drives={drives} must be >= 1")
     if frames_per_drive < 1:
         raise ConfigError(f"frames_per_drive={frames_per_drive} must be >= 1")
     if not 32 <= size <= 1024:
         raise ConfigError(f"size={size} must be between 32 and 1024 pixels")
+    probs = condition_probs(conditions)
+    event_frames(event_seconds)
+    lo_rec, hi_rec = check_recurrence(recurrence)
     if reference:
         rare_rate = 0.0
     t0 = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    events = plan_events(drives, frames_per_drive, rare_rate, rng=np.random.default_rng([seed, 7_777]))
+    events = plan_events(drives, frames_per_drive, rare_rate, rng=np.random.default_rng([seed, 7_777]),
+                         event_seconds=event_seconds, recurrence=(lo_rec, hi_rec))
     prefix = "ref" if reference else "drv"
     by_drive: dict[int, list[Event]] = {}
     for e in events:
         by_drive.setdefault(e.drive, []).append(e)
     jobs = [
         _DriveJob(str(out), i, f"{prefix}-{seed:03d}-{i:04d}", frames_per_drive, size, seed, reference,
-                  tuple(by_drive.get(i, [])))
+                  tuple(by_drive.get(i, [])), probs)
         for i in range(drives)
     ]
     n_workers = workers or min(os.cpu_count() or 1, drives)
@@ -183,9 +216,15 @@ def generate(
                 cats[c] = cats.get(c, 0) + 1
     os.replace(man_tmp, out / "manifest.parquet")
     os.replace(gt_tmp, out / "ground_truth.parquet")
+    per_cat: dict[str, int] = {}
+    for e in events:
+        per_cat[e.category] = per_cat.get(e.category, 0) + 1
     summary = SynthSummary(str(out), total, drives, rare, len(events), dict(sorted(cats.items())),
-                           round(time.perf_counter() - t0, 3))
+                           round(time.perf_counter() - t0, 3), dict(sorted(per_cat.items())))
     params = {"drives": drives, "frames_per_drive": frames_per_drive, "rare_rate": rare_rate, "size": size,
-              "seed": seed, "reference": reference}
+              "seed": seed, "reference": reference,
+              # as drawn: field -> value -> probability, for the restricted fields only
+              "conditions": {k: dict(zip(CONDITIONS[k], p, strict=True)) for k, p in probs},
+              "recurrence": [lo_rec, hi_rec], "event_seconds": [float(x) for x in event_seconds]}
     (out / "synth.json").write_text(json.dumps({"params": params, "summary": summary.to_dict()}, indent=2))
     return summary

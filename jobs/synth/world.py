@@ -6,11 +6,13 @@ its own random generator, so drives are independent and can be simulated in any 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from jobs.errors import ConfigError
 from jobs.synth.schedule import FPS, Event
 
 DT = 1.0 / FPS
@@ -21,6 +23,19 @@ ROAD_TYPES = ("highway", "urban", "rural")
 TIMES_OF_DAY = ("day", "dusk", "night")
 WEATHERS = ("clear", "rain", "fog")
 TRAFFIC = ("low", "medium", "high")
+# The drive conditions a caller may restrict (`generate(conditions=...)`): DriveConfig field -> values, and the
+# probabilities an unrestricted drive draws them with.
+CONDITIONS: dict[str, tuple[str, ...]] = {
+    "road_type": ROAD_TYPES, "time_of_day": TIMES_OF_DAY, "weather": WEATHERS, "traffic": TRAFFIC}
+CONDITION_PROBS: dict[str, tuple[float, ...]] = {
+    "road_type": (1 / 3, 1 / 3, 1 / 3),
+    "time_of_day": (0.55, 0.2, 0.25),
+    "weather": (0.6, 0.25, 0.15),
+    "traffic": (1 / 3, 1 / 3, 1 / 3),
+}
+# Validated `conditions`: field -> probability of each value of CONDITIONS[field] (0 for excluded values).
+# Fields left out draw exactly as an unrestricted drive does.
+ConditionProbs = tuple[tuple[str, tuple[float, ...]], ...]
 
 _CRUISE = {"highway": 28.0, "urban": 11.0, "rural": 19.0}
 _LANES = {"highway": 3, "urban": 2, "rural": 2}
@@ -83,17 +98,72 @@ class FrameState:
     extra: dict[str, float] = field(default_factory=dict)
 
 
-def make_drive_config(drive_id: str, index: int, rng: np.random.Generator, *, base_us: int) -> DriveConfig:
-    road = ROAD_TYPES[int(rng.integers(len(ROAD_TYPES)))]
-    tod = TIMES_OF_DAY[int(rng.choice(3, p=[0.55, 0.2, 0.25]))]
-    weather = WEATHERS[int(rng.choice(3, p=[0.6, 0.25, 0.15]))]
+def condition_probs(
+    conditions: Mapping[str, Sequence[str] | Mapping[str, float]] | None,
+) -> ConditionProbs:
+    """Validate `conditions` (see `generate`) into per-field value probabilities.
+
+    A sequence of values keeps the default probabilities of those values, renormalised; a mapping
+    value -> weight sets the probabilities (weights are normalised). Naming every value of a field
+    without weights is the same as not naming the field.
+    """
+    if conditions is None:
+        return ()
+    if not isinstance(conditions, Mapping):
+        raise ConfigError(f"conditions={conditions!r} must map a condition ({', '.join(CONDITIONS)}) to its values")
+    out: list[tuple[str, tuple[float, ...]]] = []
+    for key, allowed in conditions.items():
+        if key not in CONDITIONS:
+            raise ConfigError(f"conditions key {key!r} is not a drive condition; valid: {', '.join(CONDITIONS)}")
+        values = CONDITIONS[key]
+        if isinstance(allowed, str) or not isinstance(allowed, Sequence | Mapping):
+            raise ConfigError(f"conditions[{key!r}]={allowed!r} must be a list of values or a value -> weight "
+                              f"mapping; valid values: {', '.join(values)}")
+        weights = dict(allowed) if isinstance(allowed, Mapping) else None
+        names = list(allowed)
+        for v in names:
+            if v not in values:
+                raise ConfigError(f"conditions[{key!r}] value {v!r} is not a {key}; valid: {', '.join(values)}")
+        if weights is None:
+            if set(names) == set(values):
+                continue  # unrestricted: draw exactly as by default
+            raw = [CONDITION_PROBS[key][i] if v in names else 0.0 for i, v in enumerate(values)]
+        else:
+            for v, w in weights.items():
+                if not (isinstance(w, int | float) and math.isfinite(w) and w >= 0):
+                    raise ConfigError(f"conditions[{key!r}][{v!r}]={w!r} must be a finite weight >= 0")
+            raw = [float(weights.get(v, 0.0)) for v in values]
+        total = sum(raw)
+        if total <= 0:
+            raise ConfigError(f"conditions[{key!r}]={allowed!r} allows no value; valid: {', '.join(values)}")
+        out.append((key, tuple(r / total for r in raw)))
+    return tuple(out)
+
+
+def _draw(rng: np.random.Generator, key: str, probs: dict[str, tuple[float, ...]]) -> str:
+    values = CONDITIONS[key]
+    if key in probs:
+        return values[int(rng.choice(len(values), p=probs[key]))]
+    if key in ("road_type", "traffic"):  # the unrestricted draws, unchanged so default output is too
+        return values[int(rng.integers(len(values)))]
+    return values[int(rng.choice(len(values), p=list(CONDITION_PROBS[key])))]
+
+
+def make_drive_config(
+    drive_id: str, index: int, rng: np.random.Generator, *, base_us: int, conditions: ConditionProbs = ()
+) -> DriveConfig:
+    """Draw a drive's conditions and start; `conditions` (from `condition_probs`) restricts the draws."""
+    probs = dict(conditions)
+    road = _draw(rng, "road_type", probs)
+    tod = _draw(rng, "time_of_day", probs)
+    weather = _draw(rng, "weather", probs)
     lanes = _LANES[road]
     return DriveConfig(
         drive_id=drive_id,
         road_type=road,
         time_of_day=tod,
         weather=weather,
-        traffic=TRAFFIC[int(rng.integers(3))],
+        traffic=_draw(rng, "traffic", probs),
         lanes=lanes,
         ego_lane=int(rng.integers(lanes)),
         vehicle_id=f"veh-{int(rng.integers(1, 41)):03d}",

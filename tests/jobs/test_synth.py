@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,8 +18,15 @@ from jobs.contracts import read_manifest
 from jobs.errors import ConfigError
 from jobs.synth import LABELS, RARE_CATEGORIES, generate
 from jobs.synth.render import render_frame
-from jobs.synth.schedule import MAX_EVENT_FRAMES, MIN_EVENT_FRAMES, MIN_GAP_FRAMES, Event, plan_events
-from jobs.synth.world import make_drive_config, simulate_drive
+from jobs.synth.schedule import (
+    MAX_EVENT_FRAMES,
+    MIN_EVENT_FRAMES,
+    MIN_GAP_FRAMES,
+    Event,
+    group_sizes,
+    plan_events,
+)
+from jobs.synth.world import CONDITIONS, condition_probs, make_drive_config, simulate_drive
 
 
 def _digest(folder: Path) -> str:
@@ -150,6 +159,19 @@ def test_each_rare_category_changes_the_pixels_and_categories_differ() -> None:
     ({"frames_per_drive": 0}, "frames_per_drive=0"),
     ({"size": 8}, "size=8"),
     ({"rare_rate": -0.1}, "rare_rate=-0.1"),
+    ({"event_seconds": (0.05, 1.0)}, r"event_seconds=\(0.05, 1.0\)"),
+    ({"event_seconds": (2.0, 1.0)}, r"event_seconds=\(2.0, 1.0\)"),
+    ({"event_seconds": (1.0, float("nan"))}, r"event_seconds=\(1.0, nan\)"),
+    ({"event_seconds": 1.0}, "event_seconds=1.0"),
+    ({"recurrence": (0, 2)}, r"recurrence=\(0, 2\)"),
+    ({"recurrence": (3, 2)}, r"recurrence=\(3, 2\)"),
+    ({"recurrence": (1.5, 2)}, r"recurrence=\(1.5, 2\)"),
+    ({"recurrence": (2, 3)}, r"recurrence=\(2, 3\) needs at least 2 drives"),
+    ({"conditions": {"season": ["summer"]}}, "'season'.*valid: road_type, time_of_day, weather, traffic"),
+    ({"conditions": {"weather": ["snow"]}}, "'snow'.*valid: clear, rain, fog"),
+    ({"conditions": {"weather": "rain"}}, "conditions\\['weather'\\]='rain' must be a list"),
+    ({"conditions": {"weather": []}}, "allows no value"),
+    ({"conditions": {"time_of_day": {"night": -1}}}, "\\['night'\\]=-1 must be a finite weight"),
 ])
 def test_bad_arguments_name_the_value(tmp_path: Path, kw: dict, message: str) -> None:
     args = {"drives": 1, "frames_per_drive": 10, **kw}
@@ -169,3 +191,146 @@ def test_contact_sheet_has_a_row_per_category(synth_logs: Path, tmp_path: Path) 
     # every row holds real frames, and rows differ from one another
     means = [rows[r * 64 : (r + 1) * 64].mean() for r in range(n_cats)]
     assert len({round(m, 1) for m in means}) == n_cats
+
+
+# ------------------------------------------------------------------ robustness knobs
+def _table_digest(path: Path, columns: list[str] | None = None) -> str:
+    t = pq.read_table(path, columns=columns)
+    return hashlib.sha256(json.dumps(t.to_pydict(), default=str).encode()).hexdigest()[:16]
+
+
+def test_default_output_is_pinned(tmp_path: Path) -> None:
+    """Default arguments give the bytes the demo and tests were built on (digests from before the knobs)."""
+    generate(tmp_path, drives=4, frames_per_drive=100, rare_rate=0.2, size=32, seed=5, workers=1)
+    assert _table_digest(tmp_path / "ground_truth.parquet") == "6879a9fed575c023"
+    cols = ["frame_id", "timestamp", "label", "road_type", "time_of_day", "weather", "traffic_density",
+            "speed_mps", "lat"]
+    assert _table_digest(tmp_path / "manifest.parquet", cols) == "7fbd81e5ce850e79"
+    h = hashlib.sha256()  # decoded pixels, not PNG bytes, so a zlib upgrade does not count (Pillow's drawing does)
+    for uri in ["frames/drv-005-0000/00000.png", "frames/drv-005-0001/00040.png", "frames/drv-005-0003/00099.png"]:
+        h.update(np.asarray(Image.open(tmp_path / uri)).tobytes())
+    assert h.hexdigest()[:16] == "711c4e895062ca6d"
+
+
+def _configs(conditions: dict | None, n: int = 300) -> list:
+    probs = condition_probs(conditions)
+    return [make_drive_config(f"d{i}", i, np.random.default_rng([9, i]), base_us=0, conditions=probs)
+            for i in range(n)]
+
+
+def test_conditions_restrict_the_drawn_values_and_weights_set_their_shares() -> None:
+    no_night = _configs({"time_of_day": ["day", "dusk"], "weather": ["clear", "fog"]})
+    assert {c.time_of_day for c in no_night} == {"day", "dusk"}
+    assert {c.weather for c in no_night} == {"clear", "fog"}
+    # renormalised default probabilities: day 0.55 / (0.55 + 0.2) ~= 0.73
+    assert 0.63 < sum(c.time_of_day == "day" for c in no_night) / len(no_night) < 0.83
+    assert {c.road_type for c in no_night} == set(CONDITIONS["road_type"])  # unnamed fields stay free
+    half = _configs({"time_of_day": {"day": 1, "night": 1}})
+    assert {c.time_of_day for c in half} == {"day", "night"}
+    assert 0.4 < sum(c.time_of_day == "night" for c in half) / len(half) < 0.6
+    assert {c.road_type for c in _configs({"road_type": ["urban"]}, 20)} == {"urban"}
+    # naming every value without weights is no restriction: the very same drives
+    assert _configs({k: list(v) for k, v in CONDITIONS.items()}, 30) == _configs(None, 30)
+
+
+def test_knobs_reach_the_files_and_synth_json_records_them(tmp_path: Path) -> None:
+    kw = dict(drives=8, frames_per_drive=60, rare_rate=0.1, size=32, seed=2, event_seconds=(0.3, 1.0),
+              recurrence=(2, 3), conditions={"time_of_day": ["night"], "weather": {"clear": 3, "rain": 1}})
+    s = generate(tmp_path / "a", workers=1, **kw)
+    man = read_manifest(tmp_path / "a" / "manifest.parquet")
+    assert set(man.column("time_of_day").to_pylist()) == {"night"}
+    assert set(man.column("weather").to_pylist()) <= {"clear", "rain"}
+    gt = pq.read_table(tmp_path / "a" / "ground_truth.parquet")
+    assert s.rare_frames == sum(gt.column("is_rare").to_pylist()) == 48
+    params = json.loads((tmp_path / "a" / "synth.json").read_text())["params"]
+    assert params["recurrence"] == [2, 3] and params["event_seconds"] == [0.3, 1.0]
+    assert params["conditions"] == {"time_of_day": {"day": 0.0, "dusk": 0.0, "night": 1.0},
+                                    "weather": {"clear": 0.75, "rain": 0.25, "fog": 0.0}}
+    assert sum(s.events_per_category.values()) == s.events
+    generate(tmp_path / "b", workers=2, **kw)
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+
+
+def _check_recurrence(events: list[Event], lo: int, hi: int) -> None:
+    by_cat: dict[str, list[Event]] = {}
+    for e in events:
+        by_cat.setdefault(e.category, []).append(e)
+    n = len(events)
+    for evs in by_cat.values():
+        assert len({e.drive for e in evs}) == len(evs)  # a category's events are in different drives
+        assert len(evs) <= hi
+    if -(-n // hi) <= min(len(RARE_CATEGORIES), n // lo):  # an exact split exists: it is used
+        assert all(lo <= len(evs) <= hi for evs in by_cat.values())
+        assert len(by_cat) == min(len(RARE_CATEGORIES), n // lo)  # as many categories as possible
+
+
+def test_recurrence_puts_each_category_in_lo_to_hi_events_in_distinct_drives(tmp_path: Path) -> None:
+    generate(tmp_path, drives=10, frames_per_drive=100, rare_rate=0.1, size=32, seed=4, workers=1,
+             event_seconds=(0.5, 1.5), recurrence=(3, 5))
+    gt = pq.read_table(tmp_path / "ground_truth.parquet").filter(pc.field("is_rare"))
+    events = {(eid, fid.rsplit("-", 1)[0], cat) for eid, fid, cat in zip(
+        gt["event_id"].to_pylist(), gt["frame_id"].to_pylist(), gt["category"].to_pylist(), strict=True)}
+    per_cat = Counter(cat for _, _, cat in events)
+    assert len(per_cat) >= 2 and all(3 <= n <= 5 for n in per_cat.values())
+    for cat in per_cat:
+        drives = [d for _, d, c in events if c == cat]
+        assert len(drives) == len(set(drives))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    drives=st.integers(5, 60),
+    frames=st.integers(40, 300),
+    rate=st.floats(0.0, 0.1),
+    lo=st.integers(1, 4),
+    extra=st.integers(0, 3),
+    seed=st.integers(0, 2**31),
+)
+def test_recurrence_plan_properties(drives: int, frames: int, rate: float, lo: int, extra: int, seed: int) -> None:
+    hi = min(lo + extra, drives)
+    try:
+        events = plan_events(drives, frames, rate, rng=np.random.default_rng(seed), recurrence=(lo, hi),
+                             event_seconds=(0.3, 2.0))
+    except ConfigError as e:
+        assert "cannot be placed" in str(e)
+        return
+    if len(events) <= len(RARE_CATEGORIES) * hi:
+        _check_recurrence(events, lo, hi)
+    assert len({e.event_id for e in events}) == len(events)
+
+
+@pytest.mark.parametrize(("n", "rec", "n_groups"), [
+    (0, (3, 5), 0), (2, (3, 5), 1), (10, (3, 5), 3), (30, (3, 5), 9), (50, (3, 5), 10), (12, (1, 1), 12),
+    (7, (1, 3), 7), (20, (1, 3), 9), (10, (3, 3), 4),
+])
+def test_group_sizes_use_as_many_categories_as_possible(n: int, rec: tuple[int, int], n_groups: int) -> None:
+    sizes = group_sizes(n, rec, rng=np.random.default_rng(0))
+    assert sum(sizes) == n and len(sizes) == n_groups
+    assert all(s <= max(rec[1], n if n < rec[0] else 0) for s in sizes)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    drives=st.integers(1, 30),
+    frames=st.integers(20, 300),
+    rate=st.floats(0.0, 0.1),
+    lo_s=st.sampled_from([0.1, 0.3, 0.5, 1.0, 2.0]),
+    span=st.sampled_from([0.0, 0.7, 1.0, 3.0]),
+    seed=st.integers(0, 2**31),
+)
+def test_event_seconds_bound_event_lengths_and_keep_the_rare_frame_target(
+    drives: int, frames: int, rate: float, lo_s: float, span: float, seed: int
+) -> None:
+    hi_s = lo_s + span
+    try:
+        events = plan_events(drives, frames, rate, rng=np.random.default_rng(seed), event_seconds=(lo_s, hi_s))
+    except ConfigError:
+        return
+    lo, hi = min(round(lo_s * 10), frames), min(round(hi_s * 10), frames)
+    assert all(lo <= e.length <= hi and e.stop <= frames for e in events)
+    target = round(rate * drives * frames)
+    total = sum(e.length for e in events)
+    if target >= lo and hi >= 2 * lo - 1:  # every such target is a sum of lo..hi lengths
+        assert total == target
+    else:
+        assert target <= total < target + lo and (total == 0) == (target == 0)
