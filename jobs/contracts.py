@@ -128,6 +128,9 @@ CANDIDATES_CORE_SCHEMA = pa.schema(
         pa.field("reasons", pa.list_(pa.string()), nullable=False),
         pa.field("scenario_id", pa.string()),
         pa.field("event_id", pa.string()),
+        # "event": a de-duplicated frame of an event above the thresholds; "fill": the best remaining frame
+        # below them, taken to fill the budget (scenario_id and event_id are null)
+        pa.field("selected_by", pa.string(), nullable=False),
     ]
     + [pa.field(s, pa.float32()) for s in SIGNAL_COLUMNS]
 )

@@ -172,6 +172,7 @@ class RunState:
     timings: dict[str, float] = field(default_factory=dict)
     counts: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # the run's results may mislead: said first, everywhere
     cleanups: list[Callable[[], None]] = field(default_factory=list)  # run at the end, newest first
 
     @contextmanager
@@ -321,6 +322,9 @@ def run_mine(spec: MineSpec, *, spark: Any = None, log: Log = _quiet) -> RunResu
             st.counts["threshold"] = round(threshold, 6)
             st.counts["peak_threshold"] = round(peak, 6)
             log(f"  thresholds on the fused score: frames >= {threshold:.4f}, events peaking >= {peak:.4f}")
+        if "novelty" in weights and weights["novelty"] > 0:
+            with st.stage("coverage"):
+                check_coverage(st, fused_path)
         # ------------------------------------------------------------ Spark aggregation
         with st.stage("aggregate"):
             from mining.aggregate import AggregateParams
@@ -371,15 +375,25 @@ def run_mine(spec: MineSpec, *, spark: Any = None, log: Log = _quiet) -> RunResu
                         scenario_ids=np.asarray(scen, dtype=object))
             order = make_strategy(sel.strategy, **opts).select(
                 pool, budget=spec.budget, caps=Caps(per_event=sel.per_event_cap, per_scenario=sel.per_scenario_cap))
-            st.counts["candidates"] = int(len(order))
-            st.counts["budget"] = spec.budget
-            if len(order) < spec.budget:
-                st.notes.append(f"selected {len(order)} of a budget of {spec.budget}: the pool of {kept.num_rows} "
-                                "de-duplicated frames above the threshold (and the caps) ran out first")
-            log(f"  selected {len(order)} candidates (budget {spec.budget}) with {sel.strategy}")
+            n_event, n_pool = int(len(order)), kept.num_rows
+            log(f"  selected {n_event} event candidates (budget {spec.budget}) with {sel.strategy}")
+            if n_event < spec.budget and sel.fill:
+                kept, order, scen, pool_vecs = fill_budget(st, kept, order, scen, pool_vecs, fused_path=fused_path,
+                                                           man=man, man_ids=man_ids, frames_index=frames_index)
+            st.counts.update(candidates=int(len(order)), budget=spec.budget, above_threshold=n_event,
+                             filled=int(len(order)) - n_event)
+            if n_event < spec.budget:
+                st.notes.append(
+                    f"{n_event} of the {spec.budget} candidates are frames of events above the thresholds (the pool "
+                    f"of {n_pool} de-duplicated event frames and the caps ran out); "
+                    + (f"{len(order) - n_event} more fill the budget: the best remaining frames by fused score, one "
+                       f"per drive per {sel.fill_nms_s:g} s (selected_by = 'fill')" if sel.fill
+                       else "selection.fill is off, so the budget is not filled"))
+            if len(order) > n_event:
+                log(f"  filled the budget with {len(order) - n_event} frames below the event thresholds")
         # ------------------------------------------------------------ outputs
         with st.stage("write"):
-            cands = write_candidates(st, kept, order, scen, pool_vecs, ref_index, fused_path)
+            cands = write_candidates(st, kept, order, scen, pool_vecs, ref_index, fused_path, n_event=n_event)
             write_scores(st, fused_path, event_of)
             write_events_and_scenarios(st, events, scen_stats, cands)
             if not frames_src.in_manifest and frames_src.path != run_dir / "embeddings":
@@ -407,6 +421,61 @@ def run_mine(spec: MineSpec, *, spark: Any = None, log: Log = _quiet) -> RunResu
         shutil.rmtree(work, ignore_errors=True)
     log(f"run {st.run_id}: {st.counts['candidates']} candidates in {run_dir} ({st.timings['total']:.1f}s)")
     return RunResult(run_dir=run_dir, run_id=st.run_id, counts=st.counts, timings=st.timings)
+
+
+def check_coverage(st: RunState, fused_path: Path) -> None:
+    """Warn when the reference does not cover the fleet (mining/coverage.py): streams the manifest's
+    metadata columns beside each frame's novelty percentile."""
+    from mining.coverage import CoverageCheck, metadata_columns
+
+    scored = pq.read_table(fused_path, columns=["frame_id", "novelty"])
+    ids = scored.column("frame_id").combine_chunks()
+    nov = scored.column("novelty").to_numpy(zero_copy_only=False).astype(np.float64)
+    d = open_dataset(st.spec.frames, what="manifest")
+    cols = metadata_columns(d.schema)
+    check = CoverageCheck()
+    for b in d.to_batches(columns=["frame_id", *cols], batch_size=st.spec.score_batch_rows):
+        pos = _positions(b.column("frame_id"), ids)
+        there = pos >= 0
+        check.add(np.where(there, nov[np.maximum(pos, 0)], np.nan), {c: b.column(c) for c in cols})
+    st.counts["coverage"] = check.to_dict()
+    for w in check.warnings():
+        st.warnings.append(w)
+        st.log(f"  WARNING: {w}")
+
+
+def fill_budget(st: RunState, kept: pa.Table, order: np.ndarray, scen: np.ndarray, pool_vecs: np.ndarray, *,
+                fused_path: Path, man: pa.Table, man_ids: pa.Array,
+                frames_index: VectorIndex) -> tuple[pa.Table, np.ndarray, np.ndarray, np.ndarray]:
+    """The selection extended to the budget with the best remaining frames by fused score (temporal NMS).
+
+    Returns the pool with the fill frames appended (event_id and scenario null), the extended order, and
+    the extended scenario ids and vectors. Reads one score per frame (as fusing does), not the embeddings.
+    """
+    from mining.select.nms import temporal_nms
+
+    spec = st.spec
+    need = spec.budget - len(order)
+    scores = pq.read_table(fused_path, columns=["frame_id", "score"])
+    ids = scores.column("frame_id").combine_chunks()
+    rows = _positions(ids, man_ids)
+    drive = np.asarray(man.column("drive_id").combine_chunks().dictionary_encode().indices.to_numpy(
+        zero_copy_only=False), dtype=np.int64)[rows]
+    ts = pc.cast(man.column("timestamp"), pa.int64()).to_numpy()[rows]
+    chosen = _positions(kept.column("frame_id").take(pa.array(order.astype(np.int64))), ids)
+    free = np.ones(len(ids), dtype=bool)
+    free[chosen] = False
+    cand = np.flatnonzero(free)
+    picked = cand[temporal_nms(scores.column("score").to_numpy()[cand], drive[cand], ts[cand], n=need,
+                               window_s=spec.selection.fill_nms_s, taken=(drive[chosen], ts[chosen]))]
+    fill_ids = ids.take(pa.array(picked))
+    fill = pa.table({"frame_id": fill_ids, "event_id": pa.nulls(len(picked), pa.string())})
+    pool = pa.concat_tables([kept.select(["frame_id", "event_id"]), fill])
+    vecs = frames_index.reconstruct(_positions(fill_ids, frames_index.ids.column("frame_id").combine_chunks()).tolist())
+    vecs = np.vstack([pool_vecs.reshape(-1, vecs.shape[1]), vecs]) if len(picked) else pool_vecs
+    order = np.concatenate([order, kept.num_rows + np.arange(len(picked))]).astype(np.int64)
+    scen = np.concatenate([np.asarray(scen, dtype=object), np.full(len(picked), None, dtype=object)])
+    return pool, order, scen, vecs
 
 
 def _abs(path: str | os.PathLike[str]) -> str:
@@ -830,8 +899,9 @@ def _manifest_rows(spec: MineSpec, filt: ds.Expression, columns: list[str] | Non
 
 
 def write_candidates(st: RunState, kept: pa.Table, order: np.ndarray, scen: np.ndarray, pool_vecs: np.ndarray,
-                     ref_index: ReferenceIndex, fused_path: Path) -> pa.Table:
-    """candidates.parquet: core + evidence + the manifest's columns, rank 1 first."""
+                     ref_index: ReferenceIndex, fused_path: Path, *, n_event: int) -> pa.Table:
+    """candidates.parquet: core + evidence + the manifest's columns, rank 1 first; the first `n_event` are
+    event frames, the rest fill the budget."""
     import pandas as pd
 
     from mining.evidence import context_uris
@@ -853,6 +923,7 @@ def write_candidates(st: RunState, kept: pa.Table, order: np.ndarray, scen: np.n
         "reasons": scores.column("reasons"),
         "scenario_id": pa.array([scen[int(i)] for i in order], pa.string()),
         "event_id": kept.column("event_id").take(idx),
+        "selected_by": pa.array(["event"] * min(n_event, n) + ["fill"] * max(0, n - n_event), pa.string()),
     }
     for s in SIGNAL_COLUMNS:
         core[s] = scores.column(s)
@@ -993,6 +1064,7 @@ def write_run_json(st: RunState, *, frames_src: EmbeddingSource, weights: dict[s
         "dropped_by_reason": errors.by_reason,
         "timings": st.timings,
         "versions": _versions(),
+        "warnings": st.warnings,
         "notes": st.notes,
         "host": {"platform": platform.platform(), "cpus": os.cpu_count()},
     }

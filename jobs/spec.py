@@ -107,6 +107,10 @@ class SelectionSpec(_Section):
     diversity: float = Field(1.0, ge=0.0, le=4.0, description="kcenter: 0 = by score only")
     per_event_cap: int | None = Field(10, ge=1)
     per_scenario_cap: int | None = Field(None, ge=1)
+    fill: bool = Field(True, description="the budget is what reviewers will see: when the events' frames run "
+                       "out first, fill it with the best remaining frames by fused score (one per drive per "
+                       "fill_nms_s, none within fill_nms_s of a candidate)")
+    fill_nms_s: float = Field(1.0, ge=0.0, description="fill: at most one frame per drive per this many seconds")
 
     @field_validator("strategy")
     @classmethod

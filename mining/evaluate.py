@@ -14,7 +14,6 @@ for the run's fused score and for the baseline's kNN distance. Pure pandas/numpy
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 
@@ -22,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from jobs.errors import ConfigError, SchemaError
+from mining.select.nms import temporal_nms
 
 GT_COLUMNS = ("frame_id", "event_id", "category", "is_rare")
 PLAIN = "plain kNN + NMS"
@@ -88,38 +88,6 @@ def top_by(scores: pd.DataFrame, column: str, n: int) -> list[str]:
     s["_v"] = s[column].astype("float64").fillna(-np.inf)
     s = s.sort_values(["_v", "frame_id"], ascending=[False, True], kind="mergesort")
     return s["frame_id"].head(n).tolist()
-
-
-def temporal_nms(scores: np.ndarray, drive_ids: np.ndarray, ts_us: np.ndarray, *, n: int,
-                 window_s: float = 1.0) -> np.ndarray:
-    """Rows of the n best frames, highest score first, never two of one drive less than `window_s` apart.
-
-    Greedy non-maximum suppression in time: a frame is skipped when an already chosen frame of its drive
-    lies within `window_s` of it (so any `window_s` of a drive holds at most one chosen frame). NaN scores
-    come last; ties go to the earlier row. Fewer than n rows come back only when every frame is suppressed.
-    """
-    if n < 0:
-        raise ConfigError(f"n={n} must be >= 0")
-    if window_s < 0:
-        raise ConfigError(f"window_s={window_s} must be >= 0")
-    v = np.asarray(scores, dtype=np.float64)
-    drives, ts = np.asarray(drive_ids), np.asarray(ts_us, dtype=np.int64)
-    if not len(v) == len(drives) == len(ts):
-        raise ConfigError(f"scores, drive_ids and ts_us differ in length: {len(v)}, {len(drives)}, {len(ts)}")
-    order = np.lexsort((np.arange(len(v)), -np.nan_to_num(v, nan=-np.inf)))
-    window = int(round(window_s * 1e6))
-    chosen: dict[object, list[int]] = {}
-    out: list[int] = []
-    for i in order:
-        if len(out) >= n:
-            break
-        taken = chosen.setdefault(drives[i], [])
-        j = bisect.bisect_left(taken, ts[i])
-        if (j < len(taken) and taken[j] - ts[i] < window) or (j > 0 and ts[i] - taken[j - 1] < window):
-            continue
-        taken.insert(j, int(ts[i]))
-        out.append(int(i))
-    return np.asarray(out, dtype=np.int64)
 
 
 def _labels_scores(is_rare: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -106,6 +106,7 @@ def svg_bars(items: Sequence[tuple[str, float, str]], *, width: int = 420, title
 CSS = """
 body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}
 h1{font-size:22px} h2{font-size:18px;margin-top:28px;border-bottom:1px solid #ddd}
+.warning{background:#fff3cd;border:1px solid #e0b000;padding:8px 12px;border-radius:4px}
 table{border-collapse:collapse;font-size:13px} td,th{padding:3px 8px;border-bottom:1px solid #eee;text-align:left}
 .num{text-align:right} .hist{display:inline-block;margin:4px 10px 4px 0;vertical-align:top}
 .scen{border:1px solid #ddd;border-radius:6px;padding:8px;margin:10px 0}
@@ -139,6 +140,8 @@ def render_report(*, info: Mapping[str, Any], samples: Mapping[str, np.ndarray],
            f"<code>{html.escape(str(info.get('encoder')))}</code> (dim {info.get('dim')}) · reference index "
            f"{html.escape(str(info.get('reference_index', {}).get('kind')))} over "
            f"{info.get('reference_index', {}).get('count')} frames</p>"]
+    for w in info.get("warnings", []):
+        out.append(f"<p class='warning'><strong>Warning:</strong> {html.escape(w)}</p>")
     dropped = counts.get("dropped_total", 0)
     out.append("<h2>Summary</h2>" + _kv_table([
         ("frames in manifest", counts.get("manifest_frames")), ("usable (scored) frames", counts.get("scored_frames")),
@@ -147,6 +150,8 @@ def render_report(*, info: Mapping[str, Any], samples: Mapping[str, np.ndarray],
         ("frames above threshold", counts.get("high_frames")), ("events", counts.get("events")),
         ("pool after de-dup", counts.get("pool")), ("scenarios", counts.get("scenarios")),
         ("candidates / budget", f"{counts.get('candidates')} / {counts.get('budget')}"),
+        ("… from events above the thresholds", counts.get("above_threshold")),
+        ("… filling the budget (best remaining frames)", counts.get("filled")),
         ("uncertainty from", ", ".join(counts.get("uncertainty_models", [])) or "manifest probs / none"),
     ]))
     if info.get("notes"):

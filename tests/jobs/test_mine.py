@@ -77,16 +77,19 @@ def test_candidates_carry_core_evidence_and_manifest_columns(run: RunResult, byo
     rows = c.to_pylist()
     assert all(Path(r["uri"]).is_absolute() and Path(r["uri"]).exists() for r in rows)
     assert all(r["reasons"] for r in rows)
-    ev = [r["event_id"] for r in rows]
+    n_event = run.counts["above_threshold"]
+    assert [r["selected_by"] for r in rows] == ["event"] * n_event + ["fill"] * (n - n_event)
+    ev = [r["event_id"] for r in rows[:n_event]]
     assert max(ev.count(e) for e in set(ev)) <= 3  # per-event cap
-    assert all(e.startswith(r["drive_id"] + "/e") for e, r in zip(ev, rows, strict=True))
+    assert all(e.startswith(r["drive_id"] + "/e") for e, r in zip(ev, rows[:n_event], strict=True))
+    assert all(r["event_id"] is None and r["scenario_id"] is None for r in rows[n_event:])
     for r in rows:  # nearest reference frames, closest first; context frames from the same drive
         assert len(r["neighbor_ids"]) == 3 and all(i.startswith("ref-") for i in r["neighbor_ids"])
         assert r["neighbor_distances"] == sorted(r["neighbor_distances"])
         assert all(Path(u).exists() for u in r["neighbor_uris"])
         assert r["context_uris"] and all(f"/{r['drive_id']}/" in u for u in r["context_uris"])
         assert r["uri"] not in r["context_uris"]
-    scores = np.array(c.column("score").to_pylist())
+    scores = np.array(c.column("score").to_pylist())[:n_event]
     assert (scores >= run.counts["threshold"] - 1e-6).all()
 
 
@@ -100,9 +103,9 @@ def test_scores_cover_every_usable_frame_and_errors_list_the_rest(run: RunResult
         v = np.array(s.column(sig).to_pylist(), dtype=float)
         assert np.isfinite(v).all() and (v >= 0).all() and (v <= 1).all()
     assert s.column("uncertainty").null_count == s.num_rows  # no logits, no probs: unavailable, not zero
-    cands = pq.read_table(run.run_dir / "candidates.parquet").column("frame_id").to_pylist()
+    c = pq.read_table(run.run_dir / "candidates.parquet", columns=["frame_id", "selected_by"]).to_pylist()
     ev = dict(zip(s.column("frame_id").to_pylist(), s.column("event_id").to_pylist(), strict=True))
-    assert all(ev[f] is not None for f in cands)
+    assert all((ev[r["frame_id"]] is not None) == (r["selected_by"] == "event") for r in c)
     fired = [f for f in s.column("triggers_fired").to_pylist() if f]
     assert fired and all(set(f) <= {"hard_brake", "hard_brake_pedestrian"} for f in fired)
     e = pq.read_table(run.run_dir / "errors.parquet").to_pylist()
@@ -125,10 +128,10 @@ def test_run_json_events_scenarios_and_report(run: RunResult) -> None:
     assert info["embeddings"]["path"].endswith("frames.parquet") and info["embeddings"]["in_manifest"]
     sc = pq.read_table(run.run_dir / "scenarios.parquet")
     assert sc.schema.equals(SCENARIOS_SCHEMA)
-    assert sum(sc.column("n_candidates").to_pylist()) == run.counts["candidates"]
+    assert sum(sc.column("n_candidates").to_pylist()) == run.counts["above_threshold"]
     assert sc.num_rows == run.counts["scenarios"] >= 1
     ev = pq.read_table(run.run_dir / "events.parquet")
-    assert sum(ev.column("n_candidates").to_pylist()) == run.counts["candidates"]
+    assert sum(ev.column("n_candidates").to_pylist()) == run.counts["above_threshold"]
     assert ev.num_rows == run.counts["events"]
     page = (run.run_dir / "report.html").read_text()
     assert "data:image/png;base64," in page and page.count("<svg") >= 4
@@ -261,7 +264,8 @@ def test_cli_mine_similar_evaluate(byo: dict[str, Path], tmp_path: Path) -> None
 @pytest.mark.spark
 def test_a_run_where_nothing_reaches_the_threshold_still_writes_every_output(
         byo: dict[str, Path], spark: Any, tmp_path: Path) -> None:
-    res = run_mine(make_spec(byo, tmp_path / "none", aggregate={"threshold": 1000.0}), spark=spark)
+    res = run_mine(make_spec(byo, tmp_path / "none", aggregate={"threshold": 1000.0},
+                             selection={"fill": False}), spark=spark)
     assert res.counts["candidates"] == 0 and res.counts["events"] == 0
     for name in ("candidates.parquet", "scores.parquet", "events.parquet", "scenarios.parquet", "errors.parquet",
                  "run.json", "report.html"):
@@ -270,7 +274,27 @@ def test_a_run_where_nothing_reaches_the_threshold_still_writes_every_output(
     assert c.num_rows == 0 and c.column_names[:2] == ["frame_id", "rank"]
     assert pq.read_table(res.run_dir / "scores.parquet").num_rows == 358
     assert "no frame reached the threshold" in (res.run_dir / "report.html").read_text()
-    assert any("selected 0 of a budget of 24" in n for n in json.loads((res.run_dir / "run.json").read_text())["notes"])
+    notes = json.loads((res.run_dir / "run.json").read_text())["notes"]
+    assert any("0 of the 24 candidates are frames of events" in n and "fill is off" in n for n in notes)
+
+
+@pytest.mark.spark
+def test_the_budget_is_filled_with_the_best_remaining_frames_one_per_drive_per_second(
+        byo: dict[str, Path], spark: Any, tmp_path: Path) -> None:
+    from mining.select.nms import temporal_nms
+
+    res = run_mine(make_spec(byo, tmp_path / "fill", aggregate={"threshold": 1000.0}), spark=spark)
+    assert res.counts["events"] == 0 and res.counts["above_threshold"] == 0
+    assert res.counts["candidates"] == res.counts["filled"] == 24
+    c = pq.read_table(res.run_dir / "candidates.parquet")
+    assert set(c.column("selected_by").to_pylist()) == {"fill"} and c.column("event_id").null_count == 24
+    s = pq.read_table(res.run_dir / "scores.parquet", columns=["frame_id", "score"]).to_pandas()
+    man = pq.read_table(byo["frames"], columns=["frame_id", "drive_id", "timestamp"]).to_pandas()
+    s = s.merge(man, on="frame_id")
+    ts = s["timestamp"].astype("datetime64[us, UTC]").astype("int64").to_numpy()
+    want = s["frame_id"].to_numpy()[temporal_nms(s["score"].to_numpy(), s["drive_id"].to_numpy(), ts, n=24)]
+    assert c.column("frame_id").to_pylist() == want.tolist()  # the best frames by fused score, rank order
+    assert any("24 more fill the budget" in n for n in json.loads((res.run_dir / "run.json").read_text())["notes"])
 
 
 @pytest.mark.spark

@@ -3,11 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from jobs.errors import ConfigError, SchemaError
-from mining.evaluate import auroc, average_precision, evaluate, evaluate_selection, format_table, temporal_nms
+from jobs.errors import SchemaError
+from mining.evaluate import auroc, average_precision, evaluate, evaluate_selection, format_table
 
 
 def gt() -> pd.DataFrame:
@@ -41,36 +39,6 @@ def test_baselines_use_the_same_number_of_frames() -> None:
     # the plain baseline skips a1 (0.2 s after a0 in drive A) and takes b0: two events, not one
     assert rows[1].events_found == 2 and rows[1].frame_precision == 1.0
     assert "| edgemine | 2 | 0.667 | 1.000 | 2/3 | 2/2 |" in format_table(rows)
-
-
-def test_temporal_nms_keeps_one_frame_per_drive_per_window() -> None:
-    score = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, np.nan])
-    drive = np.array(["A", "A", "A", "B", "A", "B", "B"])
-    ts = np.array([0, 500_000, 1_000_000, 0, -999_999, 2_000_000, 5_000_000])
-    assert temporal_nms(score, drive, ts, n=10).tolist() == [0, 2, 3, 5, 6]  # 1 and 4 are within 1 s of 0
-    assert temporal_nms(score, drive, ts, n=2).tolist() == [0, 2]
-    assert temporal_nms(score, drive, ts, n=10, window_s=0).tolist() == [0, 1, 2, 3, 4, 5, 6]
-    assert temporal_nms(score, drive, ts, n=10, window_s=3).tolist() == [0, 3, 6]
-    with pytest.raises(ConfigError, match="window_s=-1"):
-        temporal_nms(score, drive, ts, n=1, window_s=-1)
-
-
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 40), st.floats(0, 1)), min_size=1, max_size=40),
-       st.integers(0, 50))
-def test_temporal_nms_properties(rows: list[tuple[int, int, float]], n: int) -> None:
-    drive = np.array([r[0] for r in rows])
-    ts = np.array([r[1] * 250_000 for r in rows])  # a 0.25 s grid
-    score = np.array([r[2] for r in rows])
-    picked = temporal_nms(score, drive, ts, n=n)
-    assert len(picked) <= n and len(set(picked.tolist())) == len(picked)
-    for i in picked:  # no two picks of one drive within 1 s
-        same = picked[(drive[picked] == drive[i]) & (picked != i)]
-        assert np.all(np.abs(ts[same] - ts[i]) >= 1_000_000)
-    if len(picked) < n:  # it stopped early only because every other frame is suppressed
-        for j in set(range(len(rows))) - set(picked.tolist()):
-            same = picked[drive[picked] == drive[j]]
-            assert np.any(np.abs(ts[same] - ts[j]) < 1_000_000)
 
 
 def test_auroc_and_average_precision_match_scikit_learn() -> None:

@@ -1,0 +1,111 @@
+"""Does the reference cover the fleet? Guardrails from the frames' novelty percentiles, streamed by batch.
+
+Novelty is calibrated on the reference's own leave-one-out kNN distances, so on a fleet that looks like the
+reference about 1% of frames sit above its p99. Far more than that means the reference lacks something the
+fleet has, and "novel" then means "unlike the reference", not "rare". Two checks, each one line naming
+what it found:
+
+- the whole fleet: more than `max_share` (20%) of frames above novelty p99;
+- a metadata value (e.g. `time_of_day=night`): at least `min_frames` frames, and more than `value_share`
+  (50%, fifty times the 1% expected) of them above p99.
+
+`CoverageCheck.add(novelty_percentiles, columns)` per batch; `warnings()` at the end. Only low-cardinality
+string columns are tracked (at most `max_values` distinct values; wider columns are dropped on the fly).
+Pure numpy/pyarrow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from jobs.errors import ConfigError
+
+NOT_METADATA = frozenset({"frame_id", "drive_id", "uri", "timestamp", "embedding", "probs"})
+
+
+def metadata_columns(schema: pa.Schema) -> list[str]:
+    """The manifest's string (or dictionary-of-string) columns that may name a condition."""
+    out = []
+    for f in schema:
+        t = f.type.value_type if pa.types.is_dictionary(f.type) else f.type
+        if f.name not in NOT_METADATA and (pa.types.is_string(t) or pa.types.is_large_string(t)):
+            out.append(f.name)
+    return out
+
+
+@dataclass
+class CoverageCheck:
+    percentile: float = 0.99
+    max_share: float = 0.20
+    value_share: float = 0.50
+    min_frames: int = 50
+    max_values: int = 50
+    frames: int = 0
+    novel: int = 0
+    by_value: dict[str, dict[str, list[int]]] = field(default_factory=dict)  # column -> value -> [frames, novel]
+    wide: set[str] = field(default_factory=set)  # columns dropped for having too many values
+
+    def __post_init__(self) -> None:
+        for name in ("percentile", "max_share", "value_share"):
+            v = getattr(self, name)
+            if not 0.0 < v < 1.0:
+                raise ConfigError(f"coverage {name}={v} must be between 0 and 1")
+        if self.min_frames < 1:
+            raise ConfigError(f"coverage min_frames={self.min_frames} must be >= 1")
+
+    def add(self, novelty: np.ndarray, columns: Mapping[str, pa.Array | pa.ChunkedArray]) -> None:
+        """One batch: novelty percentiles (NaN where unknown, not counted) and its metadata columns, by row."""
+        pct = np.asarray(novelty, dtype=np.float64)
+        ok = ~np.isnan(pct)
+        hit = ok & (pct >= self.percentile)
+        self.frames += int(ok.sum())
+        self.novel += int(hit.sum())
+        for name, col in columns.items():
+            if name in self.wide:
+                continue
+            if len(col) != len(pct):
+                raise ConfigError(f"coverage: column {name!r} has {len(col)} rows for {len(pct)} percentiles")
+            codes = pc.dictionary_encode(col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col)
+            values = codes.dictionary.to_pylist()
+            idx = np.asarray(pc.fill_null(codes.indices, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
+            seen = self.by_value.setdefault(name, {})
+            n = np.bincount(idx[ok & (idx >= 0)], minlength=len(values))
+            h = np.bincount(idx[hit & (idx >= 0)], minlength=len(values))
+            for v, a, b in zip(values, n.tolist(), h.tolist(), strict=True):
+                if a:
+                    c = seen.setdefault(str(v), [0, 0])
+                    c[0] += a
+                    c[1] += b
+            if len(seen) > self.max_values:
+                self.wide.add(name)
+                del self.by_value[name]
+
+    def warnings(self) -> list[str]:
+        """One line per finding, the whole fleet first, then values by their novel share (highest first)."""
+        out: list[str] = []
+        p = f"p{100 * self.percentile:g}"
+        expected = 1.0 - self.percentile
+        if self.frames and self.novel / self.frames > self.max_share:
+            out.append(f"the reference does not cover this fleet: {self.novel / self.frames:.0%} of its "
+                       f"{self.frames:,} frames are above the reference's novelty {p} (expected {expected:.0%}); "
+                       "novelty then means 'unlike the reference', not 'rare' — add such drives to the reference")
+        found = []
+        for col, vals in self.by_value.items():
+            if len(vals) < 2:  # one value everywhere names no condition
+                continue
+            for v, (n, h) in vals.items():
+                if n >= self.min_frames and h / n > self.value_share:
+                    found.append((h / n, col, v, n))
+        for share, col, v, n in sorted(found, key=lambda t: (-t[0], t[1], t[2])):
+            out.append(f"the reference does not cover {col}={v}: {share:.0%} of its {n:,} frames are above the "
+                       f"reference's novelty {p} (expected {expected:.0%}); add {col}={v} drives to the reference")
+        return out
+
+    def to_dict(self) -> dict[str, object]:
+        return {"frames": self.frames, "above_percentile": self.novel, "percentile": self.percentile,
+                "share": round(self.novel / self.frames, 4) if self.frames else None}
