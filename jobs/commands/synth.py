@@ -16,17 +16,51 @@ def synth(
     seed: int = typer.Option(0, "--seed", help="Random seed; output is a pure function of the arguments."),
     reference: bool = typer.Option(False, "--reference", help="Known drives: no rare events (training data)."),
     workers: int = typer.Option(0, "--workers", help="Processes (0: one per core)."),
+    condition: list[str] = typer.Option(
+        [], "--condition",
+        help="Allowed drive conditions, FIELD=VALUE[,VALUE...] or FIELD=VALUE:WEIGHT[,...], e.g. "
+             "time_of_day=day,dusk or time_of_day=day:1,night:1 (repeat for several fields)."),
+    recurrence: tuple[int, int] = typer.Option(
+        (1, 1), "--recurrence", help="LO HI: each rare category appears in LO..HI events in different drives."),
+    event_seconds: tuple[float, float] = typer.Option(
+        (1.0, 5.0), "--event-seconds", help="SHORTEST LONGEST rare-event length in seconds."),
 ) -> None:
     """Write synthetic drive logs: PNG frames, manifest.parquet and ground_truth.parquet."""
     from jobs.synth import generate
 
     s = generate(out, drives=drives, frames_per_drive=frames_per_drive, rare_rate=rare_rate, size=size,
-                 seed=seed, reference=reference, workers=workers or None)
+                 seed=seed, reference=reference, workers=workers or None,
+                 conditions=parse_conditions(condition) or None, recurrence=recurrence,
+                 event_seconds=event_seconds)
     cats = ", ".join(f"{k}={v}" for k, v in s.categories.items() if k != "normal") or "none"
     typer.echo(
         f"wrote {s.frames} frames in {s.drives} drives to {s.out} in {s.seconds:.1f}s; "
         f"rare frames {s.rare_frames} ({s.rare_rate:.2%}) in {s.events} events [{cats}]"
     )
+
+
+def parse_conditions(specs: list[str]) -> dict[str, list[str] | dict[str, float]]:
+    """`--condition` strings to `generate(conditions=...)`: values, or value -> weight when weights are given."""
+    from jobs.errors import ConfigError
+
+    out: dict[str, list[str] | dict[str, float]] = {}
+    for spec in specs:
+        key, sep, rest = spec.partition("=")
+        items = [v.strip() for v in rest.split(",") if v.strip()]
+        if not sep or not key.strip():
+            raise ConfigError(f"--condition {spec!r} must be FIELD=VALUE[,VALUE...] or FIELD=VALUE:WEIGHT[,...]")
+        if any(":" in v for v in items):
+            weights: dict[str, float] = {}
+            for v in items:
+                name, _, w = v.partition(":")
+                try:
+                    weights[name.strip()] = float(w)
+                except ValueError:
+                    raise ConfigError(f"--condition {spec!r}: weight {w!r} of {name!r} is not a number") from None
+            out[key.strip()] = weights
+        else:
+            out[key.strip()] = items
+    return out
 
 
 def synth_sheet(

@@ -183,10 +183,10 @@ def generate(
     if reference:
         rare_rate = 0.0
     t0 = time.perf_counter()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     events = plan_events(drives, frames_per_drive, rare_rate, rng=np.random.default_rng([seed, 7_777]),
                          event_seconds=event_seconds, recurrence=(lo_rec, hi_rec))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     prefix = "ref" if reference else "drv"
     by_drive: dict[int, list[Event]] = {}
     for e in events:

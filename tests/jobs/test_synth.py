@@ -334,3 +334,30 @@ def test_event_seconds_bound_event_lengths_and_keep_the_rare_frame_target(
         assert total == target
     else:
         assert target <= total < target + lo and (total == 0) == (target == 0)
+
+
+def test_the_synth_command_passes_the_knobs(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    args = ["synth", "--out", str(tmp_path), "--drives", "4", "--frames-per-drive", "40", "--rare-rate", "0.1",
+            "--size", "32", "--workers", "1", "--recurrence", "2", "3", "--event-seconds", "0.3", "1",
+            "--condition", "time_of_day=day,dusk", "--condition", "weather=clear:1,fog:3"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    params = json.loads((tmp_path / "synth.json").read_text())["params"]
+    assert params["recurrence"] == [2, 3] and params["event_seconds"] == [0.3, 1.0]
+    assert params["conditions"]["time_of_day"]["night"] == 0.0
+    assert params["conditions"]["weather"] == {"clear": 0.25, "rain": 0.0, "fog": 0.75}
+
+
+def test_condition_strings_parse_to_values_or_weights() -> None:
+    from jobs.commands.synth import parse_conditions
+
+    assert parse_conditions(["weather=clear, fog", "time_of_day=day:2,night:1"]) == {
+        "weather": ["clear", "fog"], "time_of_day": {"day": 2.0, "night": 1.0}}
+    with pytest.raises(ConfigError, match="'weather'"):
+        parse_conditions(["weather"])
+    with pytest.raises(ConfigError, match="weight 'x' of 'day'"):
+        parse_conditions(["time_of_day=day:x"])
