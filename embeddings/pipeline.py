@@ -288,7 +288,7 @@ class EmbedWorker:
                 f"{spec!r} resolves to different weights on this node"
             )
         self.pool = ThreadPoolExecutor(max(1, decode_threads)) if decode_threads > 1 else None
-        self.min_side = min_side
+        self.min_side = max(min_side, self.encoder.min_side)  # an encoder may refuse smaller frames
 
     def _embed_isolating(self, images: np.ndarray, errors: dict[int, tuple[str, str]], ok: np.ndarray,
                          ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -541,7 +541,8 @@ def embed_manifest(
 ) -> EmbedResult:
     """Embed every frame of `manifest` into Parquet shards under `out` (resumable; see the module docstring).
 
-    encoder: spec string (`builtin`, `builtin:FIT.npz`, `torchscript:PATH`, `torchvision:NAME:PATH`).
+    encoder: spec string (`builtin`, `builtin:FIT.npz`, `torchscript:PATH`, `torchvision:NAME:PATH`,
+      `efficientnet_lite0[:SIZE]`).
     input_size: frames are resized to this square size (default: the encoder's own).
     batch_size: frames per forward pass. actors: inference actors (default: one per GPU on CUDA, else
       cores + 1 single-threaded ones; see `plan_actors`). threads_per_actor: torch (and decode) threads per
@@ -579,8 +580,8 @@ def embed_manifest(
             layout = plan_actors(dev, cpus=cpus, actors=actors, threads_per_actor=threads_per_actor, decode=decode,
                                  work_blocks=blocks)
             written = _run_ray(plan, store, pending, spec=encoder, probe_id=probe.encoder_id, dim=probe.dim,
-                               input_size=probe.input_size, dev=dev, layout=layout, batch_size=batch_size,
-                               decode=decode, progress=progress)
+                               input_size=probe.input_size, min_side=probe.min_side, dev=dev, layout=layout,
+                               batch_size=batch_size, decode=decode, progress=progress)
     embedded, by_stage = store.finalize(len(ranges))
     return _result(store, plan, config, embedded, by_stage, len(ranges), written, t0, dev.device,
                    new_rows=sum(e - s for _, s, e in pending))
@@ -627,8 +628,8 @@ def plan_actors(dev: DevicePlan, *, cpus: int, actors: int | None = None, thread
 
 
 def _run_ray(plan: ManifestPlan, store: ShardStore, pending: list[tuple[int, int, int]], *, spec: str, probe_id: str,
-             dim: int, input_size: int, dev: DevicePlan, layout: ActorLayout, batch_size: int, decode: str,
-             progress: bool) -> int:
+             dim: int, input_size: int, min_side: int = MIN_SIDE, dev: DevicePlan, layout: ActorLayout,
+             batch_size: int, decode: str, progress: bool) -> int:
     import ray
     from ray.data import ActorPoolStrategy
 
@@ -641,7 +642,7 @@ def _run_ray(plan: ManifestPlan, store: ShardStore, pending: list[tuple[int, int
                          decode_threads=layout.threads if decode == "actor" else 1)
     if decode == "tasks":
         ds = ds.map_batches(decode_stage, batch_size=batch_size, batch_format="pyarrow",
-                            fn_kwargs={"size": input_size}, num_cpus=1)
+                            fn_kwargs={"size": input_size, "min_side": min_side}, num_cpus=1)
     ds = ds.map_batches(EmbedWorker, batch_size=batch_size, batch_format="pyarrow", zero_copy_batch=True,
                         compute=ActorPoolStrategy(size=layout.actors), fn_constructor_kwargs=worker_kwargs,
                         num_cpus=layout.actor_cpus, num_gpus=layout.num_gpus or None)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from embeddings.decode import MIN_SIDE
 from jobs.errors import ConfigError, InputNotFoundError
 
 
@@ -59,11 +60,17 @@ class Encoder:
         device: str = "cpu",
         autocast: bool = False,
         class_names: Sequence[str] | None = None,
+        min_side: int = MIN_SIDE,
     ) -> None:
         if input_size < 16:
             raise ConfigError(f"input_size={input_size} must be >= 16 pixels")
+        if min_side < MIN_SIDE:
+            raise ConfigError(f"{encoder_id}: min_side={min_side} must be >= {MIN_SIDE} pixels")
         self.encoder_id = encoder_id
         self.input_size = int(input_size)
+        # The smallest source frame (shorter side, px) this encoder accepts; decoding turns a smaller frame into
+        # an error row instead of upscaling it (embeddings.decode, the pipeline's workers).
+        self.min_side = int(min_side)
         self.device = torch.device(device)
         self.autocast = autocast and self.device.type == "cuda"
         self.module = module.to(self.device).eval()
