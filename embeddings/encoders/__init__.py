@@ -1,4 +1,5 @@
-"""Encoders, chosen by a spec string: `builtin`, `builtin:FIT.npz`, `torchscript:PATH`, `torchvision:NAME:PATH`.
+"""Encoders, chosen by a spec string: `builtin`, `builtin:FIT.npz`, `torchscript:PATH`, `torchvision:NAME:PATH`,
+`efficientnet_lite0[:SIZE]` (ImageNet EfficientNet-Lite0, weights from an installed package).
 
 Adding an encoder kind is adding one module with a `load(arg, *, input_size, device, autocast)` function
 and one line in `ENCODER_KINDS`. Modules load lazily, so importing this package does not import torch.
@@ -21,6 +22,7 @@ ENCODER_KINDS: dict[str, str] = {
     "builtin": "embeddings.encoders.builtin",
     "torchscript": "embeddings.encoders.torchscript",
     "torchvision": "embeddings.encoders.torchvision_encoder",
+    "efficientnet_lite0": "embeddings.encoders.efficientnet",
 }
 
 
@@ -32,7 +34,7 @@ def parse_spec(spec: str) -> tuple[str, str]:
     if kind not in ENCODER_KINDS:
         raise ConfigError(
             f"encoder={spec!r}: unknown kind {kind!r}; valid kinds are {sorted(ENCODER_KINDS)} "
-            "(e.g. builtin, torchscript:model.pt, torchvision:resnet18:weights.pth)"
+            "(e.g. builtin, torchscript:model.pt, torchvision:resnet18:weights.pth, efficientnet_lite0:128)"
         )
     return kind, arg
 

@@ -44,7 +44,8 @@ def test_embed_errors_are_one_line(synth_logs: Path, tmp_path: Path) -> None:
     out = subprocess.run([*EDGEMINE, "embed", "--frames", str(synth_logs / "manifest.parquet"), "--encoder",
                           "onnx:m.onnx", "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert out.returncode == 1 and out.stderr.count("\n") == 1
-    assert "unknown kind 'onnx'; valid kinds are ['builtin', 'torchscript', 'torchvision']" in out.stderr
+    assert ("unknown kind 'onnx'; valid kinds are ['builtin', 'efficientnet_lite0', 'torchscript', 'torchvision']"
+            in out.stderr)
     out = subprocess.run([*EDGEMINE, "embed", "--frames", str(tmp_path / "none.parquet"), "--out",
                           str(tmp_path / "o")], capture_output=True, text=True)
     assert out.returncode == 1 and "does not exist" in out.stderr and "Traceback" not in out.stderr

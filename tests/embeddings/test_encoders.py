@@ -46,13 +46,13 @@ def _script(module: nn.Module, path: Path, meta: dict | None = None) -> str:
 
 # ---------------------------------------------------------------- registry
 def test_unknown_kind_lists_the_valid_ones() -> None:
-    with pytest.raises(ConfigError, match=r"unknown kind 'onnx'; valid kinds are \['builtin', 'torchscript', "
-                                          r"'torchvision'\]"):
+    with pytest.raises(ConfigError, match=r"unknown kind 'onnx'; valid kinds are \['builtin', 'efficientnet_lite0', "
+                                          r"'torchscript', 'torchvision'\]"):
         load_encoder("onnx:model.onnx")
     with pytest.raises(ConfigError, match="is empty"):
         parse_spec("  ")
     assert parse_spec("torchvision:resnet18:/w/r.pth") == ("torchvision", "resnet18:/w/r.pth")
-    assert set(ENCODER_KINDS) == {"builtin", "torchscript", "torchvision"}
+    assert set(ENCODER_KINDS) == {"builtin", "efficientnet_lite0", "torchscript", "torchvision"}
 
 
 def test_importing_the_registry_does_not_import_torch() -> None:
