@@ -607,12 +607,13 @@ def reference_index(st: RunState, frames_src: EmbeddingSource) -> tuple[Referenc
     if kind == "manifest":
         ref_src = embed(ref_path, encoder=spec.encoder, out=folder / "embeddings", spec=spec, log=st.log)
         uris = pa.concat_tables(iter_manifest(ref_path, columns=["frame_id", "drive_id", "timestamp", "uri"]))
-        uris = uris.select(["frame_id", "uri"])
+        uris = uris.select(["frame_id", "uri", "drive_id"])
     else:
         ref_src = source_from_table(ref_path, in_manifest=False, what=f"reference {ref_path}")
         d = open_dataset(ref_path, what="reference")
-        if "uri" in d.schema.names:
-            uris = d.to_table(columns=["frame_id", "uri"])
+        keep_cols = [c for c in ("uri", "drive_id") if c in d.schema.names]
+        if keep_cols:
+            uris = d.to_table(columns=["frame_id", *keep_cols])
     if ref_src.dim != frames_src.dim or ref_src.encoder != frames_src.encoder:
         raise IncompatibleArtifactError(
             f"reference embeddings ({ref_src.encoder!r}, dim {ref_src.dim}) and frames' embeddings "
@@ -630,9 +631,9 @@ def reference_index(st: RunState, frames_src: EmbeddingSource) -> tuple[Referenc
             ids = b.select(["frame_id"]).filter(keep)
             if uri_ids is not None and uris is not None:
                 pos = _positions(ids.column("frame_id"), uri_ids)
-                u = uris.column("uri").take(pa.array(np.maximum(pos, 0)))
-                u = pc.if_else(pa.array(pos >= 0), u, pa.scalar(None, pa.string()))
-                ids = ids.append_column("uri", u)
+                for c in uris.column_names[1:]:  # uri (evidence) and drive_id (calibration), where known
+                    u = uris.column(c).take(pa.array(np.maximum(pos, 0)))
+                    ids = ids.append_column(c, pc.if_else(pa.array(pos >= 0), u, pa.scalar(None, u.type)))
             yield ids, m.values[m.usable]
 
     idx: ReferenceIndex
@@ -813,10 +814,35 @@ def calibrations(st: RunState, signals: dict[str, tuple[float, Signal]], ref_ind
                                   f"frames for calibration; the reference has {ref_index.count}")
             rows = np.sort(np.random.default_rng(st.spec.seed).choice(ref_index.count, n, replace=False))
             vecs = ref_index.reconstruct(rows.tolist())
-            d, _ = ref_index.self_search(rows, vecs, sig.neighbours)
+            d = reference_calibration_knn(st, ref_index, rows, vecs, sig.neighbours)
             out[name] = sig.compute(SignalInputs(n=n, reference_distances=d)).raw
             st.counts.setdefault("calibration", {})[name] = {"reference_frames": int(n)}
     return out
+
+
+def reference_calibration_knn(st: RunState, ref_index: ReferenceIndex, rows: np.ndarray, vecs: np.ndarray,
+                               k: int) -> np.ndarray:
+    """kNN distances of sampled reference frames to the rest of the reference, as a fleet frame sees it.
+
+    A fleet frame's nearest reference frames are always of other drives, so a reference frame is measured
+    against other drives too: its own drive's frames (a tenth of a second apart, near-duplicates) would make
+    the reference look far tighter than it is to a new drive, and put most of an ordinary fleet above p99.
+    Where the reference carries no drive_id (an embeddings table without one, an index saved before this
+    was kept, a sharded index) it falls back to leave-one-out, and the run says so."""
+    names = ref_index.ids.column_names
+    drives = ref_index.ids.column("drive_id") if "drive_id" in names else None
+    if drives is None or drives.null_count or isinstance(ref_index, ShardedIndex):
+        st.notes.append("novelty is calibrated leave-one-out (the reference index has no drive_id per frame): "
+                        "a reference frame's own drive counts among its neighbours, so percentiles run high")
+        d, _ = ref_index.self_search(rows, vecs, k)
+        return d
+    codes = np.asarray(drives.combine_chunks().dictionary_encode().indices.to_numpy(zero_copy_only=False),
+                       dtype=np.int64)
+    if len(np.unique(codes)) < 2:
+        raise ConfigError(f"the reference has one drive ({drives[0].as_py()!r}); novelty is calibrated against "
+                          "other drives of the reference, so it needs at least two")
+    d, _ = ref_index.search_other_groups(vecs, k, query_groups=codes[rows], row_groups=codes)
+    return d
 
 
 def fuse_scores(st: RunState, signals: dict[str, tuple[float, Signal]], weights: dict[str, float], raw_path: Path,

@@ -45,6 +45,7 @@ class CoverageCheck:
     value_share: float = 0.50
     min_frames: int = 50
     max_values: int = 50
+    max_warnings: int = 5  # value lines; the rest are named in one more line
     frames: int = 0
     novel: int = 0
     by_value: dict[str, dict[str, list[int]]] = field(default_factory=dict)  # column -> value -> [frames, novel]
@@ -101,9 +102,13 @@ class CoverageCheck:
             for v, (n, h) in vals.items():
                 if n >= self.min_frames and h / n > self.value_share:
                     found.append((h / n, col, v, n))
-        for share, col, v, n in sorted(found, key=lambda t: (-t[0], t[1], t[2])):
+        found.sort(key=lambda t: (-t[0], t[1], t[2]))
+        for share, col, v, n in found[: self.max_warnings]:
             out.append(f"the reference does not cover {col}={v}: {share:.0%} of its {n:,} frames are above the "
                        f"reference's novelty {p} (expected {expected:.0%}); add {col}={v} drives to the reference")
+        if len(found) > self.max_warnings:
+            out.append(f"{len(found) - self.max_warnings} more metadata values are mostly novel: "
+                       + ", ".join(f"{c}={v}" for _, c, v, _ in found[self.max_warnings:][:20]))
         return out
 
     def to_dict(self) -> dict[str, object]:

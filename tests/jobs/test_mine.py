@@ -51,7 +51,7 @@ def make_spec(byo: dict[str, Path], out: Path, **kw: Any) -> MineSpec:
                             "budget": 24, "signals": {"novelty": {"weight": 1.0}, "rarity": {"weight": 1.0},
                                                       "uncertainty": {"weight": 1.0},
                                                       "trigger": {"weight": 1.0, "rules": RULES}},
-                            "aggregate": {"threshold": 1.0, "peak_threshold": 1.3, "min_frames": 2},
+                            "aggregate": {"threshold": 0.5, "peak_threshold": 0.7, "min_frames": 2},
                             "selection": {"per_event_cap": 3},
                             "evidence": {"neighbors": 3}}
     data.update(kw)
@@ -78,6 +78,7 @@ def test_candidates_carry_core_evidence_and_manifest_columns(run: RunResult, byo
     assert all(Path(r["uri"]).is_absolute() and Path(r["uri"]).exists() for r in rows)
     assert all(r["reasons"] for r in rows)
     n_event = run.counts["above_threshold"]
+    assert n_event > 0
     assert [r["selected_by"] for r in rows] == ["event"] * n_event + ["fill"] * (n - n_event)
     ev = [r["event_id"] for r in rows[:n_event]]
     assert max(ev.count(e) for e in set(ev)) <= 3  # per-event cap
@@ -306,3 +307,26 @@ def test_the_review_service_imports_the_run(run: RunResult, tmp_path: Path) -> N
                         f"sqlite:///{tmp_path / 'review.db'}"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert f"{run.counts['candidates']} items ({run.counts['candidates']} new)" in r.stdout
+
+
+@pytest.mark.spark
+def test_a_fleet_with_night_drives_against_a_day_only_reference_is_warned_about(
+        spark: Any, tmp_path: Path) -> None:
+    from jobs.synth import generate
+
+    generate(tmp_path / "fleet", drives=6, frames_per_drive=60, rare_rate=0.0, size=48, seed=3, workers=1,
+             conditions={"time_of_day": {"day": 1, "night": 1}})
+    generate(tmp_path / "ref", drives=4, frames_per_drive=60, size=48, seed=4, reference=True, workers=1,
+             conditions={"time_of_day": ["day"]})
+    tod = pq.read_table(tmp_path / "fleet" / "manifest.parquet", columns=["time_of_day"]).column(0).to_pylist()
+    assert {"day", "night"} <= set(tod)
+    byo = {"frames": with_embeddings(tmp_path / "fleet", tmp_path / "frames.parquet"),
+           "reference": with_embeddings(tmp_path / "ref", tmp_path / "reference.parquet")}
+    res = run_mine(make_spec(byo, tmp_path / "run", budget=10), spark=spark)
+    warnings = json.loads((res.run_dir / "run.json").read_text())["warnings"]
+    night = [w for w in warnings if "time_of_day=night" in w]
+    assert len(night) == 1 and night[0].startswith("the reference does not cover time_of_day=night: ")
+    assert f"of its {tod.count('night')} frames are above the reference's novelty p99" in night[0]
+    assert not any("time_of_day=day" in w for w in warnings)
+    page = (res.run_dir / "report.html").read_text()
+    assert page.index("time_of_day=night") < page.index("<h2>Summary</h2>")  # at the top of the report
