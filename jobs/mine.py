@@ -338,7 +338,8 @@ def run_mine(spec: MineSpec, *, spark: Any = None, log: Log = _quiet) -> RunResu
                 own_spark = True
             agg = spec.aggregate
             params = AggregateParams(threshold=threshold, max_gap_s=agg.max_gap_s, dedup_s=agg.dedup_s,
-                                     peak_threshold=peak, min_frames=agg.min_frames)
+                                     peak_threshold=peak, min_frames=agg.min_frames,
+                                     short_peak=short_event_peak(spec))
             agg_paths = run_events(spark, scores_path=fused_path, manifest_path=_abs(spec.frames),
                                    out_dir=work / "agg", params=params)
             frames_t = _read_as(agg_paths["event_frames"], EVENT_FRAMES_SCHEMA)
@@ -500,6 +501,14 @@ def thresholds(spec: MineSpec, scores: np.ndarray) -> tuple[float, float]:
 
     threshold = pick(agg.threshold, FISHER_THRESHOLD, agg.pool_fraction)
     return threshold, max(threshold, pick(agg.peak_threshold, FISHER_PEAK_THRESHOLD, agg.peak_fraction))
+
+
+def short_event_peak(spec: MineSpec) -> float | None:
+    """The peak at which an event shorter than min_frames is kept: the spec's, else 3.0 for fisher (p 0.001)."""
+    from jobs.spec import FISHER_SHORT_PEAK
+
+    given = spec.aggregate.short_event_peak
+    return float(given) if given is not None else (FISHER_SHORT_PEAK if spec.fusion.mode == "fisher" else None)
 
 
 def _read_as(path: Path, schema: pa.Schema) -> pa.Table:

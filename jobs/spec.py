@@ -78,7 +78,7 @@ class FusionSpec(_Section):
     reason_percentile: float = Field(0.95, ge=0.0, le=1.0, description="signals at/above this become reasons")
 
 
-FISHER_THRESHOLD, FISHER_PEAK_THRESHOLD = 1.5, 2.0
+FISHER_THRESHOLD, FISHER_PEAK_THRESHOLD, FISHER_SHORT_PEAK = 1.5, 2.0, 3.0
 
 
 class AggregateSpec(_Section):
@@ -94,6 +94,8 @@ class AggregateSpec(_Section):
     peak_fraction: float = Field(0.005, gt=0.0, le=1.0, description="non-fisher default: top fraction")
     min_frames: int = Field(3, ge=1, description="an event needs at least this many frames >= threshold "
                             "(3 = 0.3 s at 10 Hz: shorter runs are mostly noise)")
+    short_event_peak: float | None = Field(None, ge=0.0, description="an event shorter than min_frames is kept "
+                                           "when it peaks at or above this (fisher default 3.0: p 0.001)")
     max_gap_s: float = Field(1.0, ge=0.0, description="frames >= threshold this close in time join one event")
     dedup_s: float = Field(0.5, ge=0.0, description="keep the best frame per this many seconds of an event")
 

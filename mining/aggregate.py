@@ -7,7 +7,9 @@ fleet-sized inputs, and tests check that both give the same tables on small data
   frames being at most `max_gap_s` apart. Its id is "<drive_id>/e<NNNN>", numbered from 1 in time order.
   Hysteresis: an event is kept only if it peaks at or above `peak_threshold` and has at least
   `min_frames` frames, so a run is seeded by a strong frame and extended by weaker ones, and one-frame
-  blips can be ignored. (Ids are numbered before this filter, so kept ids may skip numbers.)
+  blips can be ignored — unless it peaks at or above `short_peak`: a rare thing seen for a moment (a
+  glimpse of debris) can be one frame long, and a frame that far in the tail is no blip. (Ids are
+  numbered before this filter, so kept ids may skip numbers.)
 - *Temporal de-duplication*: an event's time is cut into `dedup_s` buckets from its first frame; in each
   bucket only the highest-scoring frame is kept (ties: smallest frame_id).
 - *Scenarios* are clusters of the kept frames (see `mining.scenarios`); their statistics are computed here.
@@ -48,6 +50,7 @@ class AggregateParams:
     dedup_s: float = 0.5  # keep one frame per this many seconds of an event (0: keep all)
     peak_threshold: float | None = None  # an event must peak at or above this (None: threshold)
     min_frames: int = 1  # an event needs at least this many high frames
+    short_peak: float | None = None  # ... unless it peaks at or above this (None: always)
 
     def __post_init__(self) -> None:
         if not np.isfinite(self.threshold):
@@ -58,6 +61,8 @@ class AggregateParams:
             raise ConfigError(f"aggregate.dedup_s={self.dedup_s} must be >= 0")
         if self.peak_threshold is not None and not np.isfinite(self.peak_threshold):
             raise ConfigError(f"aggregate.peak_threshold={self.peak_threshold} must be a finite number")
+        if self.short_peak is not None and not np.isfinite(self.short_peak):
+            raise ConfigError(f"aggregate.short_event_peak={self.short_peak} must be a finite number")
         if self.min_frames < 1:
             raise ConfigError(f"aggregate.min_frames={self.min_frames} must be >= 1")
 
@@ -104,7 +109,11 @@ def event_frames(scored: pd.DataFrame, params: AggregateParams, *,
     idx = new.astype("int64").groupby(df["drive_id"], sort=False).cumsum()
     df["event_id"] = [f"{d}/e{i:04d}" for d, i in zip(df["drive_id"], idx, strict=True)]
     g = df.groupby("event_id", sort=False)["score"]
-    df = df[(g.transform("max").astype("float64") >= params.peak) & (g.transform("count") >= params.min_frames)]
+    top = g.transform("max").astype("float64")
+    long_enough = g.transform("count") >= params.min_frames
+    if params.short_peak is not None:
+        long_enough |= top >= params.short_peak
+    df = df[(top >= params.peak) & long_enough]
     if df.empty:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in EVENT_FRAME_COLUMNS})
     df = df.reset_index(drop=True)

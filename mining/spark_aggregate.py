@@ -54,7 +54,10 @@ def event_frames(df: Any, params: AggregateParams, *, signals: Sequence[str] = S
     high = high.withColumn("event_id", F.format_string("%s/e%04d", F.col("drive_id"), F.col("_idx").cast("int")))
     by_event = Window.partitionBy("event_id")
     high = high.withColumn("_peak", F.max("score").over(by_event)).withColumn("_n", F.count("frame_id").over(by_event))
-    high = high.filter((F.col("_peak") >= F.lit(float(params.peak))) & (F.col("_n") >= F.lit(params.min_frames)))
+    long_enough = F.col("_n") >= F.lit(params.min_frames)
+    if params.short_peak is not None:
+        long_enough = long_enough | (F.col("_peak") >= F.lit(float(params.short_peak)))
+    high = high.filter((F.col("_peak") >= F.lit(float(params.peak))) & long_enough)
     if params.dedup_us > 0:
         start = F.min("ts_us").over(by_event)
         high = high.withColumn("_bucket", F.floor((F.col("ts_us") - start) / F.lit(params.dedup_us)))

@@ -59,6 +59,11 @@ def test_hysteresis_keeps_events_seeded_by_a_strong_frame() -> None:
     assert set(ev["event_id"]) == {"A/e0001", "A/e0003"}  # numbered before filtering
     ev = ref.event_frames(df, AggregateParams(threshold=0.9, min_frames=2, dedup_s=0))
     assert set(ev["event_id"]) == {"A/e0001", "A/e0002"}
+    # a one-frame event is kept when it peaks high enough (a short glimpse of something rare)
+    ev = ref.event_frames(df, AggregateParams(threshold=0.9, min_frames=2, dedup_s=0, short_peak=0.99))
+    assert set(ev["event_id"]) == {"A/e0001", "A/e0002", "A/e0003"}
+    ev = ref.event_frames(df, AggregateParams(threshold=0.9, min_frames=3, dedup_s=0, short_peak=0.999))
+    assert set(ev["event_id"]) == {"A/e0001"}
     with pytest.raises(ConfigError, match="min_frames=0"):
         AggregateParams(threshold=0.5, min_frames=0)
 
@@ -112,7 +117,7 @@ def _same(spark_df: pd.DataFrame, pandas_df: pd.DataFrame, key: str) -> None:
 @pytest.mark.spark
 @pytest.mark.integration
 @pytest.mark.parametrize("seed, threshold, gap, dedup, peak, min_frames", [
-    (0, 0.3, 1.0, 0.5, None, 1), (1, 0.1, 0.25, 0.0, 0.6, 1), (2, 0.5, 3.0, 1.0, 0.8, 3)])
+    (0, 0.3, 1.0, 0.5, None, 1), (1, 0.1, 0.25, 0.0, 0.6, 1), (2, 0.5, 3.0, 1.0, 0.8, 3), (3, 0.5, 1.0, 0.5, 0.6, 4)])
 def test_spark_aggregation_equals_the_pandas_reference(spark: Any, tmp_path: Path, seed: int, threshold: float,
                                                        gap: float, dedup: float, peak: float | None,
                                                        min_frames: int) -> None:
@@ -122,7 +127,7 @@ def test_spark_aggregation_equals_the_pandas_reference(spark: Any, tmp_path: Pat
     pq.write_table(scores, tmp_path / "scores.parquet")
     pq.write_table(manifest, tmp_path / "manifest.parquet")
     params = AggregateParams(threshold=threshold, max_gap_s=gap, dedup_s=dedup, peak_threshold=peak,
-                             min_frames=min_frames)
+                             min_frames=min_frames, short_peak=0.9 if min_frames > 3 else None)
     paths = run_events(spark, scores_path=tmp_path / "scores.parquet", manifest_path=tmp_path / "manifest.parquet",
                        out_dir=tmp_path / "agg", params=params)
     spark_frames = pq.read_table(paths["event_frames"]).to_pandas()
