@@ -14,7 +14,7 @@ def batches(n_day: int, n_night: int, night_novel: float, *, seed: int = 0) -> l
     tod = np.array(["day"] * n_day + ["night"] * n_night, dtype=object)
     rng.shuffle(tod)
     share = np.where(tod == "night", night_novel, 0.01)
-    pct = np.where(rng.random(len(tod)) < share, 0.995, rng.random(len(tod)) * 0.98)
+    pct = np.where(rng.random(len(tod)) < share, 0.95, rng.random(len(tod)) * 0.89)
     weather = np.array(["clear", "rain"], dtype=object)[rng.integers(0, 2, len(tod))]
     half = len(tod) // 2
     return [(pct[s], {"time_of_day": pa.array(tod[s], pa.string()), "weather": pa.array(weather[s], pa.string())})
@@ -27,21 +27,21 @@ def test_a_value_whose_frames_are_almost_all_novel_is_named() -> None:
         check.add(pct, cols)
     w = check.warnings()
     assert len(w) == 1 and w[0].startswith("the reference does not cover time_of_day=night: 9")
-    assert "of its 600 frames are above the reference's novelty p99 (expected 1%)" in w[0]
+    assert "of its 600 frames are above the reference's novelty p90 (expected 10%)" in w[0]
     assert check.to_dict()["frames"] == 3600
 
 
 def test_a_fleet_mostly_unlike_the_reference_is_flagged_as_a_whole() -> None:
     check = CoverageCheck()
     for pct, cols in batches(1000, 1000, 0.9):
-        check.add(pct, cols)
+        check.add(np.where(pct > 0.9, 0.995, pct), cols)
     w = check.warnings()
     assert w[0].startswith("the reference does not cover this fleet: 4") and "time_of_day=night" in w[1]
 
 
 def test_a_covering_reference_gives_no_warning_and_nan_frames_do_not_count() -> None:
     check = CoverageCheck()
-    for pct, cols in batches(3000, 600, 0.03):
+    for pct, cols in batches(3000, 600, 0.3):
         pct = pct.copy()
         pct[:10] = np.nan
         check.add(pct, cols)
