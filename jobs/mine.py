@@ -190,6 +190,7 @@ class RunResult:
     run_id: str
     counts: dict[str, Any]
     timings: dict[str, float]
+    warnings: list[str] = field(default_factory=list)  # e.g. the reference does not cover the fleet
 
 
 class ErrorLog:
@@ -422,7 +423,7 @@ def run_mine(spec: MineSpec, *, spark: Any = None, log: Log = _quiet) -> RunResu
             spark.stop()
         shutil.rmtree(work, ignore_errors=True)
     log(f"run {st.run_id}: {st.counts['candidates']} candidates in {run_dir} ({st.timings['total']:.1f}s)")
-    return RunResult(run_dir=run_dir, run_id=st.run_id, counts=st.counts, timings=st.timings)
+    return RunResult(run_dir=run_dir, run_id=st.run_id, counts=st.counts, timings=st.timings, warnings=st.warnings)
 
 
 def check_coverage(st: RunState, fused_path: Path) -> None:

@@ -15,7 +15,8 @@ def mine(
         "embeddings table (frame_id, embedding[, encoder, uri])."),
     budget: int | None = typer.Option(None, "--budget", help="Frames to select for review."),
     out: Path | None = typer.Option(None, "--out", help="Run folder for the outputs."),
-    encoder: str | None = typer.Option(None, "--encoder", help="builtin | torchscript:PATH | torchvision:NAME:PATH"),
+    encoder: str | None = typer.Option(
+        None, "--encoder", help="builtin | efficientnet_lite0[:SIZE] | torchscript:PATH | torchvision:NAME:PATH"),
     model: list[str] | None = typer.Option(
         None, "--model", help="Model whose logits give uncertainty (repeat for an ensemble)."),
     spark_master: str | None = typer.Option(None, "--spark-master", help="Spark master (default local[*])."),
@@ -31,8 +32,11 @@ def mine(
         spec = spec.model_copy(update={"spark": spec.spark.model_copy(update={"master": spark_master})})
     res = run_mine(spec, log=typer.echo)
     c = res.counts
-    typer.echo(f"ok: {c['candidates']} candidates (budget {c['budget']}) from {c['scored_frames']} scored frames "
+    typer.echo(f"ok: {c['candidates']} candidates (budget {c['budget']}: {c['above_threshold']} above the event "
+               f"thresholds, {c['filled']} filling the budget) from {c['scored_frames']} scored frames "
                f"({c['dropped_total']} dropped) in {c['events']} events, {c['scenarios']} scenarios -> {res.run_dir}")
+    for w in res.warnings:
+        typer.echo(f"WARNING: {w}", err=True)
 
 
 def similar(

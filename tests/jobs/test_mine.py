@@ -247,7 +247,7 @@ def test_cli_mine_similar_evaluate(byo: dict[str, Path], tmp_path: Path) -> None
                         "--budget", "12", "--out", str(out), "--spark-master", "local[1]"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "ok: " in r.stdout and "candidates (budget 12)" in r.stdout
+    assert "ok: " in r.stdout and "candidates (budget 12: " in r.stdout and "above the event thresholds" in r.stdout
     info = json.loads((out / "run.json").read_text())
     assert info["spec"]["spark"]["master"] == "local[1]" and info["counts"]["dropped_total"] == 2
     frame = pq.read_table(out / "scores.parquet", columns=["frame_id"]).column(0)[0].as_py()
