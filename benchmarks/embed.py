@@ -2,17 +2,21 @@
 
     .venv/bin/python benchmarks/embed.py                       # 100k synthetic 64 px frames (generated once)
     .venv/bin/python benchmarks/embed.py --frames 5000 --quick # a smoke run
+    .venv/bin/python benchmarks/embed.py --encoder efficientnet_lite0 --frames 1000 --size 128 --batch-size 64
+                                                               # the pretrained encoder, 128 px frames and input
 
 Both sides do the same work per frame: read the PNG, decode and resize it, run the encoder. The bare loop is
 one Python process: manifest batches -> `decode_batch` on a thread pool with one thread per core ->
-`Encoder.embed_uint8`, torch using every core. It writes nothing; the pipeline also writes Parquet shards
-and errors.parquet. The bare loop runs before and after the pipeline and the ratio uses their mean, so
-load drift on a shared machine shows up as a gap between the two bare figures. The pipeline's time is its
-whole `embed_manifest` call on an already started Ray (manifest scan + fingerprint, actor start-up,
-execution, shard writes, final merge); the Ray start itself is reported separately.
+`Encoder.embed_uint8`, torch using every core (or `--bare-threads`). It writes nothing; the pipeline also
+writes Parquet shards and errors.parquet. The bare loop runs before and after the pipeline and the ratio uses
+their mean, so load drift on a shared machine shows up as a gap between the two bare figures. The pipeline's
+time is its whole `embed_manifest` call on an already started Ray (manifest scan + fingerprint, actor
+start-up, execution, shard writes, final merge); the Ray start itself is reported separately.
 
 The model is the baseline CNN (`embeddings.baseline.BaselineCNN`, the architecture `train-baseline`
 exports) with seeded random weights, exported to TorchScript: throughput does not depend on the weights.
+`--encoder SPEC` measures another encoder instead (e.g. `efficientnet_lite0`); its input size is
+`--input-size`, by default the frames' `--size`. Both sides use the encoder's own minimum frame side.
 """
 
 from __future__ import annotations
@@ -93,7 +97,8 @@ def export_baseline(path: Path, *, input_size: int) -> Path:
     return export_model(BaselineCNN(5, width=DEFAULT_WIDTH), path, meta=meta)
 
 
-def bare_loop(manifest: Path, *, encoder: str, batch_size: int, threads: int) -> dict[str, float | None]:
+def bare_loop(manifest: Path, *, encoder: str, input_size: int | None, batch_size: int,
+              threads: int) -> dict[str, float | None]:
     """Read + decode (thread pool) + forward in one process, no Ray."""
     import torch
 
@@ -102,13 +107,14 @@ def bare_loop(manifest: Path, *, encoder: str, batch_size: int, threads: int) ->
     from jobs.contracts import iter_manifest
 
     torch.set_num_threads(threads)
-    enc = load_encoder(encoder)
+    enc = load_encoder(encoder, input_size=input_size)
     n = 0
     t0, c0 = time.perf_counter(), tree_cpu_seconds()
     with ThreadPoolExecutor(threads) as pool:
         for batch in iter_manifest(manifest, batch_size=batch_size, columns=["frame_id", "drive_id", "timestamp",
                                                                               "uri"]):
-            dec = decode_batch(batch.column("uri").to_pylist(), size=enc.input_size, pool=pool)
+            dec = decode_batch(batch.column("uri").to_pylist(), size=enc.input_size, min_side=enc.min_side,
+                               pool=pool)
             enc.embed_uint8(dec.images)
             n += len(dec.ok)
     dt, c1 = time.perf_counter() - t0, tree_cpu_seconds()
@@ -116,21 +122,25 @@ def bare_loop(manifest: Path, *, encoder: str, batch_size: int, threads: int) ->
     return {"frames": n, "seconds": round(dt, 2), "fps": round(n / dt, 1), "cpu_ms_per_frame": cpu_ms}
 
 
-def model_only(*, encoder: str, batch_size: int, threads: int, batches: int = 40) -> float:
-    """Forward passes on one pre-decoded batch: the model's own ceiling, frames/s."""
+def model_only(*, encoder: str, input_size: int | None, batch_size: int, threads: int, batches: int = 40,
+               max_seconds: float = 20.0) -> float:
+    """Forward passes on one pre-decoded batch (`batches` of them, or fewer after `max_seconds`): the model's
+    own ceiling, frames/s."""
     import numpy as np
     import torch
 
     from embeddings.encoders import load_encoder
 
     torch.set_num_threads(threads)
-    enc = load_encoder(encoder)
+    enc = load_encoder(encoder, input_size=input_size)
     x = np.random.default_rng(0).integers(0, 256, (batch_size, enc.input_size, enc.input_size, 3), dtype=np.uint8)
     enc.embed_uint8(x)
     t0 = time.perf_counter()
-    for _ in range(batches):
+    done = 0
+    while done < batches and (done == 0 or time.perf_counter() - t0 < max_seconds):
         enc.embed_uint8(x)
-    return round(batches * batch_size / (time.perf_counter() - t0), 1)
+        done += 1
+    return round(done * batch_size / (time.perf_counter() - t0), 1)
 
 
 def decode_only(manifest: Path, *, size: int, threads: int, limit: int = 10_000) -> float:
@@ -154,6 +164,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     ap.add_argument("--shard-rows", type=int, default=4096)
     ap.add_argument("--decode", default="actor", choices=["actor", "tasks"])
     ap.add_argument("--encoder", default="", help="default: the baseline CNN (random weights, TorchScript)")
+    ap.add_argument("--input-size", type=int, default=0, help="the encoder's input size; 0: the frames' --size")
+    ap.add_argument("--bare-threads", type=int, default=0,
+                    help="torch and decode threads of the bare loop; 0: one per core (1 can be faster on a busy "
+                         "machine, where idle OpenMP threads spin against the neighbours)")
     ap.add_argument("--data", type=Path, default=Path("/tmp/edgemine-bench"))
     ap.add_argument("--quick", action="store_true", help="one bare run instead of two")
     ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
@@ -164,12 +178,15 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     from embeddings.pipeline import embed_manifest, ray_runtime
 
     cores = os.cpu_count() or 1
+    bare_threads = args.bare_threads or cores
     data = args.data / f"embed-{args.frames // 1000}k-{args.size}"
     manifest = ensure_frames(data, frames=args.frames, size=args.size)
-    encoder = args.encoder or f"torchscript:{export_baseline(args.data / 'baseline-random.pt', input_size=args.size)}"
+    input_size = args.input_size or args.size
+    encoder = args.encoder or f"torchscript:{export_baseline(args.data / 'baseline-random.pt', input_size=input_size)}"
     load0 = os.getloadavg()
 
-    bare = [bare_loop(manifest, encoder=encoder, batch_size=args.batch_size, threads=cores)]
+    bare = [bare_loop(manifest, encoder=encoder, input_size=input_size, batch_size=args.batch_size,
+                      threads=bare_threads)]
     print(f"bare loop: {bare[0]}", file=sys.stderr)
     out = args.data / "embed-out"
     shutil.rmtree(out, ignore_errors=True)
@@ -178,7 +195,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         ray_start = round(time.perf_counter() - t0, 2)
         time.sleep(2.0)  # let the freshly started Ray settle before measuring its CPU
         t1, c1 = time.perf_counter(), tree_cpu_seconds()
-        res = embed_manifest(manifest, encoder=encoder, out=out, batch_size=args.batch_size,
+        res = embed_manifest(manifest, encoder=encoder, out=out, input_size=input_size, batch_size=args.batch_size,
                              actors=args.actors or None, threads_per_actor=args.threads_per_actor or None,
                              shard_rows=args.shard_rows, decode=args.decode, device="cpu", progress=True)
         ray_seconds, c2 = time.perf_counter() - t1, tree_cpu_seconds()  # before shutdown: workers still alive
@@ -186,20 +203,27 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     ray_fps = round(res.n_embedded / ray_seconds, 1)
     print(f"ray pipeline: {res.summary()}", file=sys.stderr)
     if not args.quick:
-        bare.append(bare_loop(manifest, encoder=encoder, batch_size=args.batch_size, threads=cores))
+        bare.append(bare_loop(manifest, encoder=encoder, input_size=input_size, batch_size=args.batch_size,
+                              threads=bare_threads))
         print(f"bare loop (again): {bare[1]}", file=sys.stderr)
     bare_fps = sum(float(b["fps"] or 0.0) for b in bare) / len(bare)
     bare_cpu = [float(c) for b in bare if (c := b["cpu_ms_per_frame"]) is not None]
     figures: dict[str, object] = {
-        "frames": res.n_frames, "size": args.size, "encoder": res.encoder_id, "batch_size": args.batch_size,
+        "frames": res.n_frames, "size": args.size, "input_size": res.input_size, "encoder": res.encoder_id,
+        "batch_size": args.batch_size,
         "decode": args.decode, "shard_rows": args.shard_rows, "actors": args.actors or "default",
-        "bare_fps": [b["fps"] for b in bare], "ray_fps": ray_fps, "ray_seconds": round(ray_seconds, 2),
+        "bare_threads": bare_threads, "bare_fps": [b["fps"] for b in bare], "ray_fps": ray_fps,
+        "ray_seconds": round(ray_seconds, 2),
         "ray_start_seconds": ray_start, "ratio": round(ray_fps / bare_fps, 3),
         "bare_cpu_ms_per_frame": bare_cpu, "ray_cpu_ms_per_frame": ray_cpu_ms,
         # frames per CPU-second, Ray / bare: what the wall-time ratio tends to on an otherwise idle machine
         "cpu_efficiency_ratio": (round(sum(bare_cpu) / len(bare_cpu) / ray_cpu_ms, 3)
                                  if bare_cpu and ray_cpu_ms else None),
-        "model_only_fps": model_only(encoder=encoder, batch_size=args.batch_size, threads=cores),
+        "model_only_fps": model_only(encoder=encoder, input_size=input_size, batch_size=args.batch_size,
+                                     threads=cores),
+        # one torch thread: what each of the pipeline's single-threaded actors can reach (x cores = its ceiling)
+        "model_only_fps_1_thread": model_only(encoder=encoder, input_size=input_size, batch_size=args.batch_size,
+                                              threads=1),
         "decode_only_fps": decode_only(manifest, size=args.size, threads=cores),
         "machine": f"{cores} cores, {platform.machine()}, Python {platform.python_version()}",
         "loadavg_before": [round(x, 2) for x in load0], "loadavg_after": [round(x, 2) for x in os.getloadavg()],
