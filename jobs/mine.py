@@ -57,7 +57,6 @@ from mining.calibration import Reservoir, calibrated
 from mining.index import VectorIndex, build_index, read_sidecar, sidecar_exists
 from mining.sharded_index import ShardedIndex
 from mining.signals import Signal, SignalInputs
-from mining.signals.rarity import distinct_drive_distance
 from mining.vectors import list_matrix
 
 ReferenceIndex = VectorIndex | ShardedIndex  # one in-process index, or shards on Ray actors (same search API)
@@ -751,10 +750,8 @@ def score_frames(st: RunState, *, signals: dict[str, tuple[float, Signal]], fram
     """Raw signal values for every usable frame -> .work/raw.parquet; reservoirs of mined-calibrated signals."""
     objs = {n: s for n, (_, s) in signals.items()}
     k_ref = max([s.neighbours for s in objs.values() if "reference_knn" in s.needs] or [0])
-    by_drive = [s for s in objs.values() if "batch_knn" in s.needs and getattr(s, "mode", "frames") == "drives"]
-    batch_sigs = [s for s in objs.values() if "batch_knn" in s.needs and s not in by_drive]
+    batch_sigs = [s for s in objs.values() if "batch_knn" in s.needs]
     k_batch = max([s.neighbours for s in batch_sigs] or [0])
-    drive_index = drive_bucket_index(st, by_drive[0], man, man_ids, frames_index, row_groups) if by_drive else None
     if k_ref and k_ref > ref_index.count:
         raise ConfigError(f"novelty k={k_ref} needs at least {k_ref} reference frames; the reference has "
                           f"{ref_index.count} usable ones")
@@ -786,11 +783,6 @@ def score_frames(st: RunState, *, signals: dict[str, tuple[float, Signal]], fram
             else:
                 own = _positions(ids, frame_ids_all)
                 inputs.batch_distances, _ = frames_index.self_search(own, x, k_batch)
-        if drive_index is not None:
-            sub, sub_groups, kk = drive_index
-            d, nb = sub.search(x, kk)
-            groups = np.where(nb >= 0, sub_groups[np.maximum(nb, 0)], -1)
-            inputs.batch_drive_distances = distinct_drive_distance(d, groups, drive_codes[p], k=by_drive[0].k)
         if model_logits:
             inputs.logits = _aligned_logits(model_logits, ids)
         elif probs_col is not None:
@@ -816,29 +808,6 @@ def score_frames(st: RunState, *, signals: dict[str, tuple[float, Signal]], fram
         raise ConfigError("no usable frame to score")
     writer.close()
     return path, reservoirs
-
-
-def drive_bucket_index(st: RunState, sig: Signal, man: pa.Table, man_ids: pa.Array, frames_index: VectorIndex,
-                       row_groups: np.ndarray) -> tuple[VectorIndex, np.ndarray, int]:
-    """Rarity by drives: an index of one frame per drive per `drive_bucket_s` (the first of each bucket), the
-    drive of each of its rows, and how many neighbours to search so that k other drives show up."""
-    from mining.index import build_index_from_arrays
-
-    k, bucket_us = int(sig.k), int(round(sig.drive_bucket_s * 1e6))  # type: ignore[attr-defined]
-    pos = _positions(frames_index.ids.column("frame_id"), man_ids)
-    ts = pc.cast(man.column("timestamp"), pa.int64()).to_numpy()[pos]
-    order = np.lexsort((ts, ts // bucket_us, row_groups))
-    key = np.stack([row_groups[order], ts[order] // bucket_us])
-    first = np.r_[True, (key[:, 1:] != key[:, :-1]).any(axis=0)]
-    rows = np.sort(order[first])
-    n_drives = len(np.unique(row_groups))
-    if n_drives <= k:
-        st.notes.append(f"rarity: the run has {n_drives} drives, not more than k={k}; each frame's rarity is a "
-                        "lower bound (the distance to the farthest of its nearest neighbours)")
-    sub = build_index_from_arrays(frames_index.reconstruct(rows.tolist()), encoder=frames_index.meta.encoder,
-                                  params=st.spec.index.params(seed=st.spec.seed))
-    st.counts["rarity_index"] = {"rows": int(len(rows)), "drives": int(n_drives), "bucket_s": sig.drive_bucket_s}  # type: ignore[attr-defined]
-    return sub, row_groups[rows], int(min(sub.count, k * sig.search_factor))  # type: ignore[attr-defined]
 
 
 def calibrations(st: RunState, signals: dict[str, tuple[float, Signal]], ref_index: ReferenceIndex,

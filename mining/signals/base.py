@@ -63,7 +63,6 @@ class SignalInputs:
     table: pa.Table | None = None  # manifest columns of these frames
     reference_distances: np.ndarray | None = None  # (n, K) distances to the nearest reference frames
     batch_distances: np.ndarray | None = None  # (n, K) distances to the nearest other mined frames
-    batch_drive_distances: np.ndarray | None = None  # (n,) distance to the k-th nearest other drive (rarity)
     logits: Sequence[np.ndarray] = ()  # one (n, C) array per model; NaN rows where a model has none
     probs: np.ndarray | None = None  # (n, C) class probabilities logged in the manifest; NaN rows = none
 

@@ -3,8 +3,6 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from jobs.errors import ConfigError
 from mining.signals import (
@@ -106,47 +104,3 @@ def test_triggers_fire_rules_with_weights_and_name_them() -> None:
         make_signal("trigger", rules=[{"name": "x", "expr": "accel_mps2 < 1", "weight": 2}])
     with pytest.raises(ConfigError, match="duplicate rule name"):
         make_signal("trigger", rules=[{"name": "x", "expr": "accel_mps2 < 1"}, {"name": "x", "expr": "label == 'a'"}])
-
-
-def test_distinct_drive_distance_counts_each_other_drive_once_at_its_nearest_frame() -> None:
-    from mining.signals.rarity import distinct_drive_distance
-
-    d = np.array([[0.1, 0.2, 0.3, 0.4, 0.5, 0.6]])
-    g = np.array([[7, 1, 1, 2, 1, 3]])  # drive 7 is the query's own
-    assert distinct_drive_distance(d, g, np.array([7]), k=1).tolist() == [0.2]
-    assert distinct_drive_distance(d, g, np.array([7]), k=2).tolist() == [0.4]
-    assert distinct_drive_distance(d, g, np.array([7]), k=3).tolist() == [0.6]
-    # fewer than k other drives among the neighbours: the last distance, a lower bound
-    assert distinct_drive_distance(d, g, np.array([7]), k=4).tolist() == [0.6]
-    d2 = np.array([[0.1, 0.2, np.inf]])
-    assert distinct_drive_distance(d2, np.array([[1, 2, -1]]), np.array([0]), k=3).tolist() == [0.2]
-
-
-@settings(max_examples=50, deadline=None)
-@given(st.integers(1, 30), st.integers(1, 6), st.integers(0, 10_000))
-def test_distinct_drive_distance_matches_brute_force(n: int, k: int, seed: int) -> None:
-    from mining.signals.rarity import distinct_drive_distance
-
-    rng = np.random.default_rng(seed)
-    d = np.sort(rng.random((n, 12)), axis=1)
-    g = rng.integers(0, 5, (n, 12))
-    q = rng.integers(0, 5, n)
-    got = distinct_drive_distance(d, g, q, k=k)
-    for i in range(n):
-        seen: list[int] = []
-        want = d[i, -1]
-        for dist, grp in zip(d[i], g[i], strict=True):
-            if grp != q[i] and grp not in seen:
-                seen.append(int(grp))
-                if len(seen) == k:
-                    want = dist
-                    break
-        assert got[i] == want
-
-
-def test_rarity_mode_is_checked() -> None:
-    from mining.signals import make_signal
-
-    with pytest.raises(ConfigError, match="signals.rarity.mode='density'"):
-        make_signal("rarity", mode="density")
-    assert make_signal("rarity").options()["mode"] == "drives"
