@@ -436,10 +436,11 @@ def check_coverage(st: RunState, fused_path: Path) -> None:
     d = open_dataset(st.spec.frames, what="manifest")
     cols = metadata_columns(d.schema)
     check = CoverageCheck()
-    for b in d.to_batches(columns=["frame_id", *cols], batch_size=st.spec.score_batch_rows):
+    for b in d.to_batches(columns=["frame_id", "drive_id", *cols], batch_size=st.spec.score_batch_rows):
         pos = _positions(b.column("frame_id"), ids)
         there = pos >= 0
-        check.add(np.where(there, nov[np.maximum(pos, 0)], np.nan), {c: b.column(c) for c in cols})
+        check.add(np.where(there, nov[np.maximum(pos, 0)], np.nan), {c: b.column(c) for c in cols},
+                  drives=b.column("drive_id").to_numpy(zero_copy_only=False))
     st.counts["coverage"] = check.to_dict()
     for w in check.warnings():
         st.warnings.append(w)

@@ -6,7 +6,8 @@ fleet has, and "novel" then means "unlike the reference", not "rare". Two checks
 what it found:
 
 - the whole fleet: more than `max_share` (20%) of frames above novelty p99 (1% expected);
-- a metadata value (e.g. `time_of_day=night`): at least `min_frames` frames, and more than `value_share`
+- a metadata value (e.g. `time_of_day=night`): at least `min_frames` frames in at least `min_drives` drives
+  (a value of one or two drives, such as a vehicle id, names a drive, not a condition), and more than `value_share`
   (50%, five times the 10% expected) of them above novelty p90. p90, not p99: a reference's spread between
   its own drives has a long tail, so frames of a condition it lacks sit far above its median (night against a
   day/dusk reference: all of them above p90) but not all above p99 (14% on the robustness matrix's F3).
@@ -47,23 +48,27 @@ class CoverageCheck:
     max_share: float = 0.20
     value_share: float = 0.50
     min_frames: int = 50
+    min_drives: int = 5
     max_values: int = 50
     max_warnings: int = 5  # value lines; the rest are named in one more line
     frames: int = 0
     novel: int = 0
     by_value: dict[str, dict[str, list[int]]] = field(default_factory=dict)  # column -> value -> [frames, > p90]
     wide: set[str] = field(default_factory=set)  # columns dropped for having too many values
+    drives_of: dict[str, dict[str, set[object]]] = field(default_factory=dict)  # column -> value -> drives seen
 
     def __post_init__(self) -> None:
         for name in ("percentile", "value_percentile", "max_share", "value_share"):
             v = getattr(self, name)
             if not 0.0 < v < 1.0:
                 raise ConfigError(f"coverage {name}={v} must be between 0 and 1")
-        if self.min_frames < 1:
-            raise ConfigError(f"coverage min_frames={self.min_frames} must be >= 1")
+        if self.min_frames < 1 or self.min_drives < 1:
+            raise ConfigError(f"coverage min_frames={self.min_frames} and min_drives={self.min_drives} must be >= 1")
 
-    def add(self, novelty: np.ndarray, columns: Mapping[str, pa.Array | pa.ChunkedArray]) -> None:
-        """One batch: novelty percentiles (NaN where unknown, not counted) and its metadata columns, by row."""
+    def add(self, novelty: np.ndarray, columns: Mapping[str, pa.Array | pa.ChunkedArray],
+            drives: np.ndarray | None = None) -> None:
+        """One batch: novelty percentiles (NaN where unknown, not counted), its metadata columns and drive ids,
+        by row. Without drive ids every value counts as seen in enough drives."""
         pct = np.asarray(novelty, dtype=np.float64)
         ok = ~np.isnan(pct)
         hit = ok & (pct >= self.percentile)
@@ -81,14 +86,20 @@ class CoverageCheck:
             seen = self.by_value.setdefault(name, {})
             n = np.bincount(idx[ok & (idx >= 0)], minlength=len(values))
             h = np.bincount(idx[value_hit & (idx >= 0)], minlength=len(values))
-            for v, a, b in zip(values, n.tolist(), h.tolist(), strict=True):
+            for j, (v, a, b) in enumerate(zip(values, n.tolist(), h.tolist(), strict=True)):
                 if a:
                     c = seen.setdefault(str(v), [0, 0])
                     c[0] += a
                     c[1] += b
+                    if drives is None:
+                        continue
+                    known = self.drives_of.setdefault(name, {}).setdefault(str(v), set())
+                    if len(known) < self.min_drives:  # enough to know it is a condition, not a drive
+                        known.update(np.unique(drives[ok & (idx == j)]).tolist())
             if len(seen) > self.max_values:
                 self.wide.add(name)
                 del self.by_value[name]
+                self.drives_of.pop(name, None)
 
     def warnings(self) -> list[str]:
         """One line per finding, the whole fleet first, then values by their novel share (highest first)."""
@@ -104,9 +115,10 @@ class CoverageCheck:
             if len(vals) < 2:  # one value everywhere names no condition
                 continue
             for v, (n, h) in vals.items():
-                if n >= self.min_frames and h / n > self.value_share:
+                enough = col not in self.drives_of or len(self.drives_of[col].get(v, ())) >= self.min_drives
+                if n >= self.min_frames and h / n > self.value_share and enough:
                     found.append((h / n, col, v, n))
-        found.sort(key=lambda t: (-t[0], t[1], t[2]))
+        found.sort(key=lambda t: (-t[0] * t[3], t[1], t[2]))  # the value that explains the most novel frames first
         for share, col, v, n in found[: self.max_warnings]:
             out.append(f"the reference does not cover {col}={v}: {share:.0%} of its {n:,} frames are above the "
                        f"reference's novelty {vp} (expected {v_expected:.0%}); add {col}={v} drives to the reference")

@@ -67,3 +67,16 @@ def test_metadata_columns_are_the_string_conditions() -> None:
 def test_bad_settings_name_the_value() -> None:
     with pytest.raises(ConfigError, match="value_share=1.5"):
         CoverageCheck(value_share=1.5)
+
+
+def test_a_value_seen_in_few_drives_names_a_drive_not_a_condition() -> None:
+    check = CoverageCheck(min_drives=5)
+    n = 400
+    drives = np.repeat(np.arange(8), n // 8)  # 8 drives of 50 frames
+    vehicle = np.where(drives < 2, "veh-1", "veh-2").astype(object)  # veh-1 drove drives 0 and 1 only
+    tod = np.where(drives < 6, "night", "day").astype(object)  # six night drives
+    pct = np.where(tod == "night", 0.95, 0.2)
+    check.add(pct, {"vehicle_id": pa.array(vehicle), "time_of_day": pa.array(tod)}, drives=drives)
+    w = check.warnings()
+    assert len(w) == 2 and "time_of_day=night" in w[0] and "vehicle_id=veh-2" in w[1]  # most novel frames first
+    assert not any("veh-1" in x for x in w)
