@@ -314,12 +314,13 @@ def test_a_fleet_with_night_drives_against_a_day_only_reference_is_warned_about(
         spark: Any, tmp_path: Path) -> None:
     from jobs.synth import generate
 
-    generate(tmp_path / "fleet", drives=6, frames_per_drive=60, rare_rate=0.0, size=48, seed=3, workers=1,
-             conditions={"time_of_day": {"day": 1, "night": 1}})
+    generate(tmp_path / "fleet", drives=10, frames_per_drive=36, rare_rate=0.0, size=48, seed=3, workers=1,
+             conditions={"time_of_day": {"day": 1, "night": 2}})
     generate(tmp_path / "ref", drives=4, frames_per_drive=60, size=48, seed=4, reference=True, workers=1,
              conditions={"time_of_day": ["day"]})
     tod = pq.read_table(tmp_path / "fleet" / "manifest.parquet", columns=["time_of_day"]).column(0).to_pylist()
-    assert {"day", "night"} <= set(tod)
+    drives = pq.read_table(tmp_path / "fleet" / "manifest.parquet", columns=["drive_id"]).column(0).to_pylist()
+    assert {"day", "night"} <= set(tod) and len({d for d, t in zip(drives, tod, strict=True) if t == "night"}) >= 5
     byo = {"frames": with_embeddings(tmp_path / "fleet", tmp_path / "frames.parquet"),
            "reference": with_embeddings(tmp_path / "ref", tmp_path / "reference.parquet")}
     res = run_mine(make_spec(byo, tmp_path / "run", budget=10), spark=spark)
