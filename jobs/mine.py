@@ -380,8 +380,9 @@ def run_mine(spec: MineSpec, *, spark: Any = None, log: Log = _quiet) -> RunResu
             n_event, n_pool = int(len(order)), kept.num_rows
             log(f"  selected {n_event} event candidates (budget {spec.budget}) with {sel.strategy}")
             if n_event < spec.budget and sel.fill:
-                kept, order, scen, pool_vecs = fill_budget(st, kept, order, scen, pool_vecs, fused_path=fused_path,
-                                                           man=man, man_ids=man_ids, frames_index=frames_index)
+                kept, order, scen, pool_vecs = fill_budget(
+                    st, kept, order, scen, pool_vecs, fused_path=fused_path, man=man, man_ids=man_ids,
+                    drive_codes=drive_codes, event_frames=event_of.column("frame_id"), frames_index=frames_index)
             st.counts.update(candidates=int(len(order)), budget=spec.budget, above_threshold=n_event,
                              filled=int(len(order)) - n_event)
             if n_event < spec.budget:
@@ -448,12 +449,14 @@ def check_coverage(st: RunState, fused_path: Path) -> None:
 
 
 def fill_budget(st: RunState, kept: pa.Table, order: np.ndarray, scen: np.ndarray, pool_vecs: np.ndarray, *,
-                fused_path: Path, man: pa.Table, man_ids: pa.Array,
-                frames_index: VectorIndex) -> tuple[pa.Table, np.ndarray, np.ndarray, np.ndarray]:
-    """The selection extended to the budget with the best remaining frames by fused score (temporal NMS).
+                fused_path: Path, man: pa.Table, man_ids: pa.Array, drive_codes: np.ndarray,
+                event_frames: pa.ChunkedArray, frames_index: VectorIndex,
+                ) -> tuple[pa.Table, np.ndarray, np.ndarray, np.ndarray]:
+    """The selection extended to the budget with the best frames outside every event (temporal NMS).
 
-    Returns the pool with the fill frames appended (event_id and scenario null), the extended order, and
-    the extended scenario ids and vectors. Reads one score per frame (as fusing does), not the embeddings.
+    Frames of events are never fill: an event's frames that the selection left out (its cap, de-dup) stay
+    out, so the caps hold. Returns the pool with the fill frames appended (event_id and scenario null), the
+    extended order, and the extended scenario ids and vectors. Reads one score per frame (as fusing does).
     """
     from mining.select.nms import temporal_nms
 
@@ -462,12 +465,12 @@ def fill_budget(st: RunState, kept: pa.Table, order: np.ndarray, scen: np.ndarra
     scores = pq.read_table(fused_path, columns=["frame_id", "score"])
     ids = scores.column("frame_id").combine_chunks()
     rows = _positions(ids, man_ids)
-    drive = np.asarray(man.column("drive_id").combine_chunks().dictionary_encode().indices.to_numpy(
-        zero_copy_only=False), dtype=np.int64)[rows]
+    drive = drive_codes[rows]
     ts = pc.cast(man.column("timestamp"), pa.int64()).to_numpy()[rows]
     chosen = _positions(kept.column("frame_id").take(pa.array(order.astype(np.int64))), ids)
     free = np.ones(len(ids), dtype=bool)
-    free[chosen] = False
+    in_event = _positions(event_frames, ids)
+    free[in_event[in_event >= 0]] = False
     cand = np.flatnonzero(free)
     picked = cand[temporal_nms(scores.column("score").to_numpy()[cand], drive[cand], ts[cand], n=need,
                                window_s=spec.selection.fill_nms_s, taken=(drive[chosen], ts[chosen]))]

@@ -33,7 +33,7 @@ from review_api.storage import EDGE, NOT_EDGE, _unit_hash
 DEFAULT_CATEGORIES: tuple[str, ...] = (*RARE_CATEGORIES, "other")
 REQUIRED = ("frame_id", "rank", "uri", "drive_id", "timestamp")
 KNOWN = {
-    *REQUIRED, "score", "reasons", "scenario_id", "event_id", "label", *SIGNAL_COLUMNS,
+    *REQUIRED, "score", "reasons", "scenario_id", "event_id", "selected_by", "label", *SIGNAL_COLUMNS,
     "neighbor_ids", "neighbor_uris", "neighbor_distances", "context_uris",
 }
 NOT_METADATA = {"probs", "embedding", "logits"}  # per-frame arrays, not reviewer-facing metadata

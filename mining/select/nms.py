@@ -27,6 +27,8 @@ def temporal_nms(scores: np.ndarray, drive_ids: np.ndarray, ts_us: np.ndarray, *
     if window_s < 0:
         raise ConfigError(f"window_s={window_s} must be >= 0")
     v = np.asarray(scores, dtype=np.float64)
+    if np.asarray(ts_us).dtype.kind == "f" and np.isnan(np.asarray(ts_us)).any():
+        raise ConfigError("ts_us has NaN values: every frame needs a timestamp")
     drives, ts = np.asarray(drive_ids), np.asarray(ts_us, dtype=np.int64)
     if not len(v) == len(drives) == len(ts):
         raise ConfigError(f"scores, drive_ids and ts_us differ in length: {len(v)}, {len(drives)}, {len(ts)}")
@@ -40,10 +42,10 @@ def temporal_nms(scores: np.ndarray, drive_ids: np.ndarray, ts_us: np.ndarray, *
     for i in order:
         if len(out) >= n:
             break
-        taken = chosen.setdefault(drives[i], [])
-        j = bisect.bisect_left(taken, ts[i])
-        if (j < len(taken) and taken[j] - ts[i] < window) or (j > 0 and ts[i] - taken[j - 1] < window):
+        times = chosen.setdefault(drives[i], [])
+        j = bisect.bisect_left(times, ts[i])
+        if (j < len(times) and times[j] - ts[i] < window) or (j > 0 and ts[i] - times[j - 1] < window):
             continue
-        taken.insert(j, int(ts[i]))
+        times.insert(j, int(ts[i]))
         out.append(int(i))
     return np.asarray(out, dtype=np.int64)

@@ -310,6 +310,19 @@ def test_the_review_service_imports_the_run(run: RunResult, tmp_path: Path) -> N
 
 
 @pytest.mark.spark
+def test_fill_frames_are_never_frames_of_an_event_so_the_caps_hold(
+        byo: dict[str, Path], spark: Any, tmp_path: Path) -> None:
+    res = run_mine(make_spec(byo, tmp_path / "cap", selection={"per_event_cap": 1}), spark=spark)
+    c = pq.read_table(res.run_dir / "candidates.parquet").to_pandas()
+    assert res.counts["events"] > 0 and res.counts["filled"] > 0 and len(c) == 24
+    ev = c.loc[c["selected_by"] == "event", "event_id"]
+    assert ev.notna().all() and ev.is_unique  # one frame per event: the cap
+    s = pq.read_table(res.run_dir / "scores.parquet", columns=["frame_id", "event_id"]).to_pandas()
+    fill = set(c.loc[c["selected_by"] == "fill", "frame_id"])
+    assert s.loc[s["frame_id"].isin(fill), "event_id"].isna().all()  # no fill frame belongs to an event
+
+
+@pytest.mark.spark
 def test_a_fleet_with_night_drives_against_a_day_only_reference_is_warned_about(
         spark: Any, tmp_path: Path) -> None:
     from jobs.synth import generate
