@@ -323,7 +323,7 @@ def run_mine(spec: MineSpec, *, spark: Any = None, log: Log = _quiet) -> RunResu
             st.counts["threshold"] = round(threshold, 6)
             st.counts["peak_threshold"] = round(peak, 6)
             log(f"  thresholds on the fused score: frames >= {threshold:.4f}, events peaking >= {peak:.4f}")
-        if "novelty" in weights and weights["novelty"] > 0:
+        if weights.get("novelty", 0) > 0 and st.counts.get("novelty_calibration") == "other_drives":
             with st.stage("coverage"):
                 check_coverage(st, fused_path)
         # ------------------------------------------------------------ Spark aggregation
@@ -613,8 +613,11 @@ def reference_index(st: RunState, frames_src: EmbeddingSource) -> tuple[Referenc
     saved = _saved_reference(st, folder, source)
     if saved is not None:
         saved.check_compatible(encoder=frames_src.encoder, dim=frames_src.dim, what="the frames' embeddings")
-        st.log(f"  reusing reference index {folder} ({saved.meta.kind}, {saved.count} vectors)")
-        return saved, {"source": source, "index_dir": str(folder), "reused": True, **_index_info(saved)}
+        if "drive_id" in saved.ids.column_names or "drive_id" not in open_dataset(
+                spec.reference, what="reference").schema.names:
+            st.log(f"  reusing reference index {folder} ({saved.meta.kind}, {saved.count} vectors)")
+            return saved, {"source": source, "index_dir": str(folder), "reused": True, **_index_info(saved)}
+        st.log(f"  rebuilding reference index {folder}: saved without drive_id, which novelty's calibration needs")
     kind = table_kind(spec.reference, what="reference")
     ref_path = Path(spec.reference)
     uris: pa.Table | None = None
@@ -841,21 +844,26 @@ def reference_calibration_knn(st: RunState, ref_index: ReferenceIndex, rows: np.
     A fleet frame's nearest reference frames are always of other drives, so a reference frame is measured
     against other drives too: its own drive's frames (a tenth of a second apart, near-duplicates) would make
     the reference look far tighter than it is to a new drive, and put most of an ordinary fleet above p99.
-    Where the reference carries no drive_id (an embeddings table without one, an index saved before this
-    was kept, a sharded index) it falls back to leave-one-out, and the run says so."""
+    Where that cannot be done — an embeddings table without drive_id, a reference of one drive, other
+    drives holding fewer than k frames — it falls back to leave-one-out, says so in the run's notes, and
+    `counts.novelty_calibration` records which was used (the coverage guardrail needs "other_drives")."""
     names = ref_index.ids.column_names
     drives = ref_index.ids.column("drive_id") if "drive_id" in names else None
-    if drives is None or drives.null_count or isinstance(ref_index, ShardedIndex):
-        st.notes.append("novelty is calibrated leave-one-out (the reference index has no drive_id per frame): "
-                        "a reference frame's own drive counts among its neighbours, so percentiles run high")
-        d, _ = ref_index.self_search(rows, vecs, k)
-        return d
-    codes = np.asarray(drives.combine_chunks().dictionary_encode().indices.to_numpy(zero_copy_only=False),
-                       dtype=np.int64)
-    if len(np.unique(codes)) < 2:
-        raise ConfigError(f"the reference has one drive ({drives[0].as_py()!r}); novelty is calibrated against "
-                          "other drives of the reference, so it needs at least two")
-    d, _ = ref_index.search_other_groups(vecs, k, query_groups=codes[rows], row_groups=codes)
+    why = None
+    if drives is None or drives.null_count:
+        why = "the reference has no drive_id for every frame"
+    else:
+        codes = np.asarray(drives.combine_chunks().dictionary_encode().indices.to_numpy(zero_copy_only=False),
+                           dtype=np.int64)
+        d, _ = ref_index.search_other_groups(vecs, k, query_groups=codes[rows], row_groups=codes)
+        if np.isfinite(d).all():
+            st.counts["novelty_calibration"] = "other_drives"
+            return d
+        why = f"some reference frames have fewer than k={k} frames of other drives ({len(np.unique(codes))} drives)"
+    st.counts["novelty_calibration"] = "leave_one_out"
+    st.notes.append(f"novelty is calibrated leave-one-out: {why}; a reference frame's own drive counts among its "
+                    "neighbours, so novelty percentiles run high and the coverage guardrail is off")
+    d, _ = ref_index.self_search(rows, vecs, k)
     return d
 
 

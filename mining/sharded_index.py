@@ -141,6 +141,28 @@ class ShardedIndex:
             out[shard_of == s] = ray.get(f)
         return out
 
+    def search_other_groups(self, x: np.ndarray, k: int, *, query_groups: np.ndarray, row_groups: np.ndarray,
+                            margin: int = 64) -> tuple[np.ndarray, np.ndarray]:
+        """kNN that never returns a row of the query's own group (see VectorIndex.search_other_groups).
+
+        Searches k+margin over the shards and drops same-group hits; queries left with fewer than k are
+        searched again four times deeper, until they have k or the whole index was searched (inf/-1 pad)."""
+        qg, rg = np.asarray(query_groups), np.asarray(row_groups)
+        if len(rg) != self.count:
+            raise ConfigError(f"row_groups has {len(rg)} entries for an index of {self.count} rows")
+        dist = np.full((len(x), k), np.inf, np.float32)
+        ids = np.full((len(x), k), -1, np.int64)
+        todo, kk = np.arange(len(x)), min(k + margin, self.count)
+        while len(todo):
+            d, i = self.search(x[todo], kk)
+            other = (i >= 0) & (rg[np.maximum(i, 0)] != qg[todo][:, None])
+            done = (other.sum(axis=1) >= k) | (kk >= self.count)
+            for r in np.flatnonzero(done):
+                sel = np.flatnonzero(other[r])[:k]
+                dist[todo[r], : len(sel)], ids[todo[r], : len(sel)] = d[r, sel], i[r, sel]
+            todo, kk = todo[~done], min(kk * 4, self.count)
+        return dist, ids
+
     def self_search(self, rows: np.ndarray, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Leave-one-out kNN of vectors that are rows `rows` of this index (see VectorIndex.self_search)."""
         d, i = self.search(vectors, k + 1)

@@ -184,6 +184,11 @@ def test_reference_index_is_reused_and_an_embeddings_table_works_as_reference(
                      index={"dir": str(tmp_path / "shared_index"), "kind": "hnsw"})
     r1 = run_mine(spec, spark=spark)
     assert r1.counts["reference"]["reused"] is False and r1.counts["reference"]["kind"] == "hnsw"
+    # no drive_id in this reference: novelty falls back to leave-one-out calibration, says so, and the
+    # coverage guardrail (tuned on other-drive calibration) stays off
+    assert r1.counts["novelty_calibration"] == "leave_one_out" and "coverage" not in r1.counts
+    assert any("calibrated leave-one-out" in n for n in json.loads((tmp_path / "r1" / "run.json").read_text())["notes"])
+    assert run.counts["novelty_calibration"] == "other_drives" and "coverage" in run.counts
     r2 = run_mine(spec.model_copy(update={"out": tmp_path / "r2"}), spark=spark)
     assert r2.counts["reference"]["reused"] is True
     a = pq.read_table(tmp_path / "r1" / "scores.parquet").column("novelty").to_pylist()

@@ -56,6 +56,14 @@ def test_exact_shards_equal_one_exact_index(ray_local: str) -> None:
         # streamed query batches give the same answers as one call
         streamed = list(sharded.search_batches((QUERIES[s : s + 64] for s in range(0, 200, 64)), 10))
         np.testing.assert_array_equal(np.concatenate([s[1] for s in streamed]), i2)
+        # other-group search (novelty's calibration): the same as the in-process index, even when one group
+        # fills the first k+margin neighbours and the search must go deeper
+        groups = np.arange(len(REF)) // 500
+        rows = np.arange(0, len(REF), 97)
+        d1, i1 = single.search_other_groups(REF[rows], 10, query_groups=groups[rows], row_groups=groups, margin=2)
+        d2, i2 = sharded.search_other_groups(REF[rows], 10, query_groups=groups[rows], row_groups=groups, margin=2)
+        np.testing.assert_allclose(d1, d2, rtol=1e-5)
+        assert (groups[i2] != groups[rows][:, None]).all()
     finally:
         sharded.shutdown()
 
