@@ -168,6 +168,8 @@ def main() -> int:
             run = run_mine(spec, spark=spark)
             seconds = time.perf_counter() - t
             ev = {m.method: m for m in evaluate_run(str(run.run_dir), str(fleet_dir / "ground_truth.parquet"))}
+            if PLAIN not in ev:
+                raise SystemExit(f"{name}: no plain baseline (is novelty turned off by --set?)")
             job, plain = ev["edgemine"], ev[PLAIN]
             rnd = next(m for k, m in ev.items() if k.startswith("random"))
             info = json.loads((run.run_dir / "run.json").read_text())

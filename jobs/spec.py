@@ -244,6 +244,7 @@ def load_spec(path: str | os.PathLike[str] | None = None, **overrides: Any) -> M
         if isinstance(idx, dict) and isinstance(idx.get("dir"), str) and not os.path.isabs(idx["dir"]):
             idx["dir"] = os.path.normpath(base / idx["dir"])
     for k, v in overrides.items():
-        if v is not None:
-            data[k] = v
+        if v is not None:  # a path given as a flag is relative to where the command runs: kept absolute
+            local = k in PATH_FIELDS and isinstance(v, (str, os.PathLike)) and "://" not in str(v)
+            data[k] = os.path.abspath(v) if local else v
     return build_spec(data, source=source)

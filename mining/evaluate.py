@@ -51,6 +51,9 @@ def check_ground_truth(gt: pd.DataFrame) -> pd.DataFrame:
         raise SchemaError(f"ground truth is missing column(s) {missing}; required are {list(GT_COLUMNS)}")
     if gt.empty:
         raise SchemaError("ground truth is empty (0 rows)")
+    dup = gt["frame_id"][gt["frame_id"].duplicated()]
+    if len(dup):
+        raise SchemaError(f"ground truth has duplicate frame_id {dup.iloc[0]!r} ({len(dup)} duplicates)")
     return gt
 
 
@@ -161,7 +164,10 @@ def evaluate(
         quality = {"auroc": auroc(rare, scores["score"].to_numpy()),
                    "average_precision": average_precision(rare, scores["score"].to_numpy())}
     out = [replace(evaluate_selection(candidates, gt, method="edgemine"), **quality)]
-    if {"novelty_raw", "drive_id", "ts_us"} <= set(scores.columns) and scores["novelty_raw"].notna().any():
+    if "novelty_raw" in scores and scores["novelty_raw"].notna().any():
+        missing = [c for c in ("drive_id", "ts_us") if c not in scores]
+        if missing:
+            raise SchemaError(f"the plain baseline needs {missing} beside novelty_raw in the scores")
         knn = scores["novelty_raw"].to_numpy(np.float64)
         rows = temporal_nms(knn, scores["drive_id"].to_numpy(), scores["ts_us"].to_numpy(), n=n, window_s=nms_s)
         m = evaluate_selection(scores["frame_id"].to_numpy()[rows].tolist(), gt, method=PLAIN)
@@ -219,23 +225,19 @@ def evaluate_run(run_dir: str, ground_truth: str, *, random_repeats: int = 20, s
     frames = json.loads(Path(run_dir, "run.json").read_text())["spec"]["frames"]
     if not os.path.exists(frames):
         raise InputNotFoundError(f"the run's manifest {frames!r} (run.json spec.frames) does not exist")
-    scores = scores.merge(manifest_times(frames), on="frame_id", how="left")
+    scores = scores.merge(manifest_times(frames), on="frame_id", how="inner")  # every scored frame is in it
     gt = check_ground_truth(pq.read_table(ground_truth).to_pandas())
     return evaluate(cands, scores, gt, random_repeats=random_repeats, seed=seed, nms_s=nms_s)
 
 
 def manifest_times(frames: str) -> pd.DataFrame:
-    """frame_id, drive_id, ts_us (int64 µs) of a frames manifest, its timestamp a timestamp or int µs."""
+    """frame_id, drive_id, ts_us (int64 µs) of a frames manifest, streamed and validated."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.dataset as pds
 
-    parts = []
-    for b in pds.dataset(frames, format="parquet").to_batches(columns=["frame_id", "drive_id", "timestamp"]):
-        ts = b.column(2)
-        if pa.types.is_timestamp(ts.type):
-            ts = pc.cast(pc.cast(ts, pa.timestamp("us", tz="UTC")), pa.int64())
-        parts.append(pd.DataFrame({"frame_id": b.column(0).to_numpy(zero_copy_only=False),
-                                   "drive_id": b.column(1).to_numpy(zero_copy_only=False),
-                                   "ts_us": pc.cast(ts, pa.int64()).to_numpy()}))
+    from jobs.contracts import iter_manifest
+
+    parts = [pd.DataFrame({"frame_id": t.column("frame_id").to_numpy(), "drive_id": t.column("drive_id").to_numpy(),
+                           "ts_us": pc.cast(t.column("timestamp"), pa.int64()).to_numpy()})
+             for t in iter_manifest(frames, columns=["frame_id", "drive_id", "timestamp", "uri"])]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["frame_id", "drive_id", "ts_us"])

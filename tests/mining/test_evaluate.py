@@ -56,3 +56,14 @@ def test_auroc_and_average_precision_match_scikit_learn() -> None:
 def test_ground_truth_must_have_its_columns() -> None:
     with pytest.raises(SchemaError, match=r"missing column\(s\) \['is_rare'\]"):
         evaluate_selection(["a"], gt().drop(columns="is_rare"))
+
+
+def test_duplicate_ground_truth_ids_are_named() -> None:
+    g = pd.concat([gt(), gt().iloc[[3]]])
+    with pytest.raises(SchemaError, match="duplicate frame_id 'a0'"):
+        evaluate_selection(["a0"], g)
+
+
+def test_the_plain_baseline_needs_drives_and_times() -> None:
+    with pytest.raises(SchemaError, match=r"needs \['drive_id', 'ts_us'\]"):
+        evaluate(["a0"], scored().drop(columns=["drive_id", "ts_us"]), gt(), random_repeats=1)
