@@ -50,7 +50,7 @@ class AggregateParams:
     dedup_s: float = 0.5  # keep one frame per this many seconds of an event (0: keep all)
     peak_threshold: float | None = None  # an event must peak at or above this (None: threshold)
     min_frames: int = 1  # an event needs at least this many high frames
-    short_peak: float | None = None  # ... unless it peaks at or above this (None: always)
+    short_peak: float | None = None  # ... unless it peaks at or above this (None: min_frames always applies)
 
     def __post_init__(self) -> None:
         if not np.isfinite(self.threshold):

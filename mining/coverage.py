@@ -1,9 +1,9 @@
 """Does the reference cover the fleet? Guardrails from the frames' novelty percentiles, streamed by batch.
 
-Novelty is calibrated on the reference's own leave-one-out kNN distances, so on a fleet that looks like the
-reference about 1% of frames sit above its p99. Far more than that means the reference lacks something the
-fleet has, and "novel" then means "unlike the reference", not "rare". Two checks, each one line naming
-what it found:
+Novelty is calibrated on the reference frames' kNN distances to its other drives, so on a fleet that looks
+like the reference about 1% of frames sit above its p99 (the job runs this check only with that calibration).
+Far more than that means the reference lacks something the fleet has, and "novel" then means "unlike the
+reference", not "rare". Two checks, each one line naming what it found:
 
 - the whole fleet: more than `max_share` (20%) of frames above novelty p99 (1% expected);
 - a metadata value (e.g. `time_of_day=night`): at least `min_frames` frames in at least `min_drives` drives
@@ -102,7 +102,7 @@ class CoverageCheck:
                 self.drives_of.pop(name, None)
 
     def warnings(self) -> list[str]:
-        """One line per finding, the whole fleet first, then values by their novel share (highest first)."""
+        """One line per finding: the whole fleet first, then values by the novel frames they explain (most first)."""
         out: list[str] = []
         p, vp = f"p{100 * self.percentile:g}", f"p{100 * self.value_percentile:g}"
         expected, v_expected = 1.0 - self.percentile, 1.0 - self.value_percentile

