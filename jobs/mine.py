@@ -375,28 +375,34 @@ def run_mine(spec: MineSpec, *, spark: Any = None, log: Log = _quiet) -> RunResu
             pool = Pool(scores=kept.column("score").to_numpy().astype(np.float64), embeddings=pool_vecs,
                         event_ids=np.asarray(kept.column("event_id").to_pylist(), dtype=object),
                         scenario_ids=np.asarray(scen, dtype=object))
-            order = make_strategy(sel.strategy, **opts).select(
-                pool, budget=spec.budget, caps=Caps(per_event=sel.per_event_cap, per_scenario=sel.per_scenario_cap))
-            n_event, n_pool = int(len(order)), kept.num_rows
-            log(f"  selected {n_event} event candidates (budget {spec.budget}) with {sel.strategy}")
-            if n_event < spec.budget and sel.fill:
-                kept, order, scen, pool_vecs = fill_budget(
-                    st, kept, order, scen, pool_vecs, fused_path=fused_path, man=man, man_ids=man_ids,
-                    drive_codes=drive_codes, event_frames=event_of.column("frame_id"), frames_index=frames_index)
+            strategy, n_pool = make_strategy(sel.strategy, **opts), kept.num_rows
+            caps = Caps(per_event=sel.per_event_cap, per_scenario=sel.per_scenario_cap)
+            if sel.fill:  # every event once, then the best frames left, in events or not (mining/select/budget.py)
+                once = Caps(per_event=1, per_scenario=caps.per_scenario)
+                order = strategy.select(pool, budget=spec.budget, caps=once)
+                log(f"  round 1: {len(order)} events, one frame each, with {sel.strategy}")
+                if len(order) < spec.budget:
+                    kept, order, scen, pool_vecs = fill_budget(
+                        st, kept, order, scen, pool_vecs, pool=pool, caps=caps, fused_path=fused_path, man=man,
+                        man_ids=man_ids, drive_codes=drive_codes, event_frames=event_of.column("frame_id"),
+                        frames_index=frames_index)
+            else:
+                order = strategy.select(pool, budget=spec.budget, caps=caps)
+            n_event = int((order < n_pool).sum())
             st.counts.update(candidates=int(len(order)), budget=spec.budget, above_threshold=n_event,
                              filled=int(len(order)) - n_event)
             if n_event < spec.budget:
                 st.notes.append(
-                    f"{n_event} of the {spec.budget} candidates are frames of events above the thresholds (the pool "
-                    f"of {n_pool} de-duplicated event frames and the caps ran out); "
-                    + (f"{len(order) - n_event} more fill the budget: the best remaining frames by fused score, one "
-                       f"per drive per {sel.fill_nms_s:g} s (selected_by = 'fill')" if sel.fill
+                    f"{n_event} of the {spec.budget} candidates are frames of events above the thresholds "
+                    f"({n_pool} de-duplicated event frames in {events.num_rows} events); "
+                    + (f"{len(order) - n_event} are the best frames outside every event by fused score, one per "
+                       f"drive per {sel.fill_nms_s:g} s (selected_by = 'fill')" if sel.fill
                        else "selection.fill is off, so the budget is not filled"))
-            if len(order) > n_event:
-                log(f"  filled the budget with {len(order) - n_event} frames below the event thresholds")
+            log(f"  selected {len(order)} candidates (budget {spec.budget}): {n_event} from events, "
+                f"{len(order) - n_event} fill")
         # ------------------------------------------------------------ outputs
         with st.stage("write"):
-            cands = write_candidates(st, kept, order, scen, pool_vecs, ref_index, fused_path, n_event=n_event)
+            cands = write_candidates(st, kept, order, scen, pool_vecs, ref_index, fused_path, n_pool=n_pool)
             write_scores(st, fused_path, event_of)
             write_events_and_scenarios(st, events, scen_stats, cands)
             if not frames_src.in_manifest and frames_src.path != run_dir / "embeddings":
@@ -449,15 +455,18 @@ def check_coverage(st: RunState, fused_path: Path) -> None:
 
 
 def fill_budget(st: RunState, kept: pa.Table, order: np.ndarray, scen: np.ndarray, pool_vecs: np.ndarray, *,
-                fused_path: Path, man: pa.Table, man_ids: pa.Array, drive_codes: np.ndarray,
+                pool: Any, caps: Any, fused_path: Path, man: pa.Table, man_ids: pa.Array, drive_codes: np.ndarray,
                 event_frames: pa.ChunkedArray, frames_index: VectorIndex,
                 ) -> tuple[pa.Table, np.ndarray, np.ndarray, np.ndarray]:
-    """The selection extended to the budget with the best frames outside every event (temporal NMS).
+    """Round 2 of the selection: the rest of the budget to the best of more event frames and the fill.
 
-    Frames of events are never fill: an event's frames that the selection left out (its cap, de-dup) stay
-    out, so the caps hold. Returns the pool with the fill frames appended (event_id and scenario null), the
-    extended order, and the extended scenario ids and vectors. Reads one score per frame (as fusing does).
+    The fill is the best frames outside every event by fused score, one per drive per `fill_nms_s`, none
+    that close to a round-1 pick (temporal NMS); frames of events are never fill, so the caps hold.
+    `mining.select.budget.second_round` merges the two by score. Returns the pool with the fill frames
+    appended (event_id and scenario null), the extended order, and the extended scenario ids and vectors.
+    Reads one score per frame (as fusing does).
     """
+    from mining.select.budget import second_round
     from mining.select.nms import temporal_nms
 
     spec = st.spec
@@ -474,14 +483,15 @@ def fill_budget(st: RunState, kept: pa.Table, order: np.ndarray, scen: np.ndarra
     cand = np.flatnonzero(free)
     picked = cand[temporal_nms(scores.column("score").to_numpy()[cand], drive[cand], ts[cand], n=need,
                                window_s=spec.selection.fill_nms_s, taken=(drive[chosen], ts[chosen]))]
+    more = second_round(pool, order, caps=caps, fill_scores=scores.column("score").to_numpy()[picked], need=need)
     fill_ids = ids.take(pa.array(picked))
     fill = pa.table({"frame_id": fill_ids, "event_id": pa.nulls(len(picked), pa.string())})
-    pool = pa.concat_tables([kept.select(["frame_id", "event_id"]), fill])
+    table = pa.concat_tables([kept.select(["frame_id", "event_id"]), fill])  # fill row j is pool row n + j
     vecs = frames_index.reconstruct(_positions(fill_ids, frames_index.ids.column("frame_id").combine_chunks()).tolist())
     vecs = np.vstack([pool_vecs.reshape(-1, vecs.shape[1]), vecs]) if len(picked) else pool_vecs
-    order = np.concatenate([order, kept.num_rows + np.arange(len(picked))]).astype(np.int64)
+    order = np.concatenate([order, more]).astype(np.int64)
     scen = np.concatenate([np.asarray(scen, dtype=object), np.full(len(picked), None, dtype=object)])
-    return pool, order, scen, vecs
+    return table, order, scen, vecs
 
 
 def _abs(path: str | os.PathLike[str]) -> str:
@@ -947,9 +957,9 @@ def _manifest_rows(spec: MineSpec, filt: ds.Expression, columns: list[str] | Non
 
 
 def write_candidates(st: RunState, kept: pa.Table, order: np.ndarray, scen: np.ndarray, pool_vecs: np.ndarray,
-                     ref_index: ReferenceIndex, fused_path: Path, *, n_event: int) -> pa.Table:
-    """candidates.parquet: core + evidence + the manifest's columns, rank 1 first; the first `n_event` are
-    event frames, the rest fill the budget."""
+                     ref_index: ReferenceIndex, fused_path: Path, *, n_pool: int) -> pa.Table:
+    """candidates.parquet: core + evidence + the manifest's columns, rank 1 first; rows of `kept` below
+    `n_pool` are event frames, the ones after it fill the budget."""
     import pandas as pd
 
     from mining.evidence import context_uris
@@ -971,7 +981,7 @@ def write_candidates(st: RunState, kept: pa.Table, order: np.ndarray, scen: np.n
         "reasons": scores.column("reasons"),
         "scenario_id": pa.array([scen[int(i)] for i in order], pa.string()),
         "event_id": kept.column("event_id").take(idx),
-        "selected_by": pa.array(["event"] * min(n_event, n) + ["fill"] * max(0, n - n_event), pa.string()),
+        "selected_by": pa.array(["event" if i < n_pool else "fill" for i in order.tolist()], pa.string()),
     }
     for s in SIGNAL_COLUMNS:
         core[s] = scores.column(s)
