@@ -33,29 +33,12 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
+from mining_matrix import load_avg, synth  # noqa: E402  (benchmarks/ is the script's folder)
+
 RULES = [
     {"name": "hard_brake", "expr": "accel_mps2 < -4", "weight": 0.5},
     {"name": "hard_brake_pedestrian", "expr": 'accel_mps2 < -4 and label == "pedestrian"'},
 ]
-
-
-def load_avg() -> str:
-    try:
-        return "/".join(f"{x:.1f}" for x in os.getloadavg())
-    except OSError:
-        return "?"
-
-
-def synth(out: Path, **kw: Any) -> dict[str, Any]:
-    from jobs.synth import generate
-
-    meta = out / "synth.json"
-    params = {k: kw[k] for k in ("drives", "frames_per_drive", "rare_rate", "size", "seed", "reference")}
-    if meta.exists() and (out / "manifest.parquet").exists():
-        saved = json.loads(meta.read_text())
-        if all(saved["params"].get(k) == v for k, v in params.items() if k != "rare_rate" or not kw["reference"]):
-            return saved["summary"]
-    return generate(out, **kw).to_dict()
 
 
 def main() -> int:
