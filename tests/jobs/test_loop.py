@@ -56,7 +56,9 @@ def test_the_gain_ratio_reads_as_words_when_random_gained_nothing() -> None:
 @pytest.mark.ray
 @pytest.mark.spark
 def test_a_small_loop_runs_end_to_end_through_every_engine(tmp_path: Path) -> None:
-    cfg = LoopConfig(reference_drives=6, fleet_drives=8, eval_drives=3, frames_per_drive=120, fleet_rare_rate=0.12,
+    # 4% rare frames in 250-frame drives, as the demo: the budget is always filled now, and in the 12%-rare,
+    # 120-frame fleet this test used before, random picked as many rare frames by chance (9 of 60) as mining did
+    cfg = LoopConfig(reference_drives=8, fleet_drives=12, eval_drives=3, frames_per_drive=250, fleet_rare_rate=0.04,
                      eval_rare_rate=0.25, budget=60, train_epochs=2, finetune_epochs=1, publish_interval_s=0.5,
                      publish_min_new=3, seed=7)
     res = run_loop(tmp_path, cfg, log=lambda m: None)
