@@ -829,7 +829,7 @@ def score_frames(st: RunState, *, signals: dict[str, tuple[float, Signal]], fram
 
 def calibrations(st: RunState, signals: dict[str, tuple[float, Signal]], ref_index: ReferenceIndex,
                  reservoirs: dict[str, Reservoir]) -> dict[str, np.ndarray]:
-    """Calibration values per signal: the reference's leave-one-out kNN values, or the mined sample."""
+    """Calibration values per signal: the reference's kNN values to its other drives, or the mined sample."""
     out: dict[str, np.ndarray] = {}
     for name, (_, sig) in signals.items():
         if sig.calibration == "mined":

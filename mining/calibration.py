@@ -1,7 +1,8 @@
 """Percentile calibration: turn a raw signal value into "p99.7 of a calibration distribution".
 
 A calibration distribution is a 1-D array of the same signal on frames taken as ordinary: the reference's
-own leave-one-out kNN distances for novelty, a sample of the mined frames for the other signals.
+kNN distances to its other drives for novelty (leave-one-out where drives are unknown), a sample of the
+mined frames for the other signals.
 `tail_pvalue` gives each value its upper-tail p-value against it (the percentile is 1 - p); beyond the
 calibration's top few percent an exponential tail is fitted, so values past everything seen keep ranking
 instead of all tying at p100. `Reservoir` keeps a bounded uniform sample while batches stream past, so

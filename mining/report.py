@@ -182,7 +182,9 @@ def render_report(*, info: Mapping[str, Any], samples: Mapping[str, np.ndarray],
         if raw is not None and np.isfinite(raw).any() and cal is not None and name == "novelty":
             hi = float(np.nanpercentile(np.concatenate([raw[np.isfinite(raw)], cal[np.isfinite(cal)]]), 99.9))
             out.append(svg_histogram(raw, lo=0.0, hi=hi, color=COLORS["novelty"], title="novelty kNN distance",
-                                     overlay=cal, overlay_label="reference, leave-one-out"))
+                                     overlay=cal, overlay_label=(
+                                         "reference to its other drives" if counts.get("novelty_calibration")
+                                         == "other_drives" else "reference, leave-one-out")))
     out.append("<h2>What each signal contributed</h2>")
     used = {n: w for n, w in weights.items() if w > 0 and n in cand_cols}
     if used and candidates is not None and len(candidates):
