@@ -135,8 +135,8 @@ def main() -> int:
     spark = get_spark("local[*]")
     t0 = time.perf_counter()
     rows: list[dict[str, Any]] = []
-    log = {"argv": sys.argv[1:], "host": platform.platform(), "cpus": os.cpu_count(), "load_avg_start": load_avg(),
-           "started": time.strftime("%Y-%m-%d %H:%M", time.localtime())}
+    log: dict[str, Any] = {"argv": sys.argv[1:], "host": platform.platform(), "cpus": os.cpu_count(),
+                           "load_avg_start": load_avg(), "started": time.strftime("%Y-%m-%d %H:%M", time.localtime())}
     enc_tag = a.encoder.replace(":", "_").replace("/", "_") + (f"-{a.input_size}" if a.input_size else "")
     for name in [f.strip() for f in a.fleets.split(",") if f.strip()]:
         f = FLEETS[name]

@@ -159,11 +159,10 @@ def evaluate(
     check_ground_truth(gt)
     n = len(set(candidates))
     rare = scores["frame_id"].map(gt.set_index("frame_id")["is_rare"].astype(bool)).fillna(False).to_numpy(bool)
-    quality = {}
+    out = [evaluate_selection(candidates, gt, method="edgemine")]
     if "score" in scores:
-        quality = {"auroc": auroc(rare, scores["score"].to_numpy()),
-                   "average_precision": average_precision(rare, scores["score"].to_numpy())}
-    out = [replace(evaluate_selection(candidates, gt, method="edgemine"), **quality)]
+        fused = scores["score"].to_numpy()
+        out[0] = replace(out[0], auroc=auroc(rare, fused), average_precision=average_precision(rare, fused))
     if "novelty_raw" in scores and scores["novelty_raw"].notna().any():
         missing = [c for c in ("drive_id", "ts_us") if c not in scores]
         if missing:
