@@ -628,7 +628,7 @@ def plan_actors(dev: DevicePlan, *, cpus: int, actors: int | None = None, thread
 
 
 def _run_ray(plan: ManifestPlan, store: ShardStore, pending: list[tuple[int, int, int]], *, spec: str, probe_id: str,
-             dim: int, input_size: int, min_side: int = MIN_SIDE, dev: DevicePlan, layout: ActorLayout,
+             dim: int, input_size: int, min_side: int, dev: DevicePlan, layout: ActorLayout,
              batch_size: int, decode: str, progress: bool) -> int:
     import ray
     from ray.data import ActorPoolStrategy

@@ -55,6 +55,7 @@ from jobs.spec import MineSpec
 from mining.aggregate import EVENT_FRAMES_SCHEMA, EVENT_STATS_SCHEMA, SCENARIO_STATS_SCHEMA
 from mining.calibration import Reservoir, calibrated
 from mining.index import VectorIndex, build_index, read_sidecar, sidecar_exists
+from mining.select.base import Caps, Pool
 from mining.sharded_index import ShardedIndex
 from mining.signals import Signal, SignalInputs
 from mining.vectors import list_matrix
@@ -367,7 +368,7 @@ def run_mine(spec: MineSpec, *, spark: Any = None, log: Log = _quiet) -> RunResu
             st.counts["scenarios"] = scen_stats.num_rows
         # ------------------------------------------------------------ selection
         with st.stage("select"):
-            from mining.select import Caps, Pool, make_strategy
+            from mining.select import make_strategy
 
             sel = spec.selection
             opts = {"diversity": sel.diversity} if sel.strategy == "kcenter" else (
@@ -455,7 +456,7 @@ def check_coverage(st: RunState, fused_path: Path) -> None:
 
 
 def fill_budget(st: RunState, kept: pa.Table, order: np.ndarray, scen: np.ndarray, pool_vecs: np.ndarray, *,
-                pool: Any, caps: Any, fused_path: Path, man: pa.Table, man_ids: pa.Array, drive_codes: np.ndarray,
+                pool: Pool, caps: Caps, fused_path: Path, man: pa.Table, man_ids: pa.Array, drive_codes: np.ndarray,
                 event_frames: pa.ChunkedArray, frames_index: VectorIndex,
                 ) -> tuple[pa.Table, np.ndarray, np.ndarray, np.ndarray]:
     """Round 2 of the selection: the rest of the budget to the best of more event frames and the fill.
@@ -481,9 +482,10 @@ def fill_budget(st: RunState, kept: pa.Table, order: np.ndarray, scen: np.ndarra
     in_event = _positions(event_frames, ids)
     free[in_event[in_event >= 0]] = False
     cand = np.flatnonzero(free)
-    picked = cand[temporal_nms(scores.column("score").to_numpy()[cand], drive[cand], ts[cand], n=need,
-                               window_s=spec.selection.fill_nms_s, taken=(drive[chosen], ts[chosen]))]
-    more = second_round(pool, order, caps=caps, fill_scores=scores.column("score").to_numpy()[picked], need=need)
+    score = scores.column("score").to_numpy()
+    picked = cand[temporal_nms(score[cand], drive[cand], ts[cand], n=need, window_s=spec.selection.fill_nms_s,
+                               taken=(drive[chosen], ts[chosen]))]
+    more = second_round(pool, order, caps=caps, fill_scores=score[picked], need=need)
     fill_ids = ids.take(pa.array(picked))
     fill = pa.table({"frame_id": fill_ids, "event_id": pa.nulls(len(picked), pa.string())})
     table = pa.concat_tables([kept.select(["frame_id", "event_id"]), fill])  # fill row j is pool row n + j

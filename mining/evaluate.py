@@ -85,14 +85,6 @@ def evaluate_selection(selected: Sequence[str], gt: pd.DataFrame, *, method: str
     )
 
 
-def top_by(scores: pd.DataFrame, column: str, n: int) -> list[str]:
-    """Frame ids of the n highest values of `column` (ties by frame_id); NaN values come last."""
-    s = scores[["frame_id", column]].copy()
-    s["_v"] = s[column].astype("float64").fillna(-np.inf)
-    s = s.sort_values(["_v", "frame_id"], ascending=[False, True], kind="mergesort")
-    return s["frame_id"].head(n).tolist()
-
-
 def _labels_scores(is_rare: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(is_rare, dtype=bool)
     s = np.nan_to_num(np.asarray(scores, dtype=np.float64), nan=-np.inf)  # no score = least suspicious
