@@ -17,11 +17,13 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) scripts/check_layers.py
 	$(PY) -m pytest
 
+# ruff; then the wheel's contents, the package layers (import-linter) and mypy on the installed layout
 lint: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m mypy
+	$(PY) scripts/check_layers.py --mypy
 
 bench: $(STAMP)
 	$(PY) benchmarks/embed.py

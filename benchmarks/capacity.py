@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/capacity.py            # measures what it needs, reads the fleet results, prints
 
 Measured here, in this run (2 threads, this machine):
-- FLOPs per frame of the baseline CNN (`embeddings.baseline.BaselineCNN`, what `train-baseline` exports) at
+- FLOPs per frame of the baseline CNN (`edgemine.embeddings.baseline.BaselineCNN`, what `train-baseline` exports) at
   64 px (the benchmarks' size) and 224 px (a production input size), with torch's FlopCounterMode;
 - its CPU forward throughput at 64 px (batch 256, 2 threads), i.e. the FLOP rate the CPU achieves;
 - decode + resize of a 1280x720 camera JPEG to 224 px with Pillow, single thread (what each GPU worker's
@@ -61,7 +61,7 @@ def measure_model(threads: int = 2) -> dict[str, Any]:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from embeddings.baseline import BaselineCNN
+    from edgemine.embeddings.baseline import BaselineCNN
 
     torch.set_num_threads(threads)
     model = BaselineCNN(5).eval()
@@ -80,7 +80,7 @@ def measure_model(threads: int = 2) -> dict[str, Any]:
             n += len(x)
     fps = n / (time.perf_counter() - t)
     try:  # a production-size backbone for scale (architecture only: no weights are downloaded)
-        from embeddings.encoders.torchvision_encoder import import_torchvision
+        from edgemine.embeddings.encoders.torchvision_encoder import import_torchvision
 
         big = import_torchvision().models.resnet50(weights=None).eval()
         with FlopCounterMode(display=False) as fc, torch.no_grad():

@@ -13,7 +13,7 @@ their mean, so load drift on a shared machine shows up as a gap between the two 
 time is its whole `embed_manifest` call on an already started Ray (manifest scan + fingerprint, actor
 start-up, execution, shard writes, final merge); the Ray start itself is reported separately.
 
-The model is the baseline CNN (`embeddings.baseline.BaselineCNN`, the architecture `train-baseline`
+The model is the baseline CNN (`edgemine.embeddings.baseline.BaselineCNN`, the architecture `train-baseline`
 exports) with seeded random weights, exported to TorchScript: throughput does not depend on the weights.
 `--encoder SPEC` measures another encoder instead (e.g. `efficientnet_lite0`); its input size is
 `--input-size`, by default the frames' `--size`. Both sides use the encoder's own minimum frame side.
@@ -70,7 +70,7 @@ def tree_cpu_seconds(root: int | None = None) -> float | None:
 
 def ensure_frames(data: Path, *, frames: int, size: int) -> Path:
     """Generate (once) `frames` synthetic frames at `size` px; returns the manifest path."""
-    from jobs.synth import generate
+    from edgemine.jobs.synth import generate
 
     per_drive = 250
     drives = max(1, frames // per_drive)
@@ -89,7 +89,7 @@ def ensure_frames(data: Path, *, frames: int, size: int) -> Path:
 def export_baseline(path: Path, *, input_size: int) -> Path:
     import torch
 
-    from embeddings.baseline import DEFAULT_WIDTH, MODEL_KIND, BaselineCNN, export_model
+    from edgemine.embeddings.baseline import DEFAULT_WIDTH, MODEL_KIND, BaselineCNN, export_model
 
     torch.manual_seed(0)
     meta = {"kind": MODEL_KIND, "class_names": ["car", "cyclist", "none", "pedestrian", "truck"],
@@ -102,9 +102,9 @@ def bare_loop(manifest: Path, *, encoder: str, input_size: int | None, batch_siz
     """Read + decode (thread pool) + forward in one process, no Ray."""
     import torch
 
-    from embeddings.decode import decode_batch
-    from embeddings.encoders import load_encoder
-    from jobs.contracts import iter_manifest
+    from edgemine.contracts import iter_manifest
+    from edgemine.embeddings.decode import decode_batch
+    from edgemine.embeddings.encoders import load_encoder
 
     torch.set_num_threads(threads)
     enc = load_encoder(encoder, input_size=input_size)
@@ -129,7 +129,7 @@ def model_only(*, encoder: str, input_size: int | None, batch_size: int, threads
     import numpy as np
     import torch
 
-    from embeddings.encoders import load_encoder
+    from edgemine.embeddings.encoders import load_encoder
 
     torch.set_num_threads(threads)
     enc = load_encoder(encoder, input_size=input_size)
@@ -144,8 +144,8 @@ def model_only(*, encoder: str, input_size: int | None, batch_size: int, threads
 
 
 def decode_only(manifest: Path, *, size: int, threads: int, limit: int = 10_000) -> float:
-    from embeddings.decode import decode_batch
-    from jobs.contracts import read_manifest
+    from edgemine.contracts import read_manifest
+    from edgemine.embeddings.decode import decode_batch
 
     uris = read_manifest(manifest).column("uri").to_pylist()[:limit]
     t0 = time.perf_counter()
@@ -175,7 +175,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    from embeddings.pipeline import embed_manifest, ray_runtime
+    from edgemine.embeddings.pipeline import embed_manifest
+    from edgemine.runtime import ray_runtime
 
     cores = os.cpu_count() or 1
     bare_threads = args.bare_threads or cores

@@ -49,7 +49,7 @@ def machine() -> dict[str, Any]:
 
 def fleet_manifest(*, frames: int, reference: bool, dim: int = 128, seed: int = 0, work: Path = WORK) -> Path:
     """`edgemine synth-fleet` output for these parameters, generated once under `work`."""
-    from jobs.synth.fleet import generate_fleet
+    from edgemine.jobs.synth.fleet import generate_fleet
 
     name = f"{'ref' if reference else 'fleet'}-{frames}-d{dim}-s{seed}"
     out = work / name

@@ -52,7 +52,7 @@ def job_yaml(*, frames: Path, reference: Path, out: Path, index: str) -> str:
 
 def child_raw(a: argparse.Namespace) -> dict[str, Any]:
 
-    from mining.index import IndexParams
+    from edgemine.mining.index import IndexParams
 
     t = time.perf_counter()
     xb = load_vectors(Path(a.ref))

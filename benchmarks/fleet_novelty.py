@@ -10,14 +10,14 @@ peak RSS <= 4 GB.
 Each (config, mode) runs in its own child process; the parent samples the child's process tree RSS
 (Python plus any Ray processes) and records the load average around it. Modes:
 
-- `project`: what `edgemine mine` does for novelty — `mining.index.build_index` over streamed (ids, vectors)
-  batches of the reference manifest (`mining.vectors.list_matrix` checks each batch as the run does), then
+- `project`: what `edgemine mine` does for novelty — `edgemine.mining.index.build_index` over streamed (ids, vectors)
+  batches of the reference manifest (`edgemine.vectors.list_matrix` checks each batch as the run does), then
   `VectorIndex.search(x, 10)` over streamed 16,384-row batches of the fleet manifest (the run's
   `score_batch_rows`). Only the 10k sample's neighbours are kept, to score recall.
 - `raw`: bare faiss on the same vectors as two numpy arrays already in memory (loading them is timed
   apart): the same factory string, training sample and search parameters, one `search` call over all
   queries. The reference ratio for the project path.
-- `sharded`: `mining.sharded_index.ShardedIndex` over `--shards` Ray actors (each builds its own index of
+- `sharded`: `edgemine.mining.sharded_index.ShardedIndex` over `--shards` Ray actors (each builds its own index of
   the same kind over its slice), `search_batches` fanned out and merged. Ray's start is timed apart.
 - `exact` (run once, cached): `IndexFlatL2` ground truth for the 10k sample.
 
@@ -70,7 +70,7 @@ DEFAULT_CONFIGS = "ivf_flat,ivf_flat_4k,ivf_pq,ivf_pq_default,ivf_pq_4k,hnsw_fas
 
 
 def _params(name: str) -> Any:
-    from mining.index import IndexParams
+    from edgemine.mining.index import IndexParams
 
     return IndexParams(**CONFIGS[name])
 
@@ -88,7 +88,7 @@ def factory_string(p: Any) -> str:
 
 
 def raw_index(x: np.ndarray, p: Any) -> Any:
-    """Bare faiss doing what `mining.index.build_index` does for resolved IndexParams `p`, over a matrix
+    """Bare faiss doing what `edgemine.mining.index.build_index` does for resolved IndexParams `p`, over a matrix
     already in memory: same factory string, training sample and search parameters."""
     import faiss
 
@@ -162,8 +162,8 @@ def child_project(a: argparse.Namespace) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.dataset as ds
 
-    from mining.index import build_index
-    from mining.vectors import list_matrix
+    from edgemine.mining.index import build_index
+    from edgemine.vectors import list_matrix
 
     p = _params(a.config)
     ref, fleet = Path(a.ref), Path(a.fleet)
@@ -220,7 +220,7 @@ def child_sharded(a: argparse.Namespace) -> dict[str, Any]:
     import pyarrow.dataset as ds
     import ray
 
-    from mining.sharded_index import ShardedIndex
+    from edgemine.mining.sharded_index import ShardedIndex
 
     p = _params(a.config)
     ref, fleet = Path(a.ref), Path(a.fleet)

@@ -69,7 +69,7 @@ def load_avg() -> str:
 
 def synth(out: Path, **kw: Any) -> dict[str, Any]:
     """generate() into `out`, or the summary of what is already there with the same parameters."""
-    from jobs.synth import generate
+    from edgemine.jobs.synth import generate
 
     meta = out / "synth.json"
     if meta.exists() and (out / "manifest.parquet").exists():
@@ -127,10 +127,10 @@ def main() -> int:
     work: Path = a.work
     work.mkdir(parents=True, exist_ok=True)
 
-    from jobs.mine import run_mine
-    from jobs.spec import build_spec
-    from mining.evaluate import PLAIN, evaluate_run
-    from mining.spark import get_spark
+    from edgemine.jobs.mine import run_mine
+    from edgemine.jobs.spec import build_spec
+    from edgemine.mining.evaluate import PLAIN, evaluate_run
+    from edgemine.mining.spark import get_spark
 
     spark = get_spark("local[*]")
     t0 = time.perf_counter()

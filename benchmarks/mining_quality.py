@@ -4,9 +4,9 @@
     .venv/bin/python benchmarks/mining_quality.py --quick    # a ~6k-frame smoke run of the same steps
 
 Steps (each cached under --work, so a re-run only redoes what changed):
-1. `jobs.synth.generate`: the fleet (`--drives` x `--frames-per-drive`, `--rare-rate`, `--seed`) and known
+1. `edgemine.jobs.synth.generate`: the fleet (`--drives` x `--frames-per-drive`, `--rare-rate`, `--seed`) and known
    reference drives (`--ref-drives`, no rare events, another seed);
-2. the baseline model: `embeddings.baseline.train_classifier` on the reference's labels (what
+2. the baseline model: `edgemine.embeddings.baseline.train_classifier` on the reference's labels (what
    `edgemine train-baseline` runs); its logits give the uncertainty signal;
 3. for each `--encoders` variant (`builtin` = the zero-setup default; `builtin-fit` = the same encoder
    standardised on the reference with `fit_builtin`, i.e. `edgemine fit-builtin`): one mining run with the
@@ -79,17 +79,17 @@ def main() -> int:
 
     model = work / f"model-{ref_dir.name}-e{a.epochs}.pt"
     if not model.exists():
-        from embeddings.baseline import train_classifier
-        from jobs.contracts import read_manifest
+        from edgemine.contracts import read_manifest
+        from edgemine.embeddings.baseline import train_classifier
 
         t = time.perf_counter()
         res = train_classifier(read_manifest(ref_dir / "manifest.parquet"), out=model, epochs=a.epochs, seed=0)
         log["train_s"] = round(time.perf_counter() - t, 1)
         print(res.summary(), flush=True)
 
-    from jobs.mine import run_mine
-    from jobs.spec import build_spec
-    from mining.evaluate import evaluate_run, format_table
+    from edgemine.jobs.mine import run_mine
+    from edgemine.jobs.spec import build_spec
+    from edgemine.mining.evaluate import evaluate_run, format_table
 
     budget = max(1, int(round(a.budget_fraction * fleet["frames"])))
     results: dict[str, Any] = {}
@@ -100,7 +100,7 @@ def main() -> int:
         elif variant == "builtin-fit":
             fit = work / f"fit-{ref_dir.name}.npz"
             if not fit.exists():
-                from embeddings.encoders.builtin import fit_builtin
+                from edgemine.embeddings.encoders.builtin import fit_builtin
 
                 print(fit_builtin(ref_dir / "manifest.parquet", out=fit, progress=False).summary(), flush=True)
             encoder = f"builtin:{fit.resolve()}"

@@ -88,10 +88,10 @@ def write_run(run_dir: Path, n: int, *, run_id: str, seed: int = 0, batch: int =
 
 
 def prepare(work: Path, db_url: str, n: int, clients: int) -> dict[str, Any]:
-    from review_api import storage
-    from review_api.db import Database, Run
-    from review_api.importer import Policy, import_run
-    from review_api.settings import load_settings
+    from edgemine.review_api import storage
+    from edgemine.review_api.db import Database, Run
+    from edgemine.review_api.importer import Policy, import_run
+    from edgemine.review_api.settings import load_settings
 
     run_id = f"bench-{n}"
     run_dir = work / f"run-{n}"
@@ -125,7 +125,7 @@ def prepare(work: Path, db_url: str, n: int, clients: int) -> dict[str, Any]:
     with db.read() as s:
         from sqlalchemy import func, select
 
-        from review_api.db import Decision, Item
+        from edgemine.review_api.db import Decision, Item
 
         info["items_in_store"] = s.scalar(select(func.count()).select_from(Item))
         info["decisions_before"] = s.scalar(select(func.count()).select_from(Decision))
@@ -301,7 +301,7 @@ def main() -> None:
     tokens = info.pop("tokens")
     port = free_port()
     env = {**os.environ, "EDGEMINE_ENVIRONMENT": "test", "EDGEMINE_THUMBNAIL_DIR": str(args.work / "thumbs")}
-    server = subprocess.Popen([sys.executable, "-m", "jobs", "serve", "--db", db_url, "--port", str(port)],
+    server = subprocess.Popen([sys.executable, "-m", "edgemine", "serve", "--db", db_url, "--port", str(port)],
                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60

@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/spark_aggregation.py                     # 1M and 10M rows
     .venv/bin/python benchmarks/spark_aggregation.py --rows 200000       # a quick small run
 
-What is measured: `mining.spark_aggregate.run_events` (what `edgemine mine` runs in its aggregate stage) on
-`local[*]` with the product's session settings (`mining.spark.get_spark`): read scores.parquet and
+What is measured: `edgemine.mining.spark_aggregate.run_events` (what `edgemine mine` runs in its aggregate stage) on
+`local[*]` with the product's session settings (`edgemine.mining.spark.get_spark`): read scores.parquet and
 manifest.parquet, join on frame_id, events = runs of frames >= threshold at most max_gap apart per drive,
 hysteresis (peak >= peak_threshold, >= min_frames frames), de-dup buckets (best frame per dedup_s of an
 event), write event_frames/, re-read it and write per-event stats to events/. The Spark session's start is
@@ -52,7 +52,7 @@ def generate(out: Path, rows: int, *, seed: int = 0, batch_drives: int = 33) -> 
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from jobs.contracts import TIMESTAMP
+    from edgemine.contracts import TIMESTAMP
 
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -111,9 +111,9 @@ def dataset(rows: int, work: Path) -> Path:
 
 # ------------------------------------------------------------------ engines
 def child_spark(a: argparse.Namespace) -> dict[str, Any]:
-    from mining.aggregate import AggregateParams
-    from mining.spark import get_spark
-    from mining.spark_aggregate import run_events
+    from edgemine.mining.aggregate import AggregateParams
+    from edgemine.mining.spark import get_spark
+    from edgemine.mining.spark_aggregate import run_events
 
     data, out = Path(a.data), Path(a.out)
     t = time.perf_counter()
@@ -132,7 +132,7 @@ def child_spark(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def _sql_params() -> dict[str, Any]:
-    from mining.aggregate import AggregateParams
+    from edgemine.mining.aggregate import AggregateParams
 
     p = AggregateParams(**PARAMS)
     return {"threshold": p.threshold, "peak": p.peak, "min_frames": p.min_frames, "gap_us": p.gap_us,

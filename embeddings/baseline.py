@@ -27,8 +27,8 @@ import pyarrow as pa
 import torch
 from torch import nn
 
-from embeddings.decode import decode_batch
-from jobs.errors import ConfigError, IncompatibleArtifactError, SchemaError
+from edgemine.embeddings.decode import decode_batch
+from edgemine.errors import ConfigError, IncompatibleArtifactError, SchemaError
 
 MODEL_KIND = "edgemine-baseline"
 FORMAT_VERSION = 1
@@ -389,7 +389,7 @@ def predict(
     Works with any TorchScript model per the encoder contract that returns logits; class names come from
     the model's metadata (or are "0", "1", ... when it has none).
     """
-    from embeddings.encoders import load_encoder
+    from edgemine.embeddings.encoders import load_encoder
 
     enc = load_encoder(f"torchscript:{os.fspath(model_path)}")
     if enc.n_classes is None:

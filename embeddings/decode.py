@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 from PIL import Image, UnidentifiedImageError
 
-from jobs.errors import ConfigError, FrameError
+from edgemine.errors import ConfigError, FrameError
 
 MIN_SIDE = 16  # pixels; below this a frame carries no usable scene content
 MAX_PIXELS = 64_000_000  # a larger header is rejected before decoding (decompression-bomb guard)

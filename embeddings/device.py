@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from jobs.errors import ConfigError
+from edgemine.errors import ConfigError
 
 DeviceRequest = Literal["auto", "cpu", "cuda"]
 DEVICES: tuple[str, ...] = get_args(DeviceRequest)

@@ -5,7 +5,7 @@
              ──► driver: collect rows per shard, write each shard atomically when complete
 
 Outputs in `out/`:
-- `embeddings/part-NNNNN.parquet` — `jobs.contracts.embeddings_schema(dim)`, rows in manifest order;
+- `embeddings/part-NNNNN.parquet` — `edgemine.contracts.embeddings_schema(dim)`, rows in manifest order;
 - `errors.parquet` — every frame that could not be embedded (`ERRORS_SCHEMA`), merged from `_errors/`;
 - `_config.json` — encoder id, input size, precision, shard size and the manifest fingerprint;
 - `summary.json` — counts and timings of the last run.
@@ -29,7 +29,6 @@ A manifest with an `embedding` column needs no inference: its vectors are writte
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -47,10 +46,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from embeddings.decode import MIN_SIDE, decode_batch
-from embeddings.device import DevicePlan, cpu_threads_per_actor
-from embeddings.encoders import DEFAULT_ENCODER
-from jobs.contracts import (
+from edgemine.contracts import (
     ERRORS_SCHEMA,
     MANIFEST_REQUIRED,
     embeddings_schema,
@@ -58,7 +54,11 @@ from jobs.contracts import (
     manifest_base_dir,
     normalize_manifest_batch,
 )
-from jobs.errors import ConfigError, EdgemineError, IncompatibleArtifactError, SchemaError
+from edgemine.embeddings.decode import MIN_SIDE, decode_batch
+from edgemine.embeddings.device import DevicePlan, cpu_threads_per_actor
+from edgemine.embeddings.encoders import DEFAULT_ENCODER
+from edgemine.errors import ConfigError, EdgemineError, IncompatibleArtifactError, SchemaError
+from edgemine.runtime import atomic_write_bytes, atomic_write_table, ray_runtime
 
 DecodePlacement = Literal["actor", "tasks"]
 DECODE_PLACEMENTS: tuple[str, ...] = get_args(DecodePlacement)
@@ -278,7 +278,7 @@ class EmbedWorker:
                  threads: int, decode_threads: int, min_side: int = MIN_SIDE) -> None:
         import torch
 
-        from embeddings.encoders import load_encoder
+        from edgemine.embeddings.encoders import load_encoder
 
         torch.set_num_threads(max(1, threads))
         self.encoder = load_encoder(spec, input_size=input_size, device=device, autocast=autocast)
@@ -400,7 +400,7 @@ class ShardStore:
             raise IncompatibleArtifactError(f"{self.emb_dir} has shards ({stray[0]}, ...) but no {CONFIG_FILE}; "
                                             "refusing to mix outputs of an unknown run")
         self.out.mkdir(parents=True, exist_ok=True)
-        _atomic_write_bytes(path, json.dumps(config, indent=2, sort_keys=True).encode())
+        atomic_write_bytes(path, json.dumps(config, indent=2, sort_keys=True).encode())
 
     def done(self, shard: int) -> bool:
         return self.emb_path(shard).exists() and self.err_path(shard).exists()
@@ -409,8 +409,8 @@ class ShardStore:
         """Errors part first, embeddings last: the embeddings file is the shard's 'done' mark."""
         self.emb_dir.mkdir(parents=True, exist_ok=True)
         self.err_dir.mkdir(parents=True, exist_ok=True)
-        _atomic_write_table(self.err_path(shard), errors)
-        _atomic_write_table(self.emb_path(shard), embeddings)
+        atomic_write_table(self.err_path(shard), errors)
+        atomic_write_table(self.emb_path(shard), embeddings)
 
     def finalize(self, n_shards: int) -> tuple[int, dict[str, int]]:
         """Merge the error parts into errors.parquet (atomically); return (embedded rows, errors by stage)."""
@@ -427,18 +427,6 @@ class ShardStore:
                         by_stage[str(s)] = by_stage.get(str(s), 0) + int(c)
         os.replace(tmp, self.out / ERRORS_FILE)
         return embedded, by_stage
-
-
-def _atomic_write_table(path: Path, table: pa.Table) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _split_shard(rows: pa.Table, *, dim: int, encoder_id: str) -> tuple[pa.Table, pa.Table]:
@@ -489,29 +477,6 @@ class Progress:
                 f"ETA {eta_s}; {self.errors:,} unusable")
 
 
-# ================================================================ Ray runtime
-@contextlib.contextmanager
-def ray_runtime(*, num_cpus: int | None = None) -> Iterator[None]:
-    """Use a running Ray (or RAY_ADDRESS); else start a local one for the job and shut it down after."""
-    import ray
-
-    if ray.is_initialized():
-        yield
-        return
-    for key, value in (("RAY_AUTH_MODE", "disabled"), ("RAY_USAGE_STATS_ENABLED", "0"),
-                       ("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")):
-        os.environ.setdefault(key, value)
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], logging_level=logging.WARNING)
-    else:
-        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
-                 logging_level=logging.WARNING, configure_logging=True)
-    try:
-        yield
-    finally:
-        ray.shutdown()
-
-
 # ================================================================ the job
 def _check_options(batch_size: int, shard_rows: int, actors: int | None, decode: str) -> None:
     if batch_size < 1:
@@ -552,8 +517,8 @@ def embed_manifest(
       inference actors (thread pool), "tasks" in separate Ray tasks. num_cpus: for a locally started Ray.
     Every manifest row ends up in exactly one of the embedding shards or errors.parquet.
     """
-    from embeddings.device import resolve_device
-    from embeddings.encoders import load_encoder
+    from edgemine.embeddings.device import resolve_device
+    from edgemine.embeddings.encoders import load_encoder
 
     t0 = time.perf_counter()
     _check_options(batch_size, shard_rows, actors, decode)
@@ -760,9 +725,9 @@ def _result(store: ShardStore, plan: ManifestPlan, config: dict[str, Any], embed
         shards_written=written, seconds=seconds, device=device,
         frames_per_second=round(new_rows / seconds, 1) if seconds > 0 else 0.0,
     )
-    _atomic_write_bytes(store.out / SUMMARY_FILE, json.dumps(asdict(result), indent=2).encode())
+    atomic_write_bytes(store.out / SUMMARY_FILE, json.dumps(asdict(result), indent=2).encode())
     return result
 
 
 __all__ = ["DECODE_PLACEMENTS", "ActorLayout", "EmbedResult", "EmbedWorker", "embed_manifest", "plan_actors",
-           "ray_runtime", "scan_manifest", "shard_ranges"]
+           "scan_manifest", "shard_ranges"]

@@ -16,15 +16,15 @@ import typer
 
 # One module per capability; each defines `register(app)`.
 COMMAND_MODULES = (
-    "jobs.commands.synth",
-    "jobs.commands.manifest",
-    "jobs.commands.demo",
-    "jobs.commands.datasets",
-    "jobs.commands.publish",
-    "jobs.commands.submit",
-    "jobs.commands.mine",
-    "jobs.commands.review",
-    "jobs.commands.embed",
+    "edgemine.jobs.commands.synth",
+    "edgemine.jobs.commands.manifest",
+    "edgemine.jobs.commands.demo",
+    "edgemine.jobs.commands.datasets",
+    "edgemine.jobs.commands.publish",
+    "edgemine.jobs.commands.submit",
+    "edgemine.jobs.commands.mine",
+    "edgemine.jobs.commands.review",
+    "edgemine.jobs.commands.embed",
 )
 
 app = typer.Typer(
@@ -64,7 +64,7 @@ def _kind(exc: BaseException) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning expected errors into one line on stderr."""
-    from jobs.errors import EdgemineError
+    from edgemine.errors import EdgemineError
 
     args = list(sys.argv[1:] if argv is None else argv)
     debug = _debug_requested(args)

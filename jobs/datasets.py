@@ -16,7 +16,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs.errors import ConfigError, InputNotFoundError, NotFoundError
+from edgemine.errors import ConfigError, InputNotFoundError, NotFoundError
 
 _REF = re.compile(r"^(?P<path>.+?)@v?(?P<version>\d+)$")
 # Commit-info keys written by delta-rs itself; everything else in a commit's info is our lineage.

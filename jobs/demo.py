@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from jobs.loop import LoopConfig, LoopResult, run_loop
+from edgemine.jobs.loop import LoopConfig, LoopResult, run_loop
 
 
 def run_demo(out: Path, cfg: LoopConfig = LoopConfig()) -> LoopResult:
@@ -39,6 +39,6 @@ def run_demo(out: Path, cfg: LoopConfig = LoopConfig()) -> LoopResult:
 
 
 def raise_fresh(out: Path) -> None:
-    from jobs.errors import ConfigError
+    from edgemine.errors import ConfigError
 
     raise ConfigError(f"{out} holds an earlier demo (review.db exists); remove it or pass --out NEW_DIR")

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from jobs.errors import ConfigError, NotFoundError
+from edgemine.errors import ConfigError, NotFoundError
 
 Log = Callable[[str], None]
 
@@ -190,8 +190,8 @@ class ReviewServer:
 
         import uvicorn
 
-        from review_api.app import create_app
-        from review_api.settings import load_settings
+        from edgemine.review_api.app import create_app
+        from edgemine.review_api.settings import load_settings
 
         self.settings = load_settings(database_url=db_url, thumbnail_dir=thumbnail_dir, environment="development")
         self.app = create_app(self.settings)
@@ -222,7 +222,7 @@ class ReviewServer:
 
 # ================================================================ pieces of the loop
 def _rows(manifest: Path, *, label: str | None = None) -> pa.Table:
-    from jobs.contracts import read_manifest
+    from edgemine.contracts import read_manifest
 
     t = read_manifest(manifest)
     cols = {"frame_id": t.column("frame_id"), "uri": t.column("uri"), "drive_id": t.column("drive_id")}
@@ -243,7 +243,7 @@ def eval_slices(eval_logs: Path) -> tuple[pa.Table, pa.Table]:
 
 
 def accuracy(model: Path, rows: pa.Table) -> float:
-    from embeddings.baseline import predict
+    from edgemine.embeddings.baseline import predict
 
     pred = predict(model, rows)
     truth = dict(zip(rows.column("frame_id").to_pylist(), rows.column("label").to_pylist(), strict=True))
@@ -253,7 +253,7 @@ def accuracy(model: Path, rows: pa.Table) -> float:
 
 def random_control_run(mined_run: Path, fleet_manifest: Path, out: Path, *, budget: int, seed: int) -> str:
     """A run dir with `budget` uniformly random frames of the same fleet, in the candidates contract."""
-    from jobs.contracts import read_manifest
+    from edgemine.contracts import read_manifest
 
     man = read_manifest(fleet_manifest)
     scores = pq.read_table(mined_run / "scores.parquet")
@@ -285,8 +285,8 @@ def random_control_run(mined_run: Path, fleet_manifest: Path, out: Path, *, budg
 def finetune(base: Path, reference: pa.Table, dataset: str, version: int | None, out: Path, *,
              cfg: LoopConfig) -> dict[str, Any]:
     """v1 = v0 fine-tuned on the known drives plus the published training split (new classes added)."""
-    from embeddings.baseline import train_classifier
-    from jobs.datasets import read_dataset
+    from edgemine.embeddings.baseline import train_classifier
+    from edgemine.jobs.datasets import read_dataset
 
     parts = [reference.select(["frame_id", "uri", "drive_id", "label"])]
     n_edge = 0
@@ -307,9 +307,9 @@ def finetune(base: Path, reference: pa.Table, dataset: str, version: int | None,
 
 # ================================================================ the loop
 def run_loop(out: Path, cfg: LoopConfig = LoopConfig(), *, log: Log = print) -> LoopResult:  # noqa: C901
-    from jobs.datasets import latest_version
-    from jobs.publish import SplitPolicy, publish_from_review, watch_and_publish
-    from jobs.synth import RARE_CATEGORIES, generate
+    from edgemine.jobs.datasets import latest_version
+    from edgemine.jobs.publish import SplitPolicy, publish_from_review, watch_and_publish
+    from edgemine.jobs.synth import RARE_CATEGORIES, generate
 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -334,7 +334,7 @@ def run_loop(out: Path, cfg: LoopConfig = LoopConfig(), *, log: Log = print) -> 
         f"{fleet.events} events), {ev.frames} held-out frames ({ev.rare_frames} rare)  [{res.timings['synth']}s]")
 
     # -- v0 ------------------------------------------------------------------------------------------
-    from embeddings.baseline import train_classifier
+    from edgemine.embeddings.baseline import train_classifier
 
     done = step("train_v0")
     models = out / "models"
@@ -346,8 +346,8 @@ def run_loop(out: Path, cfg: LoopConfig = LoopConfig(), *, log: Log = print) -> 
     log(f"[2/6] v0: {v0.summary()}")
 
     # -- mine ----------------------------------------------------------------------------------------
-    from jobs.mine import run_mine
-    from jobs.spec import build_spec
+    from edgemine.jobs.mine import run_mine
+    from edgemine.jobs.spec import build_spec
 
     done = step("mine")
     # Novelty and rarity in the builtin encoder's space; uncertainty from v0's logits.
@@ -373,8 +373,8 @@ def run_loop(out: Path, cfg: LoopConfig = LoopConfig(), *, log: Log = print) -> 
         f" [{res.timings['mine']}s]")
 
     # -- review + continuous publish ------------------------------------------------------------------
-    from review_api import storage
-    from review_api.db import Database
+    from edgemine.review_api import storage
+    from edgemine.review_api.db import Database
 
     done = step("review")
     db_url = f"sqlite:///{out / 'review.db'}"
@@ -433,7 +433,7 @@ def run_loop(out: Path, cfg: LoopConfig = LoopConfig(), *, log: Log = print) -> 
     for name, ds, v in (("mined", dataset, v_mined), ("random", control_ds, v_control)):
         n = 0
         if v is not None:
-            from jobs.datasets import read_dataset
+            from edgemine.jobs.datasets import read_dataset
 
             n = read_dataset(ds, version=v, columns=["frame_id"]).num_rows
         res.selections[name]["published"] = n

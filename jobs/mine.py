@@ -1,7 +1,7 @@
 """A mining run, stage by stage: embed -> reference index -> score -> aggregate (Spark) -> select -> outputs.
 
-    from jobs.spec import load_spec
-    from jobs.mine import run_mine
+    from edgemine.jobs.spec import load_spec
+    from edgemine.jobs.mine import run_mine
     result = run_mine(load_spec("job.yaml"))
 
 Outputs in `spec.out` (DESIGN.md, "Candidates"): candidates.parquet, scores.parquet, scenarios.parquet,
@@ -34,12 +34,15 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from jobs.contracts import (
+from edgemine.contracts import (
     CANDIDATES_CORE_SCHEMA,
     CANDIDATES_EVIDENCE_SCHEMA,
     ERRORS_SCHEMA,
+    EVENT_FRAMES_SCHEMA,
+    EVENT_STATS_SCHEMA,
     EVENTS_SCHEMA,
     MANIFEST_REQUIRED,
+    SCENARIO_STATS_SCHEMA,
     SCENARIOS_SCHEMA,
     SCORES_SCHEMA,
     SIGNAL_COLUMNS,
@@ -50,15 +53,14 @@ from jobs.contracts import (
     normalize_manifest_batch,
     open_dataset,
 )
-from jobs.errors import ConfigError, IncompatibleArtifactError, InputNotFoundError, NotFoundError, SchemaError
-from jobs.spec import MineSpec
-from mining.aggregate import EVENT_FRAMES_SCHEMA, EVENT_STATS_SCHEMA, SCENARIO_STATS_SCHEMA
-from mining.calibration import Reservoir, calibrated
-from mining.index import VectorIndex, build_index, read_sidecar, sidecar_exists
-from mining.select.base import Caps, Pool
-from mining.sharded_index import ShardedIndex
-from mining.signals import Signal, SignalInputs
-from mining.vectors import list_matrix
+from edgemine.errors import ConfigError, IncompatibleArtifactError, InputNotFoundError, NotFoundError, SchemaError
+from edgemine.jobs.spec import MineSpec
+from edgemine.mining.calibration import Reservoir, calibrated
+from edgemine.mining.index import VectorIndex, build_index, read_sidecar, sidecar_exists
+from edgemine.mining.select.base import Caps, Pool
+from edgemine.mining.sharded_index import ShardedIndex
+from edgemine.mining.signals import Signal, SignalInputs
+from edgemine.vectors import list_matrix
 
 ReferenceIndex = VectorIndex | ShardedIndex  # one in-process index, or shards on Ray actors (same search API)
 
@@ -152,7 +154,7 @@ def embed(manifest: Path, *, encoder: str, out: Path, spec: MineSpec, log: Log) 
     """Embed a manifest (the embedding engineer's Ray pipeline) unless it carries embeddings already."""
     if "embedding" in open_dataset(manifest, what="manifest").schema.names:
         return source_from_table(manifest, in_manifest=True, what=f"manifest {manifest}")
-    from embeddings.pipeline import embed_manifest
+    from edgemine.embeddings.pipeline import embed_manifest
 
     log(f"  embedding {manifest} with {encoder} -> {out}")
     res = embed_manifest(manifest, encoder=encoder, out=out, input_size=spec.input_size,
@@ -329,11 +331,11 @@ def run_mine(spec: MineSpec, *, spark: Any = None, log: Log = _quiet) -> RunResu
                 check_coverage(st, fused_path)
         # ------------------------------------------------------------ Spark aggregation
         with st.stage("aggregate"):
-            from mining.aggregate import AggregateParams
-            from mining.spark_aggregate import run_events
+            from edgemine.mining.aggregate import AggregateParams
+            from edgemine.mining.spark_aggregate import run_events
 
             if spark is None:
-                from mining.spark import get_spark
+                from edgemine.mining.spark import get_spark
 
                 spark = get_spark(spec.spark.master, conf=spec.spark.conf)
                 own_spark = True
@@ -351,8 +353,8 @@ def run_mine(spec: MineSpec, *, spark: Any = None, log: Log = _quiet) -> RunResu
             log(f"  {event_of.num_rows} frames >= threshold in {events.num_rows} events; {kept.num_rows} after de-dup")
         # ------------------------------------------------------------ scenarios
         with st.stage("scenarios"):
-            from mining.scenarios import cluster
-            from mining.spark_aggregate import run_scenarios
+            from edgemine.mining.scenarios import cluster
+            from edgemine.mining.spark_aggregate import run_scenarios
 
             kept = kept.sort_by([("score", "descending"), ("frame_id", "ascending")])
             kept_rows = _positions(kept.column("frame_id"), frames_index.ids.column("frame_id").combine_chunks())
@@ -368,7 +370,7 @@ def run_mine(spec: MineSpec, *, spark: Any = None, log: Log = _quiet) -> RunResu
             st.counts["scenarios"] = scen_stats.num_rows
         # ------------------------------------------------------------ selection
         with st.stage("select"):
-            from mining.select import make_strategy
+            from edgemine.mining.select import make_strategy
 
             sel = spec.selection
             opts = {"diversity": sel.diversity} if sel.strategy == "kcenter" else (
@@ -415,7 +417,7 @@ def run_mine(spec: MineSpec, *, spark: Any = None, log: Log = _quiet) -> RunResu
         info = write_run_json(st, frames_src=frames_src, weights=weights, signals=signals, ref_index=ref_index,
                               frames_index=frames_index, errors=errors)
         with st.stage("report"):
-            from mining.report import write_report
+            from edgemine.mining.report import write_report
 
             write_report(run_dir, info=info, samples=samples, errors_by_reason=errors.by_reason)
         st.timings["total"] = round(time.perf_counter() - t_start, 3)
@@ -436,7 +438,7 @@ def run_mine(spec: MineSpec, *, spark: Any = None, log: Log = _quiet) -> RunResu
 def check_coverage(st: RunState, fused_path: Path) -> None:
     """Warn when the reference does not cover the fleet (mining/coverage.py): streams the manifest's
     metadata columns beside each frame's novelty percentile."""
-    from mining.coverage import CoverageCheck, metadata_columns
+    from edgemine.mining.coverage import CoverageCheck, metadata_columns
 
     scored = pq.read_table(fused_path, columns=["frame_id", "novelty"])
     ids = scored.column("frame_id").combine_chunks()
@@ -463,12 +465,12 @@ def fill_budget(st: RunState, kept: pa.Table, order: np.ndarray, scen: np.ndarra
 
     The fill is the best frames outside every event by fused score, one per drive per `fill_nms_s`, none
     that close to a round-1 pick (temporal NMS); frames of events are never fill, so the caps hold.
-    `mining.select.budget.second_round` merges the two by score. Returns the pool with the fill frames
+    `edgemine.mining.select.budget.second_round` merges the two by score. Returns the pool with the fill frames
     appended (event_id and scenario null), the extended order, and the extended scenario ids and vectors.
     Reads one score per frame (as fusing does).
     """
-    from mining.select.budget import second_round
-    from mining.select.nms import temporal_nms
+    from edgemine.mining.select.budget import second_round
+    from edgemine.mining.select.nms import temporal_nms
 
     spec = st.spec
     need = spec.budget - len(order)
@@ -504,7 +506,7 @@ def _abs(path: str | os.PathLike[str]) -> str:
 
 def thresholds(spec: MineSpec, scores: np.ndarray) -> tuple[float, float]:
     """(frame threshold, event peak threshold) on the fused score, from the spec or its defaults."""
-    from jobs.spec import FISHER_PEAK_THRESHOLD, FISHER_THRESHOLD
+    from edgemine.jobs.spec import FISHER_PEAK_THRESHOLD, FISHER_THRESHOLD
 
     agg, fisher = spec.aggregate, spec.fusion.mode == "fisher"
 
@@ -521,7 +523,7 @@ def thresholds(spec: MineSpec, scores: np.ndarray) -> tuple[float, float]:
 
 def short_event_peak(spec: MineSpec) -> float | None:
     """The peak at which an event shorter than min_frames is kept: the spec's, else 3.0 for fisher (p 0.001)."""
-    from jobs.spec import FISHER_SHORT_PEAK
+    from edgemine.jobs.spec import FISHER_SHORT_PEAK
 
     given = spec.aggregate.short_event_peak
     return float(given) if given is not None else (FISHER_SHORT_PEAK if spec.fusion.mode == "fisher" else None)
@@ -563,7 +565,7 @@ def _ensure_ray(st: RunState) -> None:
     """A sharded index lives on Ray actors: join the running Ray (or RAY_ADDRESS), else start one for the run."""
     import ray
 
-    from embeddings.pipeline import ray_runtime
+    from edgemine.runtime import ray_runtime
 
     if ray.is_initialized():
         return
@@ -882,7 +884,7 @@ def reference_calibration_knn(st: RunState, ref_index: ReferenceIndex, rows: np.
 def fuse_scores(st: RunState, signals: dict[str, tuple[float, Signal]], weights: dict[str, float], raw_path: Path,
                 calib: dict[str, np.ndarray]) -> tuple[Path, Reservoir, dict[str, np.ndarray]]:
     """Percentiles, fused score and reasons per frame -> .work/scores.parquet (SCORES_SCHEMA + raw columns)."""
-    from mining.fusion import build_reasons, contributions, fuse
+    from edgemine.mining.fusion import build_reasons, contributions, fuse
 
     spec = st.spec
     path = st.work / "scores.parquet"
@@ -964,7 +966,7 @@ def write_candidates(st: RunState, kept: pa.Table, order: np.ndarray, scen: np.n
     `n_pool` are event frames, the ones after it fill the budget."""
     import pandas as pd
 
-    from mining.evidence import context_uris
+    from edgemine.mining.evidence import context_uris
 
     spec = st.spec
     idx = pa.array(order.astype(np.int64))

@@ -20,8 +20,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs.contracts import SPLITS, TRAINING_SCHEMA, cast_to
-from jobs.errors import ConfigError, SchemaError
+from edgemine.contracts import SPLITS, TRAINING_SCHEMA, cast_to
+from edgemine.errors import ConfigError, SchemaError
 
 DEFAULT_SPLITS: dict[str, float] = {"train": 0.8, "val": 0.2}
 
@@ -142,7 +142,7 @@ def _table_exists(path: str) -> bool:
 def _existing_ids(path: str) -> set[str]:
     from deltalake import DeltaTable
 
-    from jobs.datasets import arrow_dataset
+    from edgemine.jobs.datasets import arrow_dataset
 
     return set(arrow_dataset(DeltaTable(path)).to_table(columns=["frame_id"]).column("frame_id").to_pylist())
 
@@ -247,8 +247,8 @@ def review_lineage(session: Any, *, run_ids: list[str]) -> dict[str, Any]:
     """Lineage of a publish from the review store: runs, encoders, policies, reviewers, agreement."""
     from sqlalchemy import func, select
 
-    from review_api import storage
-    from review_api.db import Decision
+    from edgemine.review_api import storage
+    from edgemine.review_api.db import Decision
 
     runs: dict[str, Any] = {}
     for rid in run_ids:
@@ -297,8 +297,8 @@ def publish_from_review(
     """Publish every confirmed edge case in the review store (`db`: a URL or review_api.db.Database)."""
     from datetime import UTC, datetime
 
-    from review_api import storage
-    from review_api.db import Database
+    from edgemine.review_api import storage
+    from edgemine.review_api.db import Database
 
     database = Database(db) if isinstance(db, str) else db
     with database.read() as s:
@@ -342,8 +342,8 @@ def watch_and_publish(
     import threading
     from datetime import timedelta
 
-    from review_api import storage
-    from review_api.db import Database
+    from edgemine.review_api import storage
+    from edgemine.review_api.db import Database
 
     if interval_s <= 0 or min_new < 1:
         raise ConfigError(f"interval_s={interval_s} must be > 0 and min_new={min_new} >= 1")

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from jobs.errors import ConfigError, InputNotFoundError
+from edgemine.errors import ConfigError, InputNotFoundError
 
 # Default weights: novelty and rarity carry the score; uncertainty and triggers add evidence. On the synthetic
 # benchmark (docs/BENCHMARKS.md) the baseline model's entropy alone finds no rare event and a hard-braking
@@ -66,7 +66,7 @@ class IndexSpec(_Section):
                         "(mining/sharded_index.py); 1 = one in-process index")
 
     def params(self, *, seed: int = 0) -> Any:
-        from mining.index import IndexParams
+        from edgemine.mining.index import IndexParams
 
         return IndexParams(**self.model_dump(exclude={"dir", "shards"}), seed=seed)
 
@@ -117,7 +117,7 @@ class SelectionSpec(_Section):
     @field_validator("strategy")
     @classmethod
     def _known(cls, v: str) -> str:
-        from mining.select import STRATEGIES
+        from edgemine.mining.select import STRATEGIES
 
         if v not in STRATEGIES:
             raise ValueError(f"unknown strategy {v!r}; known strategies: {', '.join(sorted(STRATEGIES))}")
@@ -164,7 +164,7 @@ class MineSpec(_Section):
     @field_validator("signals")
     @classmethod
     def _signals(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        from mining.signals import ALIASES, SIGNALS, make_signal
+        from edgemine.mining.signals import ALIASES, SIGNALS, make_signal
 
         out: dict[str, dict[str, Any]] = {k: dict(o) for k, o in DEFAULT_SIGNALS.items()}
         for name, given in v.items():
@@ -186,7 +186,7 @@ class MineSpec(_Section):
 
     def make_signals(self) -> dict[str, tuple[float, Any]]:
         """name -> (weight, Signal instance)."""
-        from mining.signals import make_signal
+        from edgemine.mining.signals import make_signal
 
         out = {}
         for name, opts in self.signals.items():

@@ -1,14 +1,17 @@
 """Submit edgemine jobs to a Ray cluster through the Ray Jobs API, and manage them.
 
-A submitted job runs `python -m jobs <command…>` on the cluster's head node (the mining job itself then
-fans out over the cluster's Ray workers). The runtime environment carries the project: the edgemine
-packages go up as `py_modules`, and a small staging folder holding the job's files (e.g. the YAML spec) is
-the job's `working_dir`. Data paths inside a spec must be reachable from the cluster (shared storage,
+A submitted job runs `python -m edgemine <command…>` on the cluster's head node (the mining job itself then
+fans out over the cluster's Ray workers). The runtime environment carries the project: the `edgemine`
+package goes up as one of `py_modules`, laid out as a wheel installs it (`package_tree`: the core with
+`mining/`, `embeddings/`, `review_api/` and `jobs/` beneath it, whether this process runs from a checkout
+or an installed wheel), and a small staging folder holding the job's files (e.g. the YAML spec) is the job's
+`working_dir`. Data paths inside a spec must be reachable from the cluster (shared storage,
 s3://, gs://).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -18,15 +21,33 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jobs.errors import ConfigError, InputNotFoundError, MissingDependencyError, NotFoundError
+from edgemine.errors import ConfigError, InputNotFoundError, MissingDependencyError, NotFoundError
 
-PACKAGES = ("mining", "embeddings", "review_api", "jobs")
+SUBPACKAGES = ("mining", "embeddings", "review_api", "jobs")
 ADDRESS_ENV = ("EDGEMINE_RAY_ADDRESS", "RAY_JOB_ADDRESS")
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 
 
-def project_root() -> Path:
-    return Path(__file__).resolve().parent.parent
+def _package_dir(name: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:  # pragma: no cover - we are running from it
+        raise MissingDependencyError(f"package {name!r} is not importable")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def package_tree(dest: Path) -> Path:
+    """Copy the importable `edgemine` package into dest/edgemine, laid out as the wheel installs it.
+
+    From a checkout (editable install) the subpackages live in the top-level folders the package-dir
+    mapping points at; from a wheel they already sit inside edgemine/. Returns dest/edgemine.
+    """
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    root = dest / "edgemine"
+    shutil.copytree(_package_dir("edgemine"), root, ignore=skip)
+    for sub in SUBPACKAGES:
+        if not (root / sub / "__init__.py").is_file():
+            shutil.copytree(_package_dir(f"edgemine.{sub}"), root / sub, ignore=skip)
+    return root
 
 
 def resolve_address(address: str | None) -> str:
@@ -50,13 +71,12 @@ def _client(address: str | None):  # noqa: ANN202 - ray.job_submission.JobSubmis
         raise ConfigError(f"cannot reach a Ray cluster at {addr}: {exc}") from exc
 
 
-def runtime_env(staging: Path, *, pip: Sequence[str] = (), env_vars: Mapping[str, str] | None = None
-                ) -> dict[str, Any]:
-    """The runtime environment that carries the project to the cluster."""
-    root = project_root()
+def runtime_env(staging: Path, package: Path, *, pip: Sequence[str] = (),
+                env_vars: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The runtime environment that carries the project (`package`, see package_tree) to the cluster."""
     env: dict[str, Any] = {
         "working_dir": str(staging),
-        "py_modules": [str(root / p) for p in PACKAGES],
+        "py_modules": [str(package)],
         "env_vars": {"RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"), **(env_vars or {})},
     }
     if pip:
@@ -85,18 +105,21 @@ def submit_command(
     import shlex
 
     client = _client(address)
-    staging = Path(tempfile.mkdtemp(prefix="edgemine-job-"))
+    tmp = Path(tempfile.mkdtemp(prefix="edgemine-job-"))
+    staging = tmp / "workdir"
+    staging.mkdir()
     try:
+        package = package_tree(tmp / "package")
         for name, src in (files or {}).items():
             if not Path(src).is_file():
                 raise InputNotFoundError(f"job file {str(src)!r} does not exist")
             shutil.copy(src, staging / name)
-        entrypoint = "python -m jobs " + " ".join(shlex.quote(a) for a in args)
+        entrypoint = "python -m edgemine " + " ".join(shlex.quote(a) for a in args)
         sid = client.submit_job(entrypoint=entrypoint, submission_id=job_id,
-                                runtime_env=runtime_env(staging, pip=pip, env_vars=env_vars),
+                                runtime_env=runtime_env(staging, package, pip=pip, env_vars=env_vars),
                                 metadata={"edgemine": "1", **(metadata or {})})
     finally:
-        shutil.rmtree(staging, ignore_errors=True)  # the runtime env was uploaded by submit_job
+        shutil.rmtree(tmp, ignore_errors=True)  # the runtime env was uploaded by submit_job
     return Submitted(sid, resolve_address(address), entrypoint)
 
 

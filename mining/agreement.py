@@ -17,7 +17,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from jobs.errors import ConfigError, SchemaError
+from edgemine.errors import ConfigError, SchemaError
 
 AlphaLevel = Literal["nominal", "interval"]
 ALPHA_LEVELS: tuple[str, ...] = get_args(AlphaLevel)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from jobs.errors import ConfigError, SchemaError
+from edgemine.errors import ConfigError, SchemaError
 
 ESCALATION_REASONS = ("tie", "low_agreement", "no_votes")
 

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs.errors import ConfigError
+from edgemine.errors import ConfigError
 
 NOT_METADATA = frozenset({"frame_id", "drive_id", "uri", "timestamp", "embedding", "probs"})
 

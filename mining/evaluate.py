@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 import pandas as pd
 
-from jobs.errors import ConfigError, SchemaError
-from mining.select.nms import temporal_nms
+from edgemine.errors import ConfigError, SchemaError
+from edgemine.mining.select.nms import temporal_nms
 
 GT_COLUMNS = ("frame_id", "event_id", "category", "is_rare")
 PLAIN = "plain kNN + NMS"
@@ -203,7 +203,7 @@ def evaluate_run(run_dir: str, ground_truth: str, *, random_repeats: int = 20, s
 
     import pyarrow.parquet as pq
 
-    from jobs.errors import InputNotFoundError
+    from edgemine.errors import InputNotFoundError
 
     for p in (os.path.join(run_dir, "candidates.parquet"), os.path.join(run_dir, "scores.parquet"),
               os.path.join(run_dir, "run.json"), ground_truth):
@@ -226,7 +226,7 @@ def manifest_times(frames: str) -> pd.DataFrame:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from jobs.contracts import iter_manifest
+    from edgemine.contracts import iter_manifest
 
     parts = [pd.DataFrame({"frame_id": t.column("frame_id").to_numpy(), "drive_id": t.column("drive_id").to_numpy(),
                            "ts_us": pc.cast(t.column("timestamp"), pa.int64()).to_numpy()})

@@ -20,8 +20,8 @@ from typing import Literal
 
 import numpy as np
 
-from jobs.errors import ConfigError
-from mining.signals.base import check_choice
+from edgemine.errors import ConfigError
+from edgemine.mining.signals.base import check_choice
 
 FusionMode = Literal["fisher", "weighted_mean", "weighted_max"]
 DEFAULT_MAX_SURPRISE = 50.0

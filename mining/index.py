@@ -25,8 +25,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.errors import ConfigError, IncompatibleArtifactError, InputNotFoundError
-from mining.vectors import l2_normalize
+from edgemine.errors import ConfigError, IncompatibleArtifactError, InputNotFoundError
+from edgemine.vectors import l2_normalize
 
 IndexKind = Literal["auto", "flat", "ivf_flat", "ivf_pq", "hnsw"]
 ApproxKind = Literal["ivf_flat", "ivf_pq", "hnsw"]

@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 import numpy as np
 import pyarrow.parquet as pq
 
-from jobs.contracts import SIGNAL_COLUMNS
+from edgemine.contracts import SIGNAL_COLUMNS
 
 COLORS = {"score": "#444", "novelty": "#1f77b4", "uncertainty": "#d62728", "rarity": "#2ca02c", "trigger": "#ff7f0e"}
 THUMB_PX = 112
@@ -188,7 +188,7 @@ def render_report(*, info: Mapping[str, Any], samples: Mapping[str, np.ndarray],
     out.append("<h2>What each signal contributed</h2>")
     used = {n: w for n, w in weights.items() if w > 0 and n in cand_cols}
     if used and candidates is not None and len(candidates):
-        from mining.fusion import DEFAULT_MAX_SURPRISE, contributions
+        from edgemine.mining.fusion import DEFAULT_MAX_SURPRISE, contributions
 
         fusion = info.get("spec", {}).get("fusion", {})
         contrib = contributions({n: candidates[n].to_numpy(dtype=np.float64) for n in used}, weights=used,

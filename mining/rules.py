@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs.errors import ConfigError
+from edgemine.errors import ConfigError
 
 Value = Any  # pa.Array | pa.ChunkedArray | python scalar
 

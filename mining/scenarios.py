@@ -11,8 +11,8 @@ import math
 
 import numpy as np
 
-from jobs.errors import ConfigError
-from mining.vectors import l2_normalize
+from edgemine.errors import ConfigError
+from edgemine.vectors import l2_normalize
 
 
 def auto_k(n: int, *, max_k: int = 50) -> int:

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from jobs.errors import ConfigError, IncompatibleArtifactError
-from mining.index import IndexMeta, IndexParams, VectorIndex, build_index, drop_own_rows
+from edgemine.errors import ConfigError, IncompatibleArtifactError
+from edgemine.mining.index import IndexMeta, IndexParams, VectorIndex, build_index, drop_own_rows
 
 
 def merge_topk(dists: list[np.ndarray], ids: list[np.ndarray], k: int) -> tuple[np.ndarray, np.ndarray]:

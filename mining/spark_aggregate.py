@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from jobs.contracts import SIGNAL_COLUMNS
-from mining.aggregate import EVENT_FRAME_COLUMNS, AggregateParams
+from edgemine.contracts import EVENT_FRAME_COLUMNS, SIGNAL_COLUMNS
+from edgemine.mining.aggregate import AggregateParams
 
 
 def _ts_us_col(df: Any, name: str = "timestamp") -> Any:
@@ -40,7 +40,7 @@ def scored_frames(spark: Any, *, scores_path: str, manifest_path: str, signals: 
 
 
 def event_frames(df: Any, params: AggregateParams, *, signals: Sequence[str] = SIGNAL_COLUMNS) -> Any:
-    """Spark version of `mining.aggregate.event_frames` over a DataFrame of scored frames."""
+    """Spark version of `tests/support/aggregate_oracle.event_frames` over a DataFrame of scored frames."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 

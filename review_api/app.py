@@ -1,7 +1,7 @@
 """`create_app(settings) -> FastAPI`: the review service.
 
 Routes live in `routes/<resource>.py`; storage in `storage.py`; this module wires them, maps the typed
-errors of `jobs.errors` to HTTP answers, serves the reviewer page at `/`, and exposes `/metrics`.
+errors of `edgemine.errors` to HTTP answers, serves the reviewer page at `/`, and exposes `/metrics`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from jobs.errors import (
+from edgemine.errors import (
     ConfigError,
     EdgemineError,
     InputNotFoundError,
@@ -26,13 +26,13 @@ from jobs.errors import (
     ReviewError,
     SchemaError,
 )
-from review_api import storage
-from review_api.db import Database
-from review_api.deps import AppState, Clock, utc_now
-from review_api.observability import Metrics, MetricsMiddleware
-from review_api.routes import items, ops, queue, reviewers, runs
-from review_api.settings import Settings
-from review_api.thumbnails import Thumbnails
+from edgemine.review_api import storage
+from edgemine.review_api.db import Database
+from edgemine.review_api.deps import AppState, Clock, utc_now
+from edgemine.review_api.observability import Metrics, MetricsMiddleware
+from edgemine.review_api.routes import items, ops, queue, reviewers, runs
+from edgemine.review_api.settings import Settings
+from edgemine.review_api.thumbnails import Thumbnails
 
 STATIC = Path(__file__).parent / "static"
 DEV_ADMIN = "dev-admin"

@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from jobs.errors import ConfigError
-from review_api.db import ROLES
+from edgemine.errors import ConfigError
+from edgemine.review_api.db import ROLES
 
 TOKEN_PREFIX = "em_"
 _RANK = {role: i for i, role in enumerate(ROLES)}

@@ -42,7 +42,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
-from jobs.errors import ConfigError
+from edgemine.errors import ConfigError
 
 T = TypeVar("T")
 ROLES = ("reviewer", "lead", "admin")

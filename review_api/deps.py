@@ -22,12 +22,12 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from review_api import storage
-from review_api.auth import hash_token, role_allows
-from review_api.db import Database
-from review_api.observability import Metrics
-from review_api.settings import Settings
-from review_api.thumbnails import Thumbnails
+from edgemine.review_api import storage
+from edgemine.review_api.auth import hash_token, role_allows
+from edgemine.review_api.db import Database
+from edgemine.review_api.observability import Metrics
+from edgemine.review_api.settings import Settings
+from edgemine.review_api.thumbnails import Thumbnails
 
 Clock = Callable[[], datetime]
 

@@ -23,14 +23,12 @@ import pyarrow.parquet as pq
 from sqlalchemy import Table, func, insert, select
 from sqlalchemy.orm import Session
 
-from jobs.contracts import SIGNAL_COLUMNS
-from jobs.errors import ConfigError, InputNotFoundError, SchemaError
-from jobs.synth.schedule import RARE_CATEGORIES
-from review_api.db import Database, Item, Run
-from review_api.settings import Settings
-from review_api.storage import EDGE, NOT_EDGE, _unit_hash
+from edgemine.contracts import SIGNAL_COLUMNS
+from edgemine.errors import ConfigError, InputNotFoundError, SchemaError
+from edgemine.review_api.db import Database, Item, Run
+from edgemine.review_api.settings import Settings
+from edgemine.review_api.storage import EDGE, NOT_EDGE, _unit_hash
 
-DEFAULT_CATEGORIES: tuple[str, ...] = (*RARE_CATEGORIES, "other")
 REQUIRED = ("frame_id", "rank", "uri", "drive_id", "timestamp")
 KNOWN = {
     *REQUIRED, "score", "reasons", "scenario_id", "event_id", "selected_by", "label", *SIGNAL_COLUMNS,
@@ -70,7 +68,7 @@ class Policy:
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> Policy:
         values: dict[str, Any] = {
-            "categories": DEFAULT_CATEGORIES, "root_causes": settings.root_causes,
+            "categories": settings.categories, "root_causes": settings.root_causes,
             "overlap_fraction": settings.overlap_fraction, "overlap_reviews": settings.overlap_reviews,
             "gold_fraction": settings.gold_fraction, "gold_rate": settings.gold_rate,
             "lease_seconds": settings.lease_seconds, "min_agreement": settings.min_agreement,

@@ -14,12 +14,26 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from jobs.errors import ConfigError
+from edgemine.errors import ConfigError
 
 Environment = Literal["development", "test", "production"]
 SqliteSynchronous = Literal["FULL", "NORMAL", "OFF"]
 
 DEFAULT_DATABASE_URL = "sqlite:///edgemine-review.db"
+# The review taxonomy: what a reviewer may call a confirmed edge case (a run may set its own at import). The
+# synthetic generator draws its rare events from the same names (tests/jobs/test_synth.py keeps them in step).
+DEFAULT_CATEGORIES: tuple[str, ...] = (
+    "construction_zone",
+    "animal_on_road",
+    "overturned_vehicle",
+    "unusual_pedestrian",
+    "emergency_vehicle",
+    "debris",
+    "wrong_way_vehicle",
+    "tunnel_exit_glare",
+    "snow_covered_road",
+    "other",
+)
 DEFAULT_ROOT_CAUSES: tuple[str, ...] = (
     "novel_scene",
     "perception_miss",
@@ -51,6 +65,7 @@ class Settings(BaseSettings):
     gold_fraction: float = Field(0.1, ge=0.0, le=1.0)  # share of a run's items held out as gold at import
     min_agreement: float = Field(0.6, ge=0.0, le=1.0)  # majority share below which an item goes to a lead
     ds_min_confidence: float = Field(0.7, ge=0.0, le=1.0)  # Dawid-Skene posterior below which it escalates
+    categories: tuple[str, ...] = DEFAULT_CATEGORIES  # default edge-case categories of a run
     root_causes: tuple[str, ...] = DEFAULT_ROOT_CAUSES  # default root-cause tags of a run
     # After an item gets its 3rd review, Dawid-Skene re-runs over its run in the background, at most this
     # often per run (0: only on demand, POST /runs/{id}/consensus or `edgemine review consensus`); a refresh

@@ -2,7 +2,7 @@
 
 Every function takes an open SQLAlchemy session (from `Database.write()` or `.read()`) and the current
 time `now` where time matters, so tests drive expiry with a fake clock. Functions raise the typed errors
-of `jobs.errors`; only the routes turn them into HTTP answers.
+of `edgemine.errors`; only the routes turn them into HTTP answers.
 
 Labels: a decision's label is its category when the verdict is `edge_case`, else the verdict itself.
 A run's label space is `["not_edge_case", *categories, "unsure"]`; "unsure" counts as a review but is
@@ -38,13 +38,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from jobs.contracts import CONFIRMED_ITEMS_SCHEMA, DECISIONS_SCHEMA, SIGNAL_COLUMNS, VERDICTS
-from jobs.errors import ConfigError, InvalidFieldError, LeaseExpiredError, NotFoundError, ReviewError
-from mining.agreement import category_counts, fleiss_kappa, krippendorff_alpha, pairwise_cohen_kappa
-from mining.consensus import dawid_skene, majority_vote
-from review_api.auth import check_role, hash_token, new_token
-from review_api.db import Assignment, Decision, Item, Reviewer, Run
-from review_api.hotsql import hot
+from edgemine.contracts import CONFIRMED_ITEMS_SCHEMA, DECISIONS_SCHEMA, SIGNAL_COLUMNS, VERDICTS
+from edgemine.errors import ConfigError, InvalidFieldError, LeaseExpiredError, NotFoundError, ReviewError
+from edgemine.mining.agreement import category_counts, fleiss_kappa, krippendorff_alpha, pairwise_cohen_kappa
+from edgemine.mining.consensus import dawid_skene, majority_vote
+from edgemine.review_api.auth import check_role, hash_token, new_token
+from edgemine.review_api.db import Assignment, Decision, Item, Reviewer, Run
+from edgemine.review_api.hotsql import hot
 
 NOT_EDGE, UNSURE, EDGE = "not_edge_case", "unsure", "edge_case"
 CONFIRMED_STATUSES = ("complete", "resolved", "gold")  # statuses whose consensus is final (not escalated)
@@ -796,7 +796,7 @@ def apply_consensus(session: Session, *, plan: ConsensusPlan, now: datetime) -> 
 def plan_consensus_job(database_url: str, run_id: str) -> ConsensusPlan:
     """`plan_consensus` in a process of its own (the server's background refresh): the EM never holds the
     server's GIL. Opens and closes its own connection."""
-    from review_api.db import Database
+    from edgemine.review_api.db import Database
 
     db = Database(database_url)
     try:

@@ -13,7 +13,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from jobs.errors import InputNotFoundError
+from edgemine.errors import InputNotFoundError
 
 
 class Thumbnails:

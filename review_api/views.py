@@ -7,9 +7,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from jobs.contracts import SIGNAL_COLUMNS
-from review_api import schemas, storage
-from review_api.db import Assignment, Decision, Item, Reviewer, Run
+from edgemine.contracts import SIGNAL_COLUMNS
+from edgemine.review_api import schemas, storage
+from edgemine.review_api.db import Assignment, Decision, Item, Reviewer, Run
 
 
 def image_url(item_id: int, kind: str, index: int) -> str:

@@ -18,7 +18,7 @@ os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 @pytest.fixture(scope="session")
 def synth_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """6 drives x 60 frames with 25% rare frames: every rare category can appear in a few events."""
-    from jobs.synth import generate
+    from edgemine.jobs.synth import generate
 
     out = tmp_path_factory.mktemp("synth_logs")
     generate(out, drives=6, frames_per_drive=60, rare_rate=0.25, size=64, seed=11, workers=1)
@@ -28,7 +28,7 @@ def synth_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def reference_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Known drives (no rare events), 4 x 60 frames."""
-    from jobs.synth import generate
+    from edgemine.jobs.synth import generate
 
     out = tmp_path_factory.mktemp("reference_logs")
     generate(out, drives=4, frames_per_drive=60, size=64, seed=5, reference=True, workers=1)

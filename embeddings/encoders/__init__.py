@@ -10,19 +10,19 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from jobs.errors import ConfigError
+from edgemine.errors import ConfigError
 
 if TYPE_CHECKING:
-    from embeddings.encoders.base import Encoder
+    from edgemine.embeddings.encoders.base import Encoder
 
 DEFAULT_ENCODER = "builtin"
 
 # spec prefix -> module with `load(arg: str, *, input_size, device, autocast) -> Encoder`
 ENCODER_KINDS: dict[str, str] = {
-    "builtin": "embeddings.encoders.builtin",
-    "torchscript": "embeddings.encoders.torchscript",
-    "torchvision": "embeddings.encoders.torchvision_encoder",
-    "efficientnet_lite0": "embeddings.encoders.efficientnet",
+    "builtin": "edgemine.embeddings.encoders.builtin",
+    "torchscript": "edgemine.embeddings.encoders.torchscript",
+    "torchvision": "edgemine.embeddings.encoders.torchvision_encoder",
+    "efficientnet_lite0": "edgemine.embeddings.encoders.efficientnet",
 }
 
 
@@ -51,7 +51,7 @@ def load_encoder(
     `input_size` overrides the size stored with the model (TorchScript) or the kind's default.
     `autocast` defaults to fp16 autocast on CUDA and is ignored on CPU.
     """
-    from embeddings.device import resolve_device
+    from edgemine.embeddings.device import resolve_device
 
     kind, arg = parse_spec(spec)
     if input_size is not None and input_size < 16:

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from embeddings.decode import MIN_SIDE
-from jobs.errors import ConfigError, InputNotFoundError
+from edgemine.embeddings.decode import MIN_SIDE
+from edgemine.errors import ConfigError, InputNotFoundError
 
 
 def file_digest(path: str | os.PathLike[str], *, length: int = 16) -> str:

@@ -42,8 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from embeddings.encoders.base import Encoder, file_digest
-from jobs.errors import ConfigError, IncompatibleArtifactError, InputNotFoundError
+from edgemine.embeddings.encoders.base import Encoder, file_digest
+from edgemine.errors import ConfigError, IncompatibleArtifactError, InputNotFoundError
 
 VERSION = "v1"  # bump when the features change: the encoder id changes with it
 WORK_SIZE = 64
@@ -216,8 +216,8 @@ def fit_builtin(
     progress: bool = False,
 ) -> FitResult:
     """Fit `builtin:PATH` on reference frames: streamed per-dimension mean and std of the raw features."""
-    from embeddings.decode import decode_batch
-    from jobs.contracts import iter_manifest
+    from edgemine.contracts import iter_manifest
+    from edgemine.embeddings.decode import decode_batch
 
     t0 = time.perf_counter()
     threads = threads or max(1, os.cpu_count() or 1)

@@ -30,13 +30,13 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jobs.errors import ConfigError, MissingDependencyError
+from edgemine.errors import ConfigError, MissingDependencyError
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from embeddings.encoders.base import Encoder
+    from edgemine.embeddings.encoders.base import Encoder
 
 KIND = "efficientnet_lite0"
 DEFAULT_INPUT_SIZE = 224
@@ -70,7 +70,7 @@ def weights_path() -> Path:
 
 
 def _import_timm() -> types.ModuleType:
-    from embeddings.encoders.torchvision_encoder import import_torchvision
+    from edgemine.embeddings.encoders.torchvision_encoder import import_torchvision
 
     try:
         import_torchvision()  # timm imports torchvision; this works around PyPI torchvision beside CPU torch
@@ -170,7 +170,7 @@ def parse_size(arg: str) -> int | None:
 
 
 def load(arg: str, *, input_size: int | None, device: str, autocast: bool) -> Encoder:
-    from embeddings.encoders.base import Encoder, file_digest
+    from edgemine.embeddings.encoders.base import Encoder, file_digest
 
     spec_size = parse_size(arg)
     size = input_size or spec_size or DEFAULT_INPUT_SIZE  # the job's input_size overrides the spec's SIZE

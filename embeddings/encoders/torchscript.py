@@ -12,8 +12,8 @@ import os
 
 import torch
 
-from embeddings.encoders.base import Encoder, file_digest
-from jobs.errors import ConfigError, InputNotFoundError
+from edgemine.embeddings.encoders.base import Encoder, file_digest
+from edgemine.errors import ConfigError, InputNotFoundError
 
 META_FILE = "edgemine.json"
 

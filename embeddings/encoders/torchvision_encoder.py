@@ -16,8 +16,8 @@ import types
 import torch
 from torch import nn
 
-from embeddings.encoders.base import Encoder, file_digest
-from jobs.errors import ConfigError, InputNotFoundError, MissingDependencyError
+from edgemine.embeddings.encoders.base import Encoder, file_digest
+from edgemine.errors import ConfigError, InputNotFoundError, MissingDependencyError
 
 DEFAULT_INPUT_SIZE = 224
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -18,7 +18,7 @@ def _echo(obj: object, as_json: bool) -> None:
 def log(path: str = typer.Argument(..., help="Dataset path (Delta table)."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Every version, newest first, with rows added and lineage."""
-    from jobs.datasets import dataset_log
+    from edgemine.jobs.datasets import dataset_log
 
     entries = dataset_log(path)
     if as_json:
@@ -34,7 +34,7 @@ def show(ref: str = typer.Argument(..., help="Dataset path, optionally pinned: P
          version: int = typer.Option(None, "--version", help="Version to show (default: latest)."),
          as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Rows, splits, categories, schema and lineage of one version."""
-    from jobs.datasets import dataset_show
+    from edgemine.jobs.datasets import dataset_show
 
     info = dataset_show(ref, version=version)
     if as_json:
@@ -53,7 +53,7 @@ def diff(path: str = typer.Argument(..., help="Dataset path."),
          b: int = typer.Argument(..., help="To version."),
          as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Rows added/removed/relabelled and columns added between two versions."""
-    from jobs.datasets import dataset_diff
+    from edgemine.jobs.datasets import dataset_diff
 
     d = dataset_diff(path, a, b)
     if as_json:

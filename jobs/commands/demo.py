@@ -10,7 +10,7 @@ import typer
 def demo(out: Path = typer.Option(Path("demo_out"), "--out", help="Where the demo writes everything (fresh).")
          ) -> None:
     """Run the whole loop on synthetic drive logs with embedded engines (2–7 minutes on a 2-core machine)."""
-    from jobs.demo import run_demo
+    from edgemine.jobs.demo import run_demo
 
     run_demo(out)
 
@@ -28,7 +28,7 @@ def loop(
     seed: int = typer.Option(2026, "--seed", help="Random seed."),
 ) -> None:
     """The closed loop with its knobs: mine -> review -> publish -> fine-tune -> measure vs random."""
-    from jobs.loop import LoopConfig, run_loop
+    from edgemine.jobs.loop import LoopConfig, run_loop
 
     cfg = LoopConfig(budget=budget, fleet_drives=fleet_drives, reference_drives=reference_drives,
                      eval_drives=eval_drives, frames_per_drive=frames_per_drive, fleet_rare_rate=fleet_rare_rate,

@@ -25,7 +25,7 @@ def embed(
     """Embed every frame of a manifest on Ray (resumable: re-run the same command after a crash)."""
     from typing import cast
 
-    from embeddings.pipeline import DecodePlacement, embed_manifest
+    from edgemine.embeddings.pipeline import DecodePlacement, embed_manifest
 
     result = embed_manifest(frames, encoder=encoder, out=out, input_size=input_size or None, batch_size=batch_size,
                             actors=actors or None, device=device, shard_rows=shard_rows, progress=progress,
@@ -44,8 +44,8 @@ def train_baseline(
     init_from: Path = typer.Option(None, "--init-from", help="Fine-tune from this baseline model."),
 ) -> None:
     """Train the baseline CNN on labelled frames and export TorchScript (embedding + logits)."""
-    from embeddings.baseline import train_classifier
-    from jobs.contracts import read_manifest
+    from edgemine.contracts import read_manifest
+    from edgemine.embeddings.baseline import train_classifier
 
     rows = read_manifest(frames)
     val = read_manifest(val_frames) if val_frames else None
@@ -63,7 +63,7 @@ def fit_builtin(
     input_size: int = typer.Option(64, "--input-size", help="Square input size in pixels."),
 ) -> None:
     """Fit the builtin encoder's standardisation on reference frames (then use --encoder builtin:OUT)."""
-    from embeddings.encoders.builtin import fit_builtin as fit
+    from edgemine.embeddings.encoders.builtin import fit_builtin as fit
 
     typer.echo(fit(frames, out=out, input_size=input_size, progress=False).summary())
 

@@ -9,7 +9,7 @@ import typer
 
 def validate(manifest: Path = typer.Argument(..., help="Frames manifest: a Parquet file or folder.")) -> None:
     """Validate a frames manifest and print its size and metadata columns."""
-    from jobs.contracts import MANIFEST_OPTIONAL, MANIFEST_REQUIRED, iter_manifest
+    from edgemine.contracts import MANIFEST_OPTIONAL, MANIFEST_REQUIRED, iter_manifest
 
     rows = drives = 0
     seen_drives: set[str] = set()

@@ -22,8 +22,8 @@ def mine(
     spark_master: str | None = typer.Option(None, "--spark-master", help="Spark master (default local[*])."),
 ) -> None:
     """Mine edge cases: score every frame, group events and scenarios, select a diverse budget."""
-    from jobs.mine import run_mine
-    from jobs.spec import load_spec
+    from edgemine.jobs.mine import run_mine
+    from edgemine.jobs.spec import load_spec
 
     overrides: dict[str, object] = {"frames": frames, "reference": reference, "budget": budget, "out": out,
                                     "encoder": encoder, "models": model or None}
@@ -46,7 +46,7 @@ def similar(
     out: Path | None = typer.Option(None, "--out", help="Also write the neighbours to this Parquet file."),
 ) -> None:
     """More like this: the nearest frames of a run to one or more confirmed frames."""
-    from jobs.mine import similar_frames
+    from edgemine.jobs.mine import similar_frames
 
     table = similar_frames(run, list(frame_id), k=k)
     if out is not None:
@@ -68,7 +68,7 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of Markdown tables."),
 ) -> None:
     """Event recall, frame precision, coverage, AUROC/AP, beside the plain kNN + temporal-NMS baseline and random."""
-    from mining.evaluate import evaluate_run, format_table
+    from edgemine.mining.evaluate import evaluate_run, format_table
 
     rows = evaluate_run(str(run), str(ground_truth), random_repeats=repeats, nms_s=nms_s)
     if as_json:

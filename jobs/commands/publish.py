@@ -18,7 +18,7 @@ def publish(
     import statistics
     import threading
 
-    from jobs.publish import SplitPolicy, publish_from_review, watch_and_publish
+    from edgemine.jobs.publish import SplitPolicy, publish_from_review, watch_and_publish
 
     policy = SplitPolicy.parse(splits)
     if not watch:

@@ -23,13 +23,13 @@ review_app = typer.Typer(help="Import mining runs, recompute consensus, read met
 
 
 def _settings(db: str | None, **overrides: Any) -> Any:
-    from review_api.settings import load_settings
+    from edgemine.review_api.settings import load_settings
 
     return load_settings(database_url=db, **overrides)
 
 
 def _database(db: str | None) -> Any:
-    from review_api.db import Database
+    from edgemine.review_api.db import Database
 
     settings = _settings(db)
     database = Database(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
@@ -46,7 +46,7 @@ def serve(
     """Run the review service: the reviewer page at /, the API (OpenAPI at /openapi.json), /metrics."""
     import uvicorn
 
-    from review_api.app import create_app, quiet_gc
+    from edgemine.review_api.app import create_app, quiet_gc
 
     app = create_app(_settings(db))
     typer.echo(f"edgemine review on http://{host}:{port}/ (store {app.state.review.db.url.split('@')[-1]})")
@@ -61,7 +61,7 @@ def reviewers_add(
     db: str | None = DbOption,
 ) -> None:
     """Add a person and print their bearer token. It is shown this once; only its hash is stored."""
-    from review_api import storage
+    from edgemine.review_api import storage
 
     database = _database(db)
     with database.write() as s:
@@ -74,7 +74,7 @@ def reviewers_add(
 @reviewers_app.command("list")
 def reviewers_list(db: str | None = DbOption) -> None:
     """List people and roles (never tokens)."""
-    from review_api import storage
+    from edgemine.review_api import storage
 
     database = _database(db)
     with database.read() as s:
@@ -86,7 +86,7 @@ def reviewers_list(db: str | None = DbOption) -> None:
 @reviewers_app.command("revoke")
 def reviewers_revoke(name: str = typer.Argument(...), db: str | None = DbOption) -> None:
     """Revoke a person's token (their past decisions stay)."""
-    from review_api import storage
+    from edgemine.review_api import storage
 
     database = _database(db)
     with database.write() as s:
@@ -115,7 +115,7 @@ def review_import(
     lease_seconds: int | None = typer.Option(None, "--lease-seconds", help="Lease length."),
 ) -> None:
     """Import a run's candidates (idempotent per run) and fix its review policy."""
-    from review_api.importer import Policy, import_run
+    from edgemine.review_api.importer import Policy, import_run
 
     settings = _settings(db)
     policy = Policy.from_settings(settings, categories=_tags(categories), root_causes=_tags(root_causes),
@@ -136,7 +136,7 @@ def review_import(
 @review_app.command("consensus")
 def review_consensus(run_id: str = typer.Argument(...), db: str | None = DbOption) -> None:
     """Re-run Dawid-Skene over a run; items with >= 3 reviews take its answer."""
-    from review_api import storage
+    from edgemine.review_api import storage
 
     database = _database(db)
     with database.write() as s:
@@ -148,7 +148,7 @@ def review_consensus(run_id: str = typer.Argument(...), db: str | None = DbOptio
 @review_app.command("metrics")
 def review_metrics(run_id: str = typer.Argument(...), db: str | None = DbOption) -> None:
     """Print a run's agreement, reviewer and queue metrics as JSON."""
-    from review_api import storage
+    from edgemine.review_api import storage
 
     settings = _settings(db)
     database = _database(db)
@@ -170,8 +170,8 @@ def review_export(
 
     import pyarrow.parquet as pq
 
-    from jobs.contracts import DECISIONS_SCHEMA
-    from review_api import storage
+    from edgemine.contracts import DECISIONS_SCHEMA
+    from edgemine.review_api import storage
 
     out.mkdir(parents=True, exist_ok=True)
     database = _database(db)

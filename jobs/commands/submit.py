@@ -19,7 +19,7 @@ def submit(
     wait: bool = typer.Option(False, "--wait", help="Wait for the job and print its logs."),
 ) -> None:
     """Submit `edgemine mine JOB.yaml` to a Ray cluster through the Ray Jobs API."""
-    from jobs.submit import job_logs, submit_mining_job, wait_for
+    from edgemine.jobs.submit import job_logs, submit_mining_job, wait_for
 
     s = submit_mining_job(spec, address=address, pip=pip, job_id=job_id)
     typer.echo(f"submitted {s.job_id} to {s.address}: {s.entrypoint}")
@@ -35,7 +35,7 @@ def submit(
 def list_(address: str = typer.Option(None, "--address", help=ADDRESS_HELP),
           as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Jobs on the cluster, oldest first."""
-    from jobs.submit import list_jobs
+    from edgemine.jobs.submit import list_jobs
 
     rows = list_jobs(address=address)
     if as_json:
@@ -49,7 +49,7 @@ def list_(address: str = typer.Option(None, "--address", help=ADDRESS_HELP),
 def status(job_id: str = typer.Argument(...), address: str = typer.Option(None, "--address", help=ADDRESS_HELP)
            ) -> None:
     """One job's status."""
-    from jobs.submit import job_status
+    from edgemine.jobs.submit import job_status
 
     s = job_status(job_id, address=address)
     typer.echo(f"{s['job_id']}: {s['status']}" + (f" ({s['message']})" if s["message"] else ""))
@@ -59,7 +59,7 @@ def status(job_id: str = typer.Argument(...), address: str = typer.Option(None, 
 def logs(job_id: str = typer.Argument(...), address: str = typer.Option(None, "--address", help=ADDRESS_HELP)
          ) -> None:
     """One job's driver logs."""
-    from jobs.submit import job_logs
+    from edgemine.jobs.submit import job_logs
 
     typer.echo(job_logs(job_id, address=address), nl=False)
 
@@ -68,7 +68,7 @@ def logs(job_id: str = typer.Argument(...), address: str = typer.Option(None, "-
 def stop(job_id: str = typer.Argument(...), address: str = typer.Option(None, "--address", help=ADDRESS_HELP)
          ) -> None:
     """Ask a running job to stop."""
-    from jobs.submit import stop_job
+    from edgemine.jobs.submit import stop_job
 
     typer.echo(f"{job_id}: {'stop requested' if stop_job(job_id, address=address) else 'already finished'}")
 

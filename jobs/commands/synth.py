@@ -26,7 +26,7 @@ def synth(
         (1.0, 5.0), "--event-seconds", help="SHORTEST LONGEST rare-event length in seconds."),
 ) -> None:
     """Write synthetic drive logs: PNG frames, manifest.parquet and ground_truth.parquet."""
-    from jobs.synth import generate
+    from edgemine.jobs.synth import generate
 
     s = generate(out, drives=drives, frames_per_drive=frames_per_drive, rare_rate=rare_rate, size=size,
                  seed=seed, reference=reference, workers=workers or None,
@@ -41,7 +41,7 @@ def synth(
 
 def parse_conditions(specs: list[str]) -> dict[str, list[str] | dict[str, float]]:
     """`--condition` strings to `generate(conditions=...)`: values, or value -> weight when weights are given."""
-    from jobs.errors import ConfigError
+    from edgemine.errors import ConfigError
 
     out: dict[str, list[str] | dict[str, float]] = {}
     for spec in specs:
@@ -69,7 +69,7 @@ def synth_sheet(
     per_row: int = typer.Option(6, "--per-row", help="Frames per category."),
 ) -> None:
     """Write a contact sheet: sample frames of every category, one row each."""
-    from jobs.synth.sheet import contact_sheet
+    from edgemine.jobs.synth.sheet import contact_sheet
 
     typer.echo(f"wrote {contact_sheet(logs, out, per_row=per_row)}")
 
@@ -83,7 +83,7 @@ def synth_fleet(
     seed: int = typer.Option(0, "--seed", help="Random seed."),
 ) -> None:
     """Write a fleet-scale manifest with precomputed embeddings (no images), for scale benchmarks."""
-    from jobs.synth.fleet import generate_fleet
+    from edgemine.jobs.synth.fleet import generate_fleet
 
     s = generate_fleet(out, frames=frames, dim=dim, rare_rate=rare_rate, reference=reference, seed=seed)
     typer.echo(f"wrote {s['frames']} frames ({s['rare_frames']} rare, D={s['dim']}) to {s['path']} "

@@ -21,10 +21,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.contracts import GROUND_TRUTH_SCHEMA, TIMESTAMP
-from jobs.errors import ConfigError
-from jobs.synth.schedule import FPS, RARE_CATEGORIES, Event, check_recurrence, event_frames, plan_events
-from jobs.synth.world import (
+from edgemine.contracts import GROUND_TRUTH_SCHEMA, TIMESTAMP
+from edgemine.errors import ConfigError
+from edgemine.jobs.synth.schedule import FPS, RARE_CATEGORIES, Event, check_recurrence, event_frames, plan_events
+from edgemine.jobs.synth.world import (
     CONDITIONS,
     LABELS,
     ConditionProbs,
@@ -95,7 +95,7 @@ class _DriveJob:
 
 
 def _render_drive(job: _DriveJob) -> tuple[dict[str, list], dict[str, list]]:
-    from jobs.synth.render import render_frame
+    from edgemine.jobs.synth.render import render_frame
 
     rng = np.random.default_rng([job.seed, int(job.reference), job.index])
     cfg = make_drive_config(job.drive_id, job.index, rng, base_us=BASE_US, conditions=job.conditions)

@@ -17,8 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from jobs.contracts import TIMESTAMP
-from jobs.errors import ConfigError
+from edgemine.contracts import TIMESTAMP
+from edgemine.errors import ConfigError
 
 BASE_US = 1_767_225_600_000_000
 N_KNOWN = 256

@@ -12,7 +12,7 @@ import zlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from jobs.synth.world import (
+from edgemine.jobs.synth.world import (
     CAM_HEIGHT,
     FOCAL,
     HORIZON,

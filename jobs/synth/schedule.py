@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from jobs.errors import ConfigError
+from edgemine.errors import ConfigError
 
 FPS = 10
 MIN_EVENT_FRAMES = 1 * FPS  # 1 s

@@ -9,8 +9,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 
-from jobs.contracts import read_manifest
-from jobs.errors import InputNotFoundError
+from edgemine.contracts import read_manifest
+from edgemine.errors import InputNotFoundError
 
 
 def contact_sheet(logs: str | os.PathLike[str], out: str | os.PathLike[str], *, per_row: int = 6,

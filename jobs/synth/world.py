@@ -12,8 +12,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from jobs.errors import ConfigError
-from jobs.synth.schedule import FPS, Event
+from edgemine.errors import ConfigError
+from edgemine.jobs.synth.schedule import FPS, Event
 
 DT = 1.0 / FPS
 LANE_W = 3.5

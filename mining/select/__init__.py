@@ -1,6 +1,6 @@
 """Selection strategies, one per file, behind a registry.
 
-    from mining.select import Caps, Pool, make_strategy
+    from edgemine.mining.select import Caps, Pool, make_strategy
     order = make_strategy("kcenter", diversity=1.0).select(pool, budget=500, caps=Caps(per_event=5))
 """
 
@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobs.errors import ConfigError
-from mining.select.base import Caps, CapTracker, Pool, Strategy, check_budget
-from mining.select.kcenter import KCenter
-from mining.select.random_pick import RandomPick
-from mining.select.top_score import TopScore
+from edgemine.errors import ConfigError
+from edgemine.mining.select.base import Caps, CapTracker, Pool, Strategy, check_budget
+from edgemine.mining.select.kcenter import KCenter
+from edgemine.mining.select.random_pick import RandomPick
+from edgemine.mining.select.top_score import TopScore
 
 STRATEGIES: dict[str, type[Strategy]] = {cls.name: cls for cls in (TopScore, KCenter, RandomPick)}
 

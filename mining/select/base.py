@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from jobs.errors import ConfigError
+from edgemine.errors import ConfigError
 
 
 @dataclass(frozen=True)

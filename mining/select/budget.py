@@ -3,7 +3,7 @@
 Round 1 is the selection strategy over the events' de-duplicated frames with a cap of one frame per event,
 so the budget reaches as many events as it can. Round 2 (`second_round`) spends the rest on the highest
 fused scores among (a) more frames of those events, within `per_event_cap` / `per_scenario_cap`, and (b)
-the fill: frames outside every event, one per drive per second (`mining.select.nms`). Spending the whole
+the fill: frames outside every event, one per drive per second (`edgemine.mining.select.nms`). Spending the whole
 budget on a few events' frames before any other moment is looked at loses to the plain baseline (kNN +
 temporal NMS) when the events above the thresholds are many ordinary ones. Pure numpy.
 """
@@ -14,8 +14,8 @@ from collections import Counter
 
 import numpy as np
 
-from jobs.errors import ConfigError
-from mining.select.base import Caps, Pool
+from edgemine.errors import ConfigError
+from edgemine.mining.select.base import Caps, Pool
 
 
 def second_round(pool: Pool, first: np.ndarray, *, caps: Caps, fill_scores: np.ndarray, need: int) -> np.ndarray:

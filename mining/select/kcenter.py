@@ -13,8 +13,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from jobs.errors import ConfigError
-from mining.select.base import Caps, CapTracker, Pool, Strategy
+from edgemine.errors import ConfigError
+from edgemine.mining.select.base import Caps, CapTracker, Pool, Strategy
 
 
 def mean_distance(x: np.ndarray, *, sample: int = 2000, seed: int = 0) -> float:

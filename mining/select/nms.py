@@ -10,7 +10,7 @@ import bisect
 
 import numpy as np
 
-from jobs.errors import ConfigError
+from edgemine.errors import ConfigError
 
 
 def temporal_nms(scores: np.ndarray, drive_ids: np.ndarray, ts_us: np.ndarray, *, n: int,

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from mining.select.base import Caps, CapTracker, Pool, Strategy
+from edgemine.mining.select.base import Caps, CapTracker, Pool, Strategy
 
 
 class RandomPick(Strategy):

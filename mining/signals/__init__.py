@@ -1,6 +1,6 @@
 """Scoring signals, one per file, behind a registry: adding a signal is adding a file and a line here.
 
-    from mining.signals import make_signal, signal_names
+    from edgemine.mining.signals import make_signal, signal_names
     novelty = make_signal("novelty", k=10)
 """
 
@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from jobs.errors import ConfigError
-from mining.signals.base import Signal, SignalInputs, SignalOutput, knn_reduce
-from mining.signals.novelty import Novelty, novelty
-from mining.signals.rarity import Rarity, rarity
-from mining.signals.triggers import TriggerRule, Triggers, triggers
-from mining.signals.uncertainty import Uncertainty, uncertainty
+from edgemine.errors import ConfigError
+from edgemine.mining.signals.base import Signal, SignalInputs, SignalOutput, knn_reduce
+from edgemine.mining.signals.novelty import Novelty, novelty
+from edgemine.mining.signals.rarity import Rarity, rarity
+from edgemine.mining.signals.triggers import TriggerRule, Triggers, triggers
+from edgemine.mining.signals.uncertainty import Uncertainty, uncertainty
 
 SIGNALS: dict[str, type[Signal]] = {cls.name: cls for cls in (Novelty, Uncertainty, Rarity, Triggers)}
 ALIASES = {"triggers": "trigger"}  # the issue says "triggers"; the column (and the registry) say "trigger"

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Literal, get_args
 import numpy as np
 import pyarrow as pa
 
-from jobs.errors import ConfigError
+from edgemine.errors import ConfigError
 
 Calibration = Literal["reference", "mined", "absolute"]
 Reduce = Literal["kth", "mean"]

@@ -1,7 +1,7 @@
 """Novelty: how far a frame is from everything in the reference (known) data.
 
 The raw value is a kNN distance to the reference index; it is calibrated against the reference frames' kNN
-distances to the reference's *other* drives (`jobs.mine.reference_calibration_knn`: a fleet frame's nearest
+distances to the reference's *other* drives (`edgemine.jobs.mine.reference_calibration_knn`: a fleet frame's nearest
 reference frames are always of other drives), so "novelty p99.7" means the frame is farther from the known
 data than 99.7% of known frames are from the rest of it. Leave-one-out is the fallback where drives are unknown.
 """
@@ -12,8 +12,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from mining.calibration import calibrated, format_percentile
-from mining.signals.base import Need, Reduce, Signal, SignalInputs, SignalOutput, check_choice, knn_reduce
+from edgemine.mining.calibration import calibrated, format_percentile
+from edgemine.mining.signals.base import Need, Reduce, Signal, SignalInputs, SignalOutput, check_choice, knn_reduce
 
 
 def novelty(
@@ -38,7 +38,7 @@ class Novelty(Signal):
     def __init__(self, *, k: int = 10, reduce: Reduce = "kth") -> None:
         check_choice("signals.novelty.reduce", reduce, Reduce)
         if k < 1:
-            from jobs.errors import ConfigError
+            from edgemine.errors import ConfigError
 
             raise ConfigError(f"signals.novelty.k={k} must be >= 1")
         self.k = k

@@ -12,9 +12,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from jobs.errors import ConfigError
-from mining.calibration import calibrated, format_percentile
-from mining.signals.base import Need, Reduce, Signal, SignalInputs, SignalOutput, check_choice, knn_reduce
+from edgemine.errors import ConfigError
+from edgemine.mining.calibration import calibrated, format_percentile
+from edgemine.mining.signals.base import Need, Reduce, Signal, SignalInputs, SignalOutput, check_choice, knn_reduce
 
 
 def rarity(distances: np.ndarray, *, calibration: np.ndarray | None = None, k: int = 10,

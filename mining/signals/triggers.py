@@ -15,10 +15,10 @@ from typing import Any, ClassVar
 import numpy as np
 import pyarrow as pa
 
-from jobs.errors import ConfigError
-from mining.calibration import format_percentile
-from mining.rules import Rule, compile_rule
-from mining.signals.base import Need, Signal, SignalInputs, SignalOutput
+from edgemine.errors import ConfigError
+from edgemine.mining.calibration import format_percentile
+from edgemine.mining.rules import Rule, compile_rule
+from edgemine.mining.signals.base import Need, Signal, SignalInputs, SignalOutput
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from typing import ClassVar, Literal
 
 import numpy as np
 
-from jobs.errors import ConfigError
-from mining.calibration import format_percentile
-from mining.signals.base import Need, Signal, SignalInputs, SignalOutput, check_choice
+from edgemine.errors import ConfigError
+from edgemine.mining.calibration import format_percentile
+from edgemine.mining.signals.base import Need, Signal, SignalInputs, SignalOutput, check_choice
 
 Measure = Literal["entropy", "margin", "least_confidence", "disagreement"]
 MEASURES: tuple[str, ...] = ("entropy", "margin", "least_confidence", "disagreement")

@@ -9,8 +9,8 @@ from fastapi import APIRouter, BackgroundTasks, Header, Path, Query, Response, s
 from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
-from review_api import schemas, storage, views
-from review_api.deps import AnyReviewer, AppState, Db, Lead, Now, State
+from edgemine.review_api import schemas, storage, views
+from edgemine.review_api.deps import AnyReviewer, AppState, Db, Lead, Now, State
 
 router = APIRouter(tags=["items"])
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from review_api.deps import Lead, State
+from edgemine.review_api.deps import Lead, State
 
 router = APIRouter(tags=["ops"])
 

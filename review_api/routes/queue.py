@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response, status
 from sqlalchemy.orm import Session
 
-from review_api import schemas, storage, views
-from review_api.deps import AnyReviewer, Db, Now, State
+from edgemine.review_api import schemas, storage, views
+from edgemine.review_api.deps import AnyReviewer, Db, Now, State
 
 router = APIRouter(tags=["queue"])
 LeaseId = Annotated[int, Path(ge=1, le=2**62)]

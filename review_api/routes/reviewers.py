@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from review_api import schemas, storage, views
-from review_api.deps import Admin, AnyReviewer, Db, Now
+from edgemine.review_api import schemas, storage, views
+from edgemine.review_api.deps import Admin, AnyReviewer, Db, Now
 
 router = APIRouter(tags=["reviewers"])
 

@@ -6,9 +6,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response, status
 
-from review_api import schemas, storage, views
-from review_api.deps import Admin, Db, Lead, Now, State
-from review_api.importer import Policy, import_run
+from edgemine.review_api import schemas, storage, views
+from edgemine.review_api.deps import Admin, Db, Lead, Now, State
+from edgemine.review_api.importer import Policy, import_run
 
 router = APIRouter(tags=["runs"])
 RunId = Annotated[str, Path(min_length=1, max_length=200)]

@@ -16,7 +16,7 @@ def baseline_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained baseline CNN exported like `train-baseline` does (weights from a fixed seed)."""
     import torch
 
-    from embeddings.baseline import MODEL_KIND, BaselineCNN, export_model
+    from edgemine.embeddings.baseline import MODEL_KIND, BaselineCNN, export_model
 
     torch.manual_seed(3)
     model = BaselineCNN(5, width=8)

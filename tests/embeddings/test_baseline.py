@@ -10,10 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from embeddings.baseline import load_baseline, predict, read_model_metadata, split_by_drive, train_classifier
-from embeddings.encoders import load_encoder
-from jobs.contracts import read_manifest
-from jobs.errors import ConfigError, IncompatibleArtifactError, SchemaError
+from edgemine.contracts import read_manifest
+from edgemine.embeddings.baseline import load_baseline, predict, read_model_metadata, split_by_drive, train_classifier
+from edgemine.embeddings.encoders import load_encoder
+from edgemine.errors import ConfigError, IncompatibleArtifactError, SchemaError
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
-EDGEMINE = [sys.executable, "-m", "jobs"]
+EDGEMINE = [sys.executable, "-m", "edgemine"]
 
 
 @pytest.mark.integration
@@ -35,7 +35,7 @@ def test_fit_builtin_writes_a_usable_fit(reference_logs: Path, tmp_path: Path) -
     out = subprocess.run([*EDGEMINE, "fit-builtin", "--frames", str(reference_logs / "manifest.parquet"), "--out",
                           str(tmp_path / "fit.npz")], capture_output=True, text=True, check=True)
     assert "fitted builtin encoder on 240 reference frames" in out.stdout
-    from embeddings.encoders import load_encoder
+    from edgemine.embeddings.encoders import load_encoder
 
     assert "+fit-" in load_encoder(f"builtin:{tmp_path / 'fit.npz'}").encoder_id
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from embeddings.decode import decode_batch, load_frame, to_model_input
-from jobs.errors import ConfigError
+from edgemine.embeddings.decode import decode_batch, load_frame, to_model_input
+from edgemine.errors import ConfigError
 from tests.embeddings.conftest import write_png
 
 
@@ -105,7 +105,7 @@ def test_input_size_below_minimum_side_is_refused() -> None:
 
 def test_a_decoder_crash_on_one_frame_is_recorded_not_raised(tmp_path: Path, rgb: np.ndarray,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    import embeddings.decode as dec
+    import edgemine.embeddings.decode as dec
 
     uris = [write_png(tmp_path / f"{i}.png", rgb) for i in range(3)]
     real = dec.decode_image

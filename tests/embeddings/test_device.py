@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from embeddings.device import cpu_threads_per_actor, resolve_device, visible_gpus
-from jobs.errors import ConfigError
+from edgemine.embeddings.device import cpu_threads_per_actor, resolve_device, visible_gpus
+from edgemine.errors import ConfigError
 
 
 def test_auto_picks_cpu_on_this_machine() -> None:
@@ -37,7 +37,7 @@ def test_unknown_device_lists_the_valid_ones() -> None:
 
 
 def test_cuda_encoder_load_fails_clearly_here() -> None:
-    from embeddings.encoders import load_encoder
+    from edgemine.embeddings.encoders import load_encoder
 
     with pytest.raises(ConfigError, match="no GPU is visible"):
         load_encoder("builtin", device="cuda")
@@ -50,7 +50,7 @@ def test_threads_split_cores_between_actors() -> None:
 
 
 def test_actor_layout_follows_the_device_plan() -> None:
-    from embeddings.pipeline import plan_actors
+    from edgemine.embeddings.pipeline import plan_actors
 
     gpu = plan_actors(resolve_device("auto", gpus=4), cpus=32)
     assert (gpu.actors, gpu.num_gpus, gpu.threads) == (4, 1.0, 8)

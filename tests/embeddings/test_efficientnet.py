@@ -14,14 +14,14 @@ import pytest
 import torch
 from PIL import Image
 
-from embeddings.decode import load_frame
-from embeddings.device import resolve_device
-from embeddings.encoders import efficientnet as eff
-from embeddings.encoders import load_encoder, parse_spec
-from embeddings.pipeline import embed_manifest, plan_actors
-from jobs.contracts import read_manifest
-from jobs.errors import ConfigError, MissingDependencyError
-from jobs.synth import generate
+from edgemine.contracts import read_manifest
+from edgemine.embeddings.decode import load_frame
+from edgemine.embeddings.device import resolve_device
+from edgemine.embeddings.encoders import efficientnet as eff
+from edgemine.embeddings.encoders import load_encoder, parse_spec
+from edgemine.embeddings.pipeline import embed_manifest, plan_actors
+from edgemine.errors import ConfigError, MissingDependencyError
+from edgemine.jobs.synth import generate
 from tests.embeddings.conftest import write_manifest, write_png
 
 MILITARY_UNIFORM = 652  # ImageNet-1k class index
@@ -53,7 +53,7 @@ def _to_input(images: np.ndarray) -> torch.Tensor:
 
 # ---------------------------------------------------------------- spec, id, weights
 def test_spec_size_and_id_name_the_weights_digest_and_the_input_size() -> None:
-    from embeddings.encoders.base import file_digest
+    from edgemine.embeddings.encoders.base import file_digest
 
     digest = file_digest(eff.weights_path())
     enc = load_encoder("efficientnet_lite0:64")

@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from embeddings.encoders import ENCODER_KINDS, load_encoder, parse_spec
-from jobs.errors import ConfigError, IncompatibleArtifactError, InputNotFoundError
+from edgemine.embeddings.encoders import ENCODER_KINDS, load_encoder, parse_spec
+from edgemine.errors import ConfigError, IncompatibleArtifactError, InputNotFoundError
 
 BATCH = np.random.default_rng(0).random((3, 3, 64, 64), dtype=np.float32)
 
@@ -76,7 +76,7 @@ def test_torchscript_tuple_output_gives_embeddings_and_logits(tmp_path: Path) ->
 def test_uint8_and_float_paths_agree(tmp_path: Path) -> None:
     enc = load_encoder(_script(_TwoHeads(), tmp_path / "m.pt"), input_size=32)
     img = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
-    from embeddings.decode import to_model_input
+    from edgemine.embeddings.decode import to_model_input
 
     a, _ = enc.embed_uint8(img)
     b, _ = enc.embed(to_model_input(img))
@@ -117,7 +117,7 @@ def test_encoder_id_is_the_weights_content_hash(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- torchvision
 def test_torchvision_resnet18_with_local_random_weights(tmp_path: Path) -> None:
-    from embeddings.encoders.torchvision_encoder import import_torchvision
+    from edgemine.embeddings.encoders.torchvision_encoder import import_torchvision
 
     tv = import_torchvision()
     torch.manual_seed(0)
@@ -168,7 +168,7 @@ def _knn_distance(query: np.ndarray, ref: np.ndarray, k: int = 3) -> np.ndarray:
 
 
 def _embed_uris(enc, uris: list[str]) -> np.ndarray:  # noqa: ANN001
-    from embeddings.decode import decode_batch
+    from edgemine.embeddings.decode import decode_batch
 
     dec = decode_batch(uris, size=enc.input_size)
     return enc.embed_uint8(dec.images)[0]
@@ -177,7 +177,7 @@ def _embed_uris(enc, uris: list[str]) -> np.ndarray:  # noqa: ANN001
 def _rare_auc(synth_logs: Path, reference_logs: Path, spec: str) -> float:
     from sklearn.metrics import roc_auc_score
 
-    from jobs.contracts import read_manifest
+    from edgemine.contracts import read_manifest
 
     ref = read_manifest(reference_logs / "manifest.parquet")
     fleet = read_manifest(synth_logs / "manifest.parquet")
@@ -194,9 +194,9 @@ def test_builtin_puts_rare_scenes_far_from_ordinary_traffic(synth_logs: Path, re
 
 
 def test_fitted_builtin_standardises_with_reference_statistics(reference_logs: Path, tmp_path: Path) -> None:
-    from embeddings.decode import decode_batch
-    from embeddings.encoders.builtin import STD_FLOOR, RawFitFeatures, block_sizes, fit_builtin
-    from jobs.contracts import read_manifest
+    from edgemine.contracts import read_manifest
+    from edgemine.embeddings.decode import decode_batch
+    from edgemine.embeddings.encoders.builtin import STD_FLOOR, RawFitFeatures, block_sizes, fit_builtin
 
     res = fit_builtin(reference_logs / "manifest.parquet", out=tmp_path / "fit.npz", batch_size=100)
     assert res.n_frames == 240 and res.errors == [] and (tmp_path / "fit.npz").exists()
@@ -216,7 +216,7 @@ def test_fitted_builtin_standardises_with_reference_statistics(reference_logs: P
 
 
 def test_fit_file_errors(tmp_path: Path) -> None:
-    from embeddings.encoders.builtin import save_fit
+    from edgemine.embeddings.encoders.builtin import save_fit
 
     with pytest.raises(InputNotFoundError, match="edgemine fit-builtin"):
         load_encoder(f"builtin:{tmp_path / 'none.npz'}")

@@ -19,9 +19,9 @@ import pytest
 import torch
 from PIL import Image
 
-from embeddings.pipeline import embed_manifest
-from jobs.contracts import ERRORS_SCHEMA, embeddings_schema, read_manifest
-from jobs.errors import ConfigError, IncompatibleArtifactError
+from edgemine.contracts import ERRORS_SCHEMA, embeddings_schema, read_manifest
+from edgemine.embeddings.pipeline import embed_manifest
+from edgemine.errors import ConfigError, IncompatibleArtifactError
 from tests.embeddings.conftest import write_manifest, write_png
 
 pytestmark = [pytest.mark.integration]
@@ -180,7 +180,7 @@ def test_a_killed_run_resumes_and_matches_an_uninterrupted_one(synth_logs: Path,
     torch.jit.save(torch.jit.script(Slow()), str(model), _extra_files={"edgemine.json": json.dumps({"input_size": 64})})
     manifest = synth_logs / "manifest.parquet"
     out = tmp_path / "killed"
-    args = [sys.executable, "-m", "jobs", "embed", "--frames", str(manifest), "--encoder", f"torchscript:{model}",
+    args = [sys.executable, "-m", "edgemine", "embed", "--frames", str(manifest), "--encoder", f"torchscript:{model}",
             "--out", str(out), "--shard-rows", "20", "--batch-size", "10", "--actors", "1", "--no-progress"]
     # The job's driver joins the test's Ray runtime, as a job submitted to a cluster would; killing it
     # (SIGKILL, no cleanup) leaves the cluster up.
@@ -219,7 +219,7 @@ def test_a_different_encoder_or_config_is_refused(synth_logs: Path, baseline_mod
     with pytest.raises(IncompatibleArtifactError, match=r"encoder_id='torchscript:sha256-0000' but this run has "
                                                         r"encoder_id='torchscript:sha256-[0-9a-f]{16}'"):
         embed_manifest(manifest, encoder=f"torchscript:{baseline_model}", out=out, shard_rows=100, progress=False)
-    from embeddings.encoders import load_encoder
+    from edgemine.embeddings.encoders import load_encoder
 
     config["encoder_id"] = load_encoder(f"torchscript:{baseline_model}").encoder_id
     (out / "_config.json").write_text(json.dumps(config))
@@ -273,7 +273,7 @@ def test_manifest_embeddings_are_written_without_inference(synth_logs: Path, tmp
 
 
 def test_check_vectors_handles_fixed_size_and_sliced_columns() -> None:
-    from embeddings.pipeline import check_vectors
+    from edgemine.embeddings.pipeline import check_vectors
 
     vals = np.arange(20, dtype=np.float32).reshape(5, 4)
     fixed = pa.FixedSizeListArray.from_arrays(pa.array(vals.ravel()), 4, mask=pa.array([False, True, False, False,

@@ -23,7 +23,7 @@ def all_docs() -> list[tuple[Path, dict[str, Any]]]:
 
 
 def cli_commands() -> set[str]:
-    from jobs.cli import app
+    from edgemine.jobs.cli import app
 
     names = {c.name for c in app.registered_commands}
     return names | {g.name for g in app.registered_groups}
@@ -39,11 +39,11 @@ def test_every_manifest_parses_and_names_its_kind() -> None:
 
 
 def test_rayjob_runs_a_real_command_on_a_spec_that_validates(tmp_path: Path) -> None:
-    from jobs.spec import build_spec
+    from edgemine.jobs.spec import build_spec
 
     found = {d["kind"]: d for d in docs(INFRA / "kuberay" / "rayjob-mine.yaml")}
     argv = shlex.split(found["RayJob"]["spec"]["entrypoint"])
-    assert argv[:3] == ["python", "-m", "jobs"] and (ROOT / "jobs" / "__main__.py").exists()
+    assert argv[:3] == ["python", "-m", "edgemine"] and (ROOT / "edgemine" / "__main__.py").exists()
     assert argv[3] in cli_commands()
     spec_path = argv[4]
     mount = found["RayJob"]["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
@@ -65,7 +65,7 @@ def test_ray_worker_groups_have_cpu_and_gpu() -> None:
 
 
 def test_spark_application_runs_the_cli_from_the_image_layout() -> None:
-    from jobs.spec import build_spec
+    from edgemine.jobs.spec import build_spec
 
     found = {d["kind"]: d for d in docs(INFRA / "spark" / "spark-application.yaml")}
     app = found["SparkApplication"]["spec"]
@@ -80,7 +80,7 @@ def test_spark_application_runs_the_cli_from_the_image_layout() -> None:
 
 
 def test_review_deployment_uses_real_settings_and_commands() -> None:
-    from review_api.settings import Settings
+    from edgemine.review_api.settings import Settings
 
     fields = set(Settings.model_fields)
     dep = next(d for d in docs(INFRA / "k8s" / "review" / "review-api.yaml") if d["kind"] == "Deployment")
@@ -90,7 +90,7 @@ def test_review_deployment_uses_real_settings_and_commands() -> None:
         assert env["name"].startswith("EDGEMINE_")
         assert env["name"].removeprefix("EDGEMINE_").lower() in fields, env["name"]
     assert c["readinessProbe"]["httpGet"]["path"] == "/healthz"
-    from review_api.app import create_app  # noqa: F401 - the app the command serves exists
+    from edgemine.review_api.app import create_app  # noqa: F401 - the app the command serves exists
     kust = yaml.safe_load((INFRA / "k8s" / "review" / "kustomization.yaml").read_text())
     for res in kust["resources"]:
         assert (INFRA / "k8s" / "review" / res).exists()

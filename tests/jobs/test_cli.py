@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-EDGEMINE = [sys.executable, "-m", "jobs"]
+EDGEMINE = [sys.executable, "-m", "edgemine"]
 
 
 def test_cli_import_is_light() -> None:

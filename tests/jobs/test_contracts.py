@@ -6,14 +6,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.contracts import (
+from edgemine.contracts import (
     TIMESTAMP,
     embeddings_schema,
     iter_manifest,
     read_manifest,
     validate_manifest,
 )
-from jobs.errors import InputNotFoundError, SchemaError
+from edgemine.errors import InputNotFoundError, SchemaError
 
 
 def _manifest(n: int = 4, **overrides: object) -> pa.Table:

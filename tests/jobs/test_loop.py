@@ -9,8 +9,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.errors import ConfigError
-from jobs.loop import LoopConfig, LoopResult, SimReviewer, make_reviewers, run_loop
+from edgemine.errors import ConfigError
+from edgemine.jobs.loop import LoopConfig, LoopResult, SimReviewer, make_reviewers, run_loop
 
 CATS = ["debris", "animal_on_road", "other"]
 
@@ -71,7 +71,7 @@ def test_a_small_loop_runs_end_to_end_through_every_engine(tmp_path: Path) -> No
     # every published row went through review, and the dataset is readable at its version
     assert mined["published"] > 0 and res.datasets["mined"]["version"] is not None
     ids = set(pq.read_table(Path(mined["run_dir"]) / "candidates.parquet").column("frame_id").to_pylist())
-    from jobs.datasets import read_dataset
+    from edgemine.jobs.datasets import read_dataset
 
     published = read_dataset(res.datasets["mined"]["path"], version=res.datasets["mined"]["version"])
     assert set(published.column("frame_id").to_pylist()) <= ids

@@ -11,10 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.contracts import CANDIDATES_CORE_SCHEMA, CANDIDATES_EVIDENCE_SCHEMA, SCENARIOS_SCHEMA, SCORES_SCHEMA
-from jobs.errors import ConfigError, IncompatibleArtifactError, SchemaError
-from jobs.mine import RunResult, run_mine, similar_frames
-from jobs.spec import MineSpec, build_spec
+from edgemine.contracts import CANDIDATES_CORE_SCHEMA, CANDIDATES_EVIDENCE_SCHEMA, SCENARIOS_SCHEMA, SCORES_SCHEMA
+from edgemine.errors import ConfigError, IncompatibleArtifactError, SchemaError
+from edgemine.jobs.mine import RunResult, run_mine, similar_frames
+from edgemine.jobs.spec import MineSpec, build_spec
 from tests.mining.helpers import fixed_list, with_embeddings
 
 
@@ -153,7 +153,7 @@ def test_similar_expands_a_frame_into_its_neighbours(run: RunResult) -> None:
     assert first not in [r["frame_id"] for r in rows]
     d = [r["distance"] for r in rows]
     assert d == sorted(d) and all(Path(r["uri"]).exists() for r in rows)
-    from jobs.errors import NotFoundError
+    from edgemine.errors import NotFoundError
 
     with pytest.raises(NotFoundError, match="'drv-011-0000-00003'"):  # dropped (NaN) frames are not in the run
         similar_frames(run.run_dir, ["drv-011-0000-00003"])
@@ -161,7 +161,7 @@ def test_similar_expands_a_frame_into_its_neighbours(run: RunResult) -> None:
 
 @pytest.mark.spark
 def test_evaluate_reports_the_run_and_baselines(run: RunResult, byo: dict[str, Path]) -> None:
-    from mining.evaluate import evaluate_run
+    from edgemine.mining.evaluate import evaluate_run
 
     rows = evaluate_run(str(run.run_dir), str(byo["gt"]), random_repeats=5)
     assert [m.method for m in rows] == ["edgemine", "plain kNN + NMS", "random (mean of 5)"]
@@ -200,7 +200,7 @@ def test_reference_index_is_reused_and_an_embeddings_table_works_as_reference(
 
 
 def test_an_index_of_another_encoder_is_refused(byo: dict[str, Path], tmp_path: Path) -> None:
-    from mining.index import build_index_from_arrays
+    from edgemine.mining.index import build_index_from_arrays
 
     idx = build_index_from_arrays(np.random.default_rng(0).normal(size=(50, 192)), encoder="torchscript:other.pt")
     idx.meta.params["source"] = str(byo["reference"].resolve())
@@ -211,7 +211,7 @@ def test_an_index_of_another_encoder_is_refused(byo: dict[str, Path], tmp_path: 
 
 
 def test_an_index_dir_built_from_another_reference_is_refused(byo: dict[str, Path], tmp_path: Path) -> None:
-    from mining.index import build_index_from_arrays
+    from edgemine.mining.index import build_index_from_arrays
 
     idx = build_index_from_arrays(np.random.default_rng(0).normal(size=(50, 192)), encoder="manifest")
     idx.meta.params["source"] = "/data/other_reference.parquet"
@@ -249,7 +249,7 @@ def test_cli_mine_similar_evaluate(byo: dict[str, Path], tmp_path: Path) -> None
     import subprocess
     import sys
 
-    cli = [sys.executable, "-m", "jobs"]
+    cli = [sys.executable, "-m", "edgemine"]
     out = tmp_path / "cli-run"
     r = subprocess.run([*cli, "mine", "--frames", str(byo["frames"]), "--reference", str(byo["reference"]),
                         "--budget", "12", "--out", str(out), "--spark-master", "local[1]"],
@@ -290,7 +290,7 @@ def test_a_run_where_nothing_reaches_the_threshold_still_writes_every_output(
 @pytest.mark.spark
 def test_the_budget_is_filled_with_the_best_remaining_frames_one_per_drive_per_second(
         byo: dict[str, Path], spark: Any, tmp_path: Path) -> None:
-    from mining.select.nms import temporal_nms
+    from edgemine.mining.select.nms import temporal_nms
 
     res = run_mine(make_spec(byo, tmp_path / "fill", aggregate={"threshold": 1000.0}), spark=spark)
     assert res.counts["events"] == 0 and res.counts["above_threshold"] == 0
@@ -312,7 +312,7 @@ def test_the_review_service_imports_the_run(run: RunResult, tmp_path: Path) -> N
     import subprocess
     import sys
 
-    r = subprocess.run([sys.executable, "-m", "jobs", "review", "import", str(run.run_dir), "--db",
+    r = subprocess.run([sys.executable, "-m", "edgemine", "review", "import", str(run.run_dir), "--db",
                         f"sqlite:///{tmp_path / 'review.db'}"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert f"{run.counts['candidates']} items ({run.counts['candidates']} new)" in r.stdout
@@ -334,7 +334,7 @@ def test_fill_frames_are_never_frames_of_an_event_so_the_caps_hold(
 @pytest.mark.spark
 def test_a_fleet_with_night_drives_against_a_day_only_reference_is_warned_about(
         spark: Any, tmp_path: Path) -> None:
-    from jobs.synth import generate
+    from edgemine.jobs.synth import generate
 
     generate(tmp_path / "fleet", drives=10, frames_per_drive=36, rare_rate=0.0, size=48, seed=3, workers=1,
              conditions={"time_of_day": {"day": 1, "night": 2}})

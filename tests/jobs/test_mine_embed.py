@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.mine import run_mine, similar_frames
-from jobs.spec import build_spec
+from edgemine.jobs.mine import run_mine, similar_frames
+from edgemine.jobs.spec import build_spec
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +26,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.spark, pytes
 
 def test_frames_are_embedded_scored_and_selected(synth_logs: Path, reference_logs: Path, tmp_path: Path,
                                                   spark: Any) -> None:
-    from embeddings.baseline import train_classifier
-    from jobs.contracts import read_manifest
+    from edgemine.contracts import read_manifest
+    from edgemine.embeddings.baseline import train_classifier
 
     model = tmp_path / "model.pt"
     train_classifier(read_manifest(reference_logs / "manifest.parquet"), out=model, epochs=1, seed=0)

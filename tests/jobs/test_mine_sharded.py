@@ -8,7 +8,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.mine import run_mine
+from edgemine.jobs.mine import run_mine
 from tests.jobs.test_mine import byo, make_spec, spark  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.spark]

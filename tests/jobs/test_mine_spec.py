@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from jobs.errors import ConfigError, InputNotFoundError
-from jobs.spec import DEFAULT_SIGNALS, build_spec, load_spec
+from edgemine.errors import ConfigError, InputNotFoundError
+from edgemine.jobs.spec import DEFAULT_SIGNALS, build_spec, load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = {"frames": "f.parquet", "reference": "r.parquet", "out": "run", "budget": 10}
@@ -76,6 +76,6 @@ def test_missing_required_fields_and_files(tmp_path: Path) -> None:
 def test_cli_reports_a_bad_spec_on_one_line(tmp_path: Path) -> None:
     job = tmp_path / "job.yaml"
     job.write_text("frames: a.parquet\nreference: b.parquet\nout: run\nbudget: 5\nselection: {per_event_cap: -2}\n")
-    out = subprocess.run([sys.executable, "-m", "jobs", "mine", str(job)], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "edgemine", "mine", str(job)], capture_output=True, text=True)
     assert out.returncode == 1
     assert out.stderr.count("\n") == 1 and "selection.per_event_cap" in out.stderr and "Traceback" not in out.stderr

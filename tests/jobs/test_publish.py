@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from jobs.contracts import TIMESTAMP
-from jobs.datasets import (
+from edgemine.contracts import TIMESTAMP
+from edgemine.errors import ConfigError, NotFoundError, SchemaError
+from edgemine.jobs.datasets import (
     EdgeCaseDataset,
     dataset_diff,
     dataset_log,
@@ -21,8 +22,7 @@ from jobs.datasets import (
     read_dataset,
     version_files,
 )
-from jobs.errors import ConfigError, NotFoundError, SchemaError
-from jobs.publish import SplitPolicy, assign_split, publish, training_rows
+from edgemine.jobs.publish import SplitPolicy, assign_split, publish, training_rows
 
 CATS = ("debris", "animal_on_road", "construction_zone")
 
@@ -226,7 +226,7 @@ def test_datasets_cli_log_show_diff(tmp_path: Path) -> None:
     publish(training_rows(confirmed([1, 2, 3]), policy=SplitPolicy()), ds, lineage={"mining_runs": ["run-1"]})
     publish(training_rows(confirmed([4, 5], extra_meta={"lidar_ok": True}), policy=SplitPolicy()), ds,
             lineage={"mining_runs": ["run-2"]})
-    cli = [sys.executable, "-m", "jobs", "datasets"]
+    cli = [sys.executable, "-m", "edgemine", "datasets"]
     log = subprocess.run([*cli, "log", ds], capture_output=True, text=True, check=True).stdout
     assert log.index("v1") < log.index("v0") and "+2" in log and "+3" in log
     show = subprocess.run([*cli, "show", f"{ds}@v0"], capture_output=True, text=True, check=True).stdout

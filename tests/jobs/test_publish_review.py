@@ -11,8 +11,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.datasets import dataset_log, read_dataset
-from jobs.publish import SplitPolicy, publish_from_review, watch_and_publish
+from edgemine.jobs.datasets import dataset_log, read_dataset
+from edgemine.jobs.publish import SplitPolicy, publish_from_review, watch_and_publish
 from tests.review_api.conftest import ReviewEnv, make_env, make_run_dir
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.errors import ConfigError, InputNotFoundError, NotFoundError
-from jobs.submit import job_logs, job_status, list_jobs, resolve_address, stop_job, submit_command, wait_for
+from edgemine.errors import ConfigError, InputNotFoundError, NotFoundError
+from edgemine.jobs.submit import job_logs, job_status, list_jobs, resolve_address, stop_job, submit_command, wait_for
 from tests.support.ray_cluster import RayHead, _pids_using, ray_head
 
 pytestmark = [pytest.mark.ray, pytest.mark.integration, pytest.mark.slow]
@@ -37,7 +37,7 @@ def test_a_mining_job_runs_on_the_cluster(head: RayHead, synth_logs: Path, refer
                                           tmp_path: Path) -> None:
     import yaml
 
-    from jobs.submit import submit_mining_job
+    from edgemine.jobs.submit import submit_mining_job
     from tests.mining.helpers import with_embeddings
 
     frames = with_embeddings(synth_logs, tmp_path / "frames.parquet")
@@ -46,7 +46,7 @@ def test_a_mining_job_runs_on_the_cluster(head: RayHead, synth_logs: Path, refer
     spec.write_text(yaml.safe_dump({"frames": str(frames), "reference": str(ref), "out": str(tmp_path / "run"),
                                     "budget": 10, "spark": {"master": "local[1]"}}))
     s = submit_mining_job(spec, address=head.address)
-    assert s.entrypoint == "python -m jobs mine job.yaml"
+    assert s.entrypoint == "python -m edgemine mine job.yaml"
     status = wait_for(s.job_id, address=head.address, timeout=400)
     assert status == "SUCCEEDED", job_logs(s.job_id, address=head.address)[-3000:]
     cands = pq.read_table(tmp_path / "run" / "candidates.parquet")
@@ -67,7 +67,7 @@ def test_stop_a_running_job(head: RayHead, tmp_path: Path) -> None:
 
 
 def test_cli_submit_and_jobs_commands(head: RayHead, tmp_path: Path) -> None:
-    cli = [sys.executable, "-m", "jobs"]
+    cli = [sys.executable, "-m", "edgemine"]
     listed = subprocess.run([*cli, "jobs", "list", "--address", head.address], capture_output=True, text=True,
                             check=True)
     assert "SUCCEEDED" in listed.stdout

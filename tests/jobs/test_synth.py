@@ -14,11 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from jobs.contracts import read_manifest
-from jobs.errors import ConfigError
-from jobs.synth import LABELS, RARE_CATEGORIES, generate
-from jobs.synth.render import render_frame
-from jobs.synth.schedule import (
+from edgemine.contracts import read_manifest
+from edgemine.errors import ConfigError
+from edgemine.jobs.synth import LABELS, RARE_CATEGORIES, generate
+from edgemine.jobs.synth.render import render_frame
+from edgemine.jobs.synth.schedule import (
     MAX_EVENT_FRAMES,
     MIN_EVENT_FRAMES,
     MIN_GAP_FRAMES,
@@ -26,7 +26,7 @@ from jobs.synth.schedule import (
     group_sizes,
     plan_events,
 )
-from jobs.synth.world import CONDITIONS, condition_probs, make_drive_config, simulate_drive
+from edgemine.jobs.synth.world import CONDITIONS, condition_probs, make_drive_config, simulate_drive
 
 
 def _digest(folder: Path) -> str:
@@ -180,7 +180,7 @@ def test_bad_arguments_name_the_value(tmp_path: Path, kw: dict, message: str) ->
 
 
 def test_contact_sheet_has_a_row_per_category(synth_logs: Path, tmp_path: Path) -> None:
-    from jobs.synth.sheet import contact_sheet
+    from edgemine.jobs.synth.sheet import contact_sheet
 
     gt = pq.read_table(synth_logs / "ground_truth.parquet")
     n_cats = len(set(gt.column("category").to_pylist()))
@@ -339,7 +339,7 @@ def test_event_seconds_bound_event_lengths_and_keep_the_rare_frame_target(
 def test_the_synth_command_passes_the_knobs(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from jobs.cli import app
+    from edgemine.jobs.cli import app
 
     args = ["synth", "--out", str(tmp_path), "--drives", "4", "--frames-per-drive", "40", "--rare-rate", "0.1",
             "--size", "32", "--workers", "1", "--recurrence", "2", "3", "--event-seconds", "0.3", "1",
@@ -353,7 +353,7 @@ def test_the_synth_command_passes_the_knobs(tmp_path: Path) -> None:
 
 
 def test_condition_strings_parse_to_values_or_weights() -> None:
-    from jobs.commands.synth import parse_conditions
+    from edgemine.jobs.commands.synth import parse_conditions
 
     assert parse_conditions(["weather=clear, fog", "time_of_day=day:2,night:1"]) == {
         "weather": ["clear", "fog"], "time_of_day": {"day": 2.0, "night": 1.0}}
@@ -361,3 +361,9 @@ def test_condition_strings_parse_to_values_or_weights() -> None:
         parse_conditions(["weather"])
     with pytest.raises(ConfigError, match="weight 'x' of 'day'"):
         parse_conditions(["time_of_day=day:x"])
+
+
+def test_the_generators_rare_categories_are_the_review_taxonomy() -> None:
+    from edgemine.review_api.settings import DEFAULT_CATEGORIES
+
+    assert set(RARE_CATEGORIES) <= set(DEFAULT_CATEGORIES) and "other" in DEFAULT_CATEGORIES

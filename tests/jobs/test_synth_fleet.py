@@ -6,8 +6,8 @@ import faiss
 import numpy as np
 import pyarrow.parquet as pq
 
-from jobs.contracts import read_manifest
-from jobs.synth.fleet import generate_fleet
+from edgemine.contracts import read_manifest
+from edgemine.jobs.synth.fleet import generate_fleet
 
 
 def test_fleet_manifest_follows_the_contract_and_rare_frames_are_far_from_the_reference(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ SPARK_MASTER = "local[2]"
 
 def shared_spark() -> Any:
     """The test session's one local Spark session (`get_spark` returns the active one after the first call)."""
-    from mining.spark import get_spark
+    from edgemine.mining.spark import get_spark
 
     return get_spark(SPARK_MASTER, app_name="edgemine-tests", conf={"spark.sql.shuffle.partitions": "4"})
 

@@ -9,9 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from jobs.errors import ConfigError
-from mining import aggregate as ref
-from mining.aggregate import AggregateParams
+from edgemine.errors import ConfigError
+from edgemine.mining.aggregate import AggregateParams
+from tests.support import aggregate_oracle as ref
 
 S = 1_000_000  # µs
 
@@ -121,7 +121,7 @@ def _same(spark_df: pd.DataFrame, pandas_df: pd.DataFrame, key: str) -> None:
 def test_spark_aggregation_equals_the_pandas_reference(spark: Any, tmp_path: Path, seed: int, threshold: float,
                                                        gap: float, dedup: float, peak: float | None,
                                                        min_frames: int) -> None:
-    from mining.spark_aggregate import run_events, run_scenarios
+    from edgemine.mining.spark_aggregate import run_events, run_scenarios
 
     df, scores, manifest = random_scores(seed)
     pq.write_table(scores, tmp_path / "scores.parquet")
@@ -146,7 +146,7 @@ def test_spark_aggregation_equals_the_pandas_reference(spark: Any, tmp_path: Pat
 @pytest.mark.spark
 @pytest.mark.integration
 def test_spark_reads_int64_and_naive_timestamps(spark: Any, tmp_path: Path) -> None:
-    from mining.spark_aggregate import run_events
+    from edgemine.mining.spark_aggregate import run_events
 
     df, scores, manifest = random_scores(5, n_drives=2, n=40)
     ts = manifest.column("timestamp").cast(pa.int64())

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from sklearn.metrics import cohen_kappa_score
 from statsmodels.stats.inter_rater import fleiss_kappa as sm_fleiss_kappa
 
-from jobs.errors import ConfigError, SchemaError
-from mining.agreement import (
+from edgemine.errors import ConfigError, SchemaError
+from edgemine.mining.agreement import (
     category_counts,
     cohen_kappa,
     fleiss_kappa,

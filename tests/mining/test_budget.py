@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jobs.errors import ConfigError
-from mining.select.base import Caps, Pool
-from mining.select.budget import second_round
+from edgemine.errors import ConfigError
+from edgemine.mining.select.base import Caps, Pool
+from edgemine.mining.select.budget import second_round
 
 
 def pool() -> Pool:

@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mining.calibration import Reservoir, calibrated, format_percentile, percentile_of, tail_pvalue
+from edgemine.mining.calibration import Reservoir, calibrated, format_percentile, percentile_of, tail_pvalue
 
 
 def test_percentile_of_counts_calibration_values_at_or_below() -> None:

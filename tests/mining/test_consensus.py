@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobs.errors import ConfigError, SchemaError
-from mining.consensus import dawid_skene, majority_vote, votes_to_triples
+from edgemine.errors import ConfigError, SchemaError
+from edgemine.mining.consensus import dawid_skene, majority_vote, votes_to_triples
 
 NOT, CAT_A, CAT_B, UNSURE = 0, 1, 2, 3
 

@@ -4,8 +4,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from jobs.errors import ConfigError
-from mining.coverage import CoverageCheck, metadata_columns
+from edgemine.errors import ConfigError
+from edgemine.mining.coverage import CoverageCheck, metadata_columns
 
 
 def batches(n_day: int, n_night: int, night_novel: float, *, seed: int = 0) -> list[tuple[np.ndarray, dict]]:

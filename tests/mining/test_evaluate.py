@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.errors import SchemaError
-from mining.evaluate import auroc, average_precision, evaluate, evaluate_selection, format_table
+from edgemine.errors import SchemaError
+from edgemine.mining.evaluate import auroc, average_precision, evaluate, evaluate_selection, format_table
 
 
 def gt() -> pd.DataFrame:

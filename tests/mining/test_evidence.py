@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from mining.evidence import context_uris
+from edgemine.mining.evidence import context_uris
 
 
 def test_context_frames_come_from_the_same_drive_around_the_candidate() -> None:

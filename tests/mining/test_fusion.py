@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jobs.errors import ConfigError
-from mining.fusion import build_reasons, contributions, fuse
+from edgemine.errors import ConfigError
+from edgemine.mining.fusion import build_reasons, contributions, fuse
 
 
 def test_weighted_mean_skips_missing_signals() -> None:

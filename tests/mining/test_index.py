@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobs.errors import ConfigError, IncompatibleArtifactError, InputNotFoundError
-from mining.index import IndexParams, VectorIndex, build_index, build_index_from_arrays
+from edgemine.errors import ConfigError, IncompatibleArtifactError, InputNotFoundError
+from edgemine.mining.index import IndexParams, VectorIndex, build_index, build_index_from_arrays
 
 
 def clustered(n: int, dim: int, *, centers: int = 20, seed: int = 0) -> np.ndarray:

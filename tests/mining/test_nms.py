@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobs.errors import ConfigError
-from mining.select.nms import temporal_nms
+from edgemine.errors import ConfigError
+from edgemine.mining.select.nms import temporal_nms
 
 
 def test_temporal_nms_keeps_one_frame_per_drive_per_window() -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from mining.report import render_report, svg_histogram, thumbnail
+from edgemine.mining.report import render_report, svg_histogram, thumbnail
 
 
 def test_thumbnails_are_data_uris_and_missing_images_are_none(tmp_path: Path) -> None:

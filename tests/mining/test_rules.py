@@ -3,8 +3,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from jobs.errors import ConfigError
-from mining.rules import compile_rule
+from edgemine.errors import ConfigError
+from edgemine.mining.rules import compile_rule
 
 T = pa.table({
     "accel_mps2": pa.array([-5.0, -1.0, None, -6.0], pa.float32()),

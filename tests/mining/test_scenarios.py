@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jobs.errors import ConfigError
-from mining.scenarios import auto_k, cluster
+from edgemine.errors import ConfigError
+from edgemine.mining.scenarios import auto_k, cluster
 
 
 def test_clusters_follow_the_blobs_and_s000_holds_the_best_frame() -> None:

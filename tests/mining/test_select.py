@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobs.errors import ConfigError
-from mining.select import Caps, Pool, make_strategy, strategy_names
+from edgemine.errors import ConfigError
+from edgemine.mining.select import Caps, Pool, make_strategy, strategy_names
 
 
 @st.composite

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobs.errors import ConfigError, IncompatibleArtifactError
-from mining.index import IndexParams, build_index_from_arrays
-from mining.sharded_index import ShardedIndex, merge_topk
+from edgemine.errors import ConfigError, IncompatibleArtifactError
+from edgemine.mining.index import IndexParams, build_index_from_arrays
+from edgemine.mining.sharded_index import ShardedIndex, merge_topk
 
 RNG = np.random.default_rng(0)
 REF = RNG.normal(size=(3000, 16)).astype(np.float32)

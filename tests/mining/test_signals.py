@@ -4,8 +4,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from jobs.errors import ConfigError
-from mining.signals import (
+from edgemine.errors import ConfigError
+from edgemine.mining.signals import (
     SIGNALS,
     SignalInputs,
     knn_reduce,
@@ -16,8 +16,8 @@ from mining.signals import (
     triggers,
     uncertainty,
 )
-from mining.signals.triggers import TriggerRule
-from mining.signals.uncertainty import entropy, softmax
+from edgemine.mining.signals.triggers import TriggerRule
+from edgemine.mining.signals.uncertainty import entropy, softmax
 
 
 def test_registry_lists_the_four_signals_and_refuses_unknown_names() -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from mining import aggregate as ref
-from mining.aggregate import AggregateParams
+from edgemine.mining import aggregate as ref
+from edgemine.mining.aggregate import AggregateParams
 from tests.mining.test_aggregate import _same, random_scores
 from tests.support.spark_cluster import spark_standalone
 
@@ -20,9 +20,9 @@ pytestmark = [pytest.mark.spark, pytest.mark.integration, pytest.mark.slow]
 # Each master runs in its own process: a Python process holds one SparkContext at a time.
 RUN = """
 import json, sys
-from mining.aggregate import AggregateParams
-from mining.spark import get_spark
-from mining.spark_aggregate import run_events
+from edgemine.mining.aggregate import AggregateParams
+from edgemine.mining.spark import get_spark
+from edgemine.mining.spark_aggregate import run_events
 master, base, out = sys.argv[1], sys.argv[2], sys.argv[3]
 spark = get_spark(master, app_name="edgemine-standalone-test", conf={"spark.executor.memory": "512m",
                                                                       "spark.cores.max": "1"})

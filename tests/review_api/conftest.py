@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 
-from jobs.contracts import SIGNAL_COLUMNS
+from edgemine.contracts import SIGNAL_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -164,7 +164,7 @@ class ReviewEnv:
         return {"Authorization": f"Bearer {self.tokens[name]}"}
 
     def add(self, name: str, role: str = "reviewer") -> str:
-        from review_api import storage
+        from edgemine.review_api import storage
 
         with self.app_state.db.write() as s:
             _, token = storage.create_reviewer(s, name=name, role=role, now=self.clock())
@@ -187,8 +187,8 @@ class ReviewEnv:
 
 
 def make_env(url: str, tmp_path: Path, **settings: Any) -> ReviewEnv:
-    from review_api.app import create_app
-    from review_api.settings import load_settings
+    from edgemine.review_api.app import create_app
+    from edgemine.review_api.settings import load_settings
 
     clock = FakeClock()
     cfg = load_settings(database_url=url, thumbnail_dir=tmp_path / "thumbs", environment="test",

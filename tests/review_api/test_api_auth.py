@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from review_api import storage
+from edgemine.review_api import storage
 from tests.review_api.conftest import ReviewEnv, make_env
 
 DECISION = {"verdict": "not_edge_case"}

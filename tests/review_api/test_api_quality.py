@@ -251,7 +251,7 @@ def test_dawid_skene_reruns_in_the_background_after_a_third_review(tmp_path: Pat
         # the refresh took some time: the next one waits at least 10x that, so a big run's EM can't hog the cores
         took = env.app_state.ds_last_seconds["run-other"]
         assert took > 0
-        from review_api.routes.items import DS_MAX_SHARE, _consensus_refresh_due
+        from edgemine.review_api.routes.items import DS_MAX_SHARE, _consensus_refresh_due
 
         env.app_state.ds_last_seconds["run-other"] = 10.0  # as if the EM had taken 10 s: wait 100 s, not 30 s
         env.app_state.ds_last_refresh["run-other"] = time.monotonic() - 50.0

@@ -88,7 +88,7 @@ def test_gold_items_are_interleaved_indistinguishably_and_scored(env: ReviewEnv,
     with env.app_state.db.read() as s:
         from sqlalchemy import select
 
-        from review_api.db import Item
+        from edgemine.review_api.db import Item
 
         gold_ids = set(s.scalars(select(Item.id).where(Item.is_gold)))
     served: list[tuple[int, bool]] = []
@@ -128,7 +128,7 @@ def test_gold_rate_controls_how_often_gold_is_served(env: ReviewEnv, run_dirs: d
     with env.app_state.db.read() as s:
         from sqlalchemy import select
 
-        from review_api.db import Item
+        from edgemine.review_api.db import Item
 
         gold_ids = set(s.scalars(select(Item.id).where(Item.is_gold)))
     assert gold_ids

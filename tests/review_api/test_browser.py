@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from review_api import storage
-from review_api.db import Decision, Item
+from edgemine.review_api import storage
+from edgemine.review_api.db import Decision, Item
 from tests.review_api.conftest import ROOT
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -39,9 +39,9 @@ def live(tmp_path: Path, run_dirs: dict[str, Path]) -> Iterator[dict[str, Any]]:
     """A real uvicorn server on a free loopback port, with a run imported and two people."""
     import uvicorn
 
-    from review_api.app import create_app
-    from review_api.importer import Policy, import_run
-    from review_api.settings import load_settings
+    from edgemine.review_api.app import create_app
+    from edgemine.review_api.importer import Policy, import_run
+    from edgemine.review_api.settings import load_settings
 
     settings = load_settings(database_url=f"sqlite:///{tmp_path / 'review.db'}", environment="test",
                              thumbnail_dir=tmp_path / "thumbs")

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from jobs.contracts import DECISIONS_SCHEMA
-from review_api import storage
-from review_api.db import Database
-from review_api.storage import DecisionInput
+from edgemine.contracts import DECISIONS_SCHEMA
+from edgemine.review_api import storage
+from edgemine.review_api.db import Database
+from edgemine.review_api.storage import DecisionInput
 from tests.review_api.conftest import T0
 
-EDGEMINE = [sys.executable, "-m", "jobs"]
+EDGEMINE = [sys.executable, "-m", "edgemine"]
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -20,10 +20,10 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from review_api import storage
-from review_api.db import Database, Decision
-from review_api.importer import Policy, import_run
-from review_api.settings import load_settings
+from edgemine.review_api import storage
+from edgemine.review_api.db import Database, Decision
+from edgemine.review_api.importer import Policy, import_run
+from edgemine.review_api.settings import load_settings
 
 pytestmark = [pytest.mark.integration]
 
@@ -38,7 +38,7 @@ def _free_port() -> int:
 
 def _start(db_url: str, port: int, tmp_path: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "EDGEMINE_ENVIRONMENT": "test", "EDGEMINE_THUMBNAIL_DIR": str(tmp_path / "thumbs")}
-    proc = subprocess.Popen([sys.executable, "-m", "jobs", "serve", "--db", db_url, "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "edgemine", "serve", "--db", db_url, "--port", str(port)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

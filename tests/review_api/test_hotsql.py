@@ -13,12 +13,12 @@ from sqlalchemy.exc import IntegrityError, InvalidRequestError, NoResultFound
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Executable
 
-from review_api import storage
-from review_api.db import Assignment, Database, Decision, Item, Reviewer, Run
-from review_api.hotsql import HotSQL, hot
-from review_api.importer import Policy, import_run
-from review_api.settings import load_settings
-from review_api.storage import DecisionInput
+from edgemine.review_api import storage
+from edgemine.review_api.db import Assignment, Database, Decision, Item, Reviewer, Run
+from edgemine.review_api.hotsql import HotSQL, hot
+from edgemine.review_api.importer import Policy, import_run
+from edgemine.review_api.settings import load_settings
+from edgemine.review_api.storage import DecisionInput
 from tests.review_api.conftest import T0
 
 NOT_HOT: set[str] = set()  # statements of storage.py that never go through hot()

@@ -11,10 +11,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from jobs.errors import ConfigError
-from review_api.app import create_app
-from review_api.db import Database, Reviewer, normalize_url
-from review_api.settings import load_settings
+from edgemine.errors import ConfigError
+from edgemine.review_api.app import create_app
+from edgemine.review_api.db import Database, Reviewer, normalize_url
+from edgemine.review_api.settings import load_settings
 from tests.review_api.conftest import T0
 
 

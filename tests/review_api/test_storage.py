@@ -12,13 +12,13 @@ import pyarrow as pa
 import pytest
 from sqlalchemy import delete, func, select
 
-from jobs.contracts import DECISIONS_SCHEMA
-from jobs.errors import InvalidFieldError, LeaseExpiredError, NotFoundError, ReviewError
-from review_api import storage
-from review_api.db import Assignment, Database, Decision, Item, Run
-from review_api.importer import Policy, import_run
-from review_api.settings import load_settings
-from review_api.storage import DecisionInput
+from edgemine.contracts import DECISIONS_SCHEMA
+from edgemine.errors import InvalidFieldError, LeaseExpiredError, NotFoundError, ReviewError
+from edgemine.review_api import storage
+from edgemine.review_api.db import Assignment, Database, Decision, Item, Run
+from edgemine.review_api.importer import Policy, import_run
+from edgemine.review_api.settings import load_settings
+from edgemine.review_api.storage import DecisionInput
 from tests.review_api.conftest import T0
 
 SETTINGS = load_settings(environment="test")

@@ -4,8 +4,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from jobs.errors import IncompatibleArtifactError, SchemaError
-from mining.vectors import list_matrix
+from edgemine.errors import IncompatibleArtifactError, SchemaError
+from edgemine.vectors import list_matrix
 
 
 def test_nan_inf_and_null_rows_are_unusable_with_a_reason() -> None:

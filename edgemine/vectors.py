@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs.errors import IncompatibleArtifactError, SchemaError
+from edgemine.errors import IncompatibleArtifactError, SchemaError
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from jobs.errors import InputNotFoundError, SchemaError
+from edgemine.errors import InputNotFoundError, SchemaError
+from edgemine.runtime import resolve_uri
 
 # ---------------------------------------------------------------- frames manifest (input)
 TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -147,6 +148,23 @@ CANDIDATES_EVIDENCE_SCHEMA = pa.schema(
 # (frame_id not repeated; `uri` absolute).
 
 # ---------------------------------------------------------------- review decisions
+# Aggregation (edgemine.mining.spark_aggregate writes these; readers cast to them).
+_AGG_STATS = [pa.field(f"{s}_{a}", pa.float64()) for s in ("score", *SIGNAL_COLUMNS) for a in ("max", "mean")]
+EVENT_FRAMES_SCHEMA = pa.schema(
+    [pa.field("frame_id", pa.string()), pa.field("drive_id", pa.string()), pa.field("ts_us", pa.int64()),
+     pa.field("score", pa.float64())] + [pa.field(s, pa.float64()) for s in SIGNAL_COLUMNS]
+    + [pa.field("event_id", pa.string()), pa.field("keep", pa.bool_())])
+EVENT_FRAME_COLUMNS = tuple(EVENT_FRAMES_SCHEMA.names)
+EVENT_STATS_SCHEMA = pa.schema(
+    [pa.field("event_id", pa.string()), pa.field("drive_id", pa.string()), pa.field("start_us", pa.int64()),
+     pa.field("end_us", pa.int64()), pa.field("n_frames", pa.int64()), pa.field("n_kept", pa.int64()),
+     pa.field("peak_frame_id", pa.string())] + _AGG_STATS)
+SCENARIO_STATS_SCHEMA = pa.schema(
+    [pa.field("scenario_id", pa.string()), pa.field("n_frames", pa.int64()), pa.field("n_drives", pa.int64()),
+     pa.field("n_events", pa.int64()), pa.field("peak_frame_id", pa.string())] + _AGG_STATS)
+
+
+
 VERDICTS = ("edge_case", "not_edge_case", "unsure")
 DECISIONS_SCHEMA = pa.schema(
     [
@@ -247,12 +265,6 @@ def check_manifest_schema(schema: pa.Schema, *, source: str = "manifest") -> Non
             raise SchemaError(f"{source}: column {name!r} has type {actual}, expected {want}")
 
 
-def _resolve_uri(uri: str, base_dir: str | None) -> str:
-    if "://" in uri or base_dir is None or os.path.isabs(uri):
-        return uri
-    return os.path.normpath(os.path.join(base_dir, uri))
-
-
 def normalize_manifest_batch(
     batch: pa.RecordBatch | pa.Table, *, base_dir: str | None = None, source: str = "manifest"
 ) -> pa.Table:
@@ -290,7 +302,7 @@ def normalize_manifest_batch(
                 fid = table.column("frame_id")[idx].as_py()
                 raise SchemaError(f"{source}: column 'uri' is empty for frame_id={fid!r}")
             if base_dir is not None:
-                col = pa.array([_resolve_uri(u, base_dir) for u in col.to_pylist()], pa.string())
+                col = pa.array([resolve_uri(u, base_dir) for u in col.to_pylist()], pa.string())
         cols[name] = col
     return pa.table(cols)
 
