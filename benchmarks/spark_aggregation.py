@@ -139,7 +139,7 @@ def _sql_params() -> dict[str, Any]:
             "dedup_us": p.dedup_us}
 
 
-# The same computation as mining.aggregate.event_frames / mining.spark_aggregate.event_frames, in SQL.
+# The same computation as edgemine.mining.spark_aggregate.event_frames (and tests/support/aggregate_oracle.py), in SQL.
 DUCKDB_FRAMES_SQL = """
 WITH scored AS (
     SELECT s.frame_id, m.drive_id, epoch_us(m."timestamp") AS ts_us, CAST(s.score AS DOUBLE) AS score,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,3 +49,11 @@ def ray_local() -> Iterator[str]:
     yield ray.get_runtime_context().gcs_address
     if started:
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def spark() -> Any:
+    """One local Spark session for the whole test session (starting one takes seconds)."""
+    from tests.support.frames import shared_spark
+
+    return shared_spark()

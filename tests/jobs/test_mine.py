@@ -14,49 +14,10 @@ import pytest
 from edgemine.contracts import CANDIDATES_CORE_SCHEMA, CANDIDATES_EVIDENCE_SCHEMA, SCENARIOS_SCHEMA, SCORES_SCHEMA
 from edgemine.errors import ConfigError, IncompatibleArtifactError, SchemaError
 from edgemine.jobs.mine import RunResult, run_mine, similar_frames
-from edgemine.jobs.spec import MineSpec, build_spec
-from tests.mining.helpers import fixed_list, with_embeddings
-
-
-@pytest.fixture(scope="module")
-def spark() -> Any:
-    from tests.mining.helpers import shared_spark
-
-    return shared_spark()
-
+from tests.support.frames import with_embeddings
+from tests.support.mine_spec import make_spec
 
 pytestmark = [pytest.mark.integration]
-
-RULES = [{"name": "hard_brake", "expr": "accel_mps2 < -4"},
-         {"name": "hard_brake_pedestrian", "expr": 'accel_mps2 < -4 and label == "pedestrian"'}]
-
-
-@pytest.fixture(scope="module")
-def byo(synth_logs: Path, reference_logs: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    out = tmp_path_factory.mktemp("byo")
-    frames = with_embeddings(synth_logs, out / "frames.parquet")
-    t = pq.read_table(frames)
-    emb = np.stack(t.column("embedding").to_numpy(zero_copy_only=False)).astype(np.float32)
-    emb[3, 0] = np.nan  # unusable frames are listed, never silently dropped
-    emb[7, 5] = np.inf
-    col = fixed_list(emb)
-    t = t.set_column(t.column_names.index("embedding"), "embedding", col)
-    pq.write_table(t, frames)
-    ref = with_embeddings(reference_logs, out / "reference.parquet")
-    return {"frames": frames, "reference": ref, "root": out, "gt": synth_logs / "ground_truth.parquet"}
-
-
-def make_spec(byo: dict[str, Path], out: Path, **kw: Any) -> MineSpec:
-    data: dict[str, Any] = {"frames": str(byo["frames"]), "reference": str(byo["reference"]), "out": str(out),
-                            "budget": 24, "signals": {"novelty": {"weight": 1.0}, "rarity": {"weight": 1.0},
-                                                      "uncertainty": {"weight": 1.0},
-                                                      "trigger": {"weight": 1.0, "rules": RULES}},
-                            "aggregate": {"threshold": 0.5, "peak_threshold": 0.7, "min_frames": 2},
-                            "selection": {"per_event_cap": 3},
-                            "evidence": {"neighbors": 3}}
-    data.update(kw)
-    return build_spec(data)
-
 
 @pytest.fixture(scope="module")
 def run(byo: dict[str, Path], spark: Any, tmp_path_factory: pytest.TempPathFactory) -> RunResult:

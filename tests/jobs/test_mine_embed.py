@@ -13,14 +13,6 @@ import pytest
 from edgemine.jobs.mine import run_mine, similar_frames
 from edgemine.jobs.spec import build_spec
 
-
-@pytest.fixture(scope="module")
-def spark() -> Any:
-    from tests.mining.helpers import shared_spark
-
-    return shared_spark()
-
-
 pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.spark, pytest.mark.slow]
 
 

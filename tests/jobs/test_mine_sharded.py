@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from edgemine.jobs.mine import run_mine
-from tests.jobs.test_mine import byo, make_spec, spark  # noqa: F401 - fixtures
+from tests.support.mine_spec import make_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.spark]
 

@@ -38,7 +38,7 @@ def test_a_mining_job_runs_on_the_cluster(head: RayHead, synth_logs: Path, refer
     import yaml
 
     from edgemine.jobs.submit import submit_mining_job
-    from tests.mining.helpers import with_embeddings
+    from tests.support.frames import with_embeddings
 
     frames = with_embeddings(synth_logs, tmp_path / "frames.parquet")
     ref = with_embeddings(reference_logs, tmp_path / "reference.parquet")

@@ -12,6 +12,7 @@ import pytest
 from edgemine.errors import ConfigError
 from edgemine.mining.aggregate import AggregateParams
 from tests.support import aggregate_oracle as ref
+from tests.support.aggregate_oracle import random_scores, same_tables
 
 S = 1_000_000  # µs
 
@@ -75,45 +76,6 @@ def test_bad_parameters_name_the_value() -> None:
         AggregateParams(threshold=float("nan"))
 
 
-def random_scores(seed: int, n_drives: int = 6, n: int = 120) -> tuple[pd.DataFrame, pa.Table, pa.Table]:
-    rng = np.random.default_rng(seed)
-    rows = []
-    for d in range(n_drives):
-        t0 = 1_767_225_600 * S + d * 3600 * S
-        ts = t0 + np.cumsum(rng.choice([100_000, 100_000, 100_000, 300_000, 2_000_000], size=n))
-        # bursts of high scores, float32-exact, with ties
-        base = np.round(rng.uniform(0, 1, n) ** 3, 2).astype(np.float32)
-        for i in range(n):
-            rows.append((f"d{d}-{i:04d}", f"drive{d}", int(ts[i]), float(base[i])))
-    df = pd.DataFrame(rows, columns=["frame_id", "drive_id", "ts_us", "score"])
-    df["score"] = df["score"].astype(np.float32)
-    for s, f in (("novelty", 1.0), ("rarity", 0.5)):
-        df[s] = (df["score"] * f).astype(np.float32)
-    df["uncertainty"] = np.where(rng.random(len(df)) < 0.3, np.nan, rng.random(len(df))).astype(np.float32)
-    df["trigger"] = (rng.random(len(df)) < 0.05).astype(np.float32)
-    scores = pa.table({
-        "frame_id": df["frame_id"], "score": pa.array(df["score"], pa.float32()),
-        **{s: pa.array(df[s].to_numpy(), pa.float32(), mask=np.isnan(df[s].to_numpy()))
-           for s in ("novelty", "uncertainty", "rarity", "trigger")},
-    })
-    manifest = pa.table({"frame_id": df["frame_id"], "drive_id": df["drive_id"],
-                         "timestamp": pa.array(df["ts_us"], pa.int64()).cast(pa.timestamp("us", tz="UTC")),
-                         "uri": [f"{f}.png" for f in df["frame_id"]]})
-    return df, scores, manifest
-
-
-def _same(spark_df: pd.DataFrame, pandas_df: pd.DataFrame, key: str) -> None:
-    a = spark_df.sort_values(key).reset_index(drop=True)
-    b = pandas_df.sort_values(key).reset_index(drop=True)
-    assert list(a.columns) == list(b.columns)
-    assert len(a) == len(b) > 0
-    for c in a.columns:
-        if pd.api.types.is_float_dtype(b[c]) or pd.api.types.is_float_dtype(a[c]):
-            np.testing.assert_allclose(a[c].astype(float), b[c].astype(float), rtol=1e-6, atol=1e-9, err_msg=c)
-        else:
-            assert a[c].astype(str).tolist() == b[c].astype(str).tolist(), c
-
-
 @pytest.mark.spark
 @pytest.mark.integration
 @pytest.mark.parametrize("seed, threshold, gap, dedup, peak, min_frames", [
@@ -132,15 +94,15 @@ def test_spark_aggregation_equals_the_pandas_reference(spark: Any, tmp_path: Pat
                        out_dir=tmp_path / "agg", params=params)
     spark_frames = pq.read_table(paths["event_frames"]).to_pandas()
     pandas_frames = ref.event_frames(df, params)
-    _same(spark_frames, pandas_frames, "frame_id")
-    _same(pq.read_table(paths["events"]).to_pandas(), ref.event_stats(pandas_frames), "event_id")
+    same_tables(spark_frames, pandas_frames, "frame_id")
+    same_tables(pq.read_table(paths["events"]).to_pandas(), ref.event_stats(pandas_frames), "event_id")
     kept = pandas_frames[pandas_frames["keep"]]
     assign = pd.DataFrame({"frame_id": kept["frame_id"],
                            "scenario_id": [f"s{i % 3:03d}" for i in range(len(kept))]})
     pq.write_table(pa.Table.from_pandas(assign, preserve_index=False), tmp_path / "assign.parquet")
     out = run_scenarios(spark, event_frames_path=paths["event_frames"], assignments_path=tmp_path / "assign.parquet",
                         out_path=tmp_path / "agg" / "scenarios")
-    _same(pq.read_table(out).to_pandas(), ref.scenario_stats(kept, assign), "scenario_id")
+    same_tables(pq.read_table(out).to_pandas(), ref.scenario_stats(kept, assign), "scenario_id")
 
 
 @pytest.mark.spark
@@ -156,4 +118,4 @@ def test_spark_reads_int64_and_naive_timestamps(spark: Any, tmp_path: Path) -> N
     params = AggregateParams(threshold=0.2)
     paths = run_events(spark, scores_path=tmp_path / "s.parquet", manifest_path=tmp_path / "m.parquet",
                        out_dir=tmp_path / "agg", params=params)
-    _same(pq.read_table(paths["event_frames"]).to_pandas(), ref.event_frames(df, params), "frame_id")
+    same_tables(pq.read_table(paths["event_frames"]).to_pandas(), ref.event_frames(df, params), "frame_id")

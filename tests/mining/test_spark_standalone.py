@@ -10,9 +10,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from edgemine.mining import aggregate as ref
 from edgemine.mining.aggregate import AggregateParams
-from tests.mining.test_aggregate import _same, random_scores
+from tests.support import aggregate_oracle as ref
+from tests.support.aggregate_oracle import random_scores, same_tables
 from tests.support.spark_cluster import spark_standalone
 
 pytestmark = [pytest.mark.spark, pytest.mark.integration, pytest.mark.slow]
@@ -52,6 +52,6 @@ def test_standalone_cluster_equals_local_mode_and_the_pandas_reference(tmp_path:
     for part, key in (("event_frames", "frame_id"), ("events", "event_id")):
         a = pq.read_table(tmp_path / "standalone" / part).to_pandas()
         b = pq.read_table(tmp_path / "local" / part).to_pandas()
-        _same(a, b, key)
+        same_tables(a, b, key)
     pandas_frames = ref.event_frames(df, AggregateParams(threshold=0.3, max_gap_s=1.0, dedup_s=0.5))
-    _same(pq.read_table(tmp_path / "standalone" / "event_frames").to_pandas(), pandas_frames, "frame_id")
+    same_tables(pq.read_table(tmp_path / "standalone" / "event_frames").to_pandas(), pandas_frames, "frame_id")

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from edgemine.contracts import EVENT_FRAME_COLUMNS, SIGNAL_COLUMNS
 from edgemine.mining.aggregate import AggregateParams
@@ -117,3 +118,46 @@ def scenario_stats(frames: pd.DataFrame, assignments: pd.DataFrame, *,
         "peak_frame_id": _peak(f, "scenario_id"),
     }).join(_signal_stats(g, signals))
     return out.reset_index()[cols]
+
+
+# ---------------------------------------------------------------- fixtures for the Spark-vs-oracle checks
+S = 1_000_000  # µs
+
+
+def random_scores(seed: int, n_drives: int = 6, n: int = 120) -> tuple[pd.DataFrame, pa.Table, pa.Table]:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for d in range(n_drives):
+        t0 = 1_767_225_600 * S + d * 3600 * S
+        ts = t0 + np.cumsum(rng.choice([100_000, 100_000, 100_000, 300_000, 2_000_000], size=n))
+        # bursts of high scores, float32-exact, with ties
+        base = np.round(rng.uniform(0, 1, n) ** 3, 2).astype(np.float32)
+        for i in range(n):
+            rows.append((f"d{d}-{i:04d}", f"drive{d}", int(ts[i]), float(base[i])))
+    df = pd.DataFrame(rows, columns=["frame_id", "drive_id", "ts_us", "score"])
+    df["score"] = df["score"].astype(np.float32)
+    for s, f in (("novelty", 1.0), ("rarity", 0.5)):
+        df[s] = (df["score"] * f).astype(np.float32)
+    df["uncertainty"] = np.where(rng.random(len(df)) < 0.3, np.nan, rng.random(len(df))).astype(np.float32)
+    df["trigger"] = (rng.random(len(df)) < 0.05).astype(np.float32)
+    scores = pa.table({
+        "frame_id": df["frame_id"], "score": pa.array(df["score"], pa.float32()),
+        **{s: pa.array(df[s].to_numpy(), pa.float32(), mask=np.isnan(df[s].to_numpy()))
+           for s in ("novelty", "uncertainty", "rarity", "trigger")},
+    })
+    manifest = pa.table({"frame_id": df["frame_id"], "drive_id": df["drive_id"],
+                         "timestamp": pa.array(df["ts_us"], pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+                         "uri": [f"{f}.png" for f in df["frame_id"]]})
+    return df, scores, manifest
+
+
+def same_tables(spark_df: pd.DataFrame, pandas_df: pd.DataFrame, key: str) -> None:
+    a = spark_df.sort_values(key).reset_index(drop=True)
+    b = pandas_df.sort_values(key).reset_index(drop=True)
+    assert list(a.columns) == list(b.columns)
+    assert len(a) == len(b) > 0
+    for c in a.columns:
+        if pd.api.types.is_float_dtype(b[c]) or pd.api.types.is_float_dtype(a[c]):
+            np.testing.assert_allclose(a[c].astype(float), b[c].astype(float), rtol=1e-6, atol=1e-9, err_msg=c)
+        else:
+            assert a[c].astype(str).tolist() == b[c].astype(str).tolist(), c
