@@ -189,6 +189,8 @@ def export_model(model: BaselineCNN, out: str | os.PathLike[str], *, meta: dict)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     scripted = torch.jit.script(model.eval())
+    # Not runtime.atomic_write_bytes: torch names the archive's top folder after the file it writes, so
+    # saving to a buffer instead would change the file's bytes and with them its `torchscript:` encoder id.
     tmp = out.with_name(f".{out.name}.tmp")
     torch.jit.save(scripted, str(tmp), _extra_files={META_FILE: json.dumps(meta, sort_keys=True)})
     os.replace(tmp, out)

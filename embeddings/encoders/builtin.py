@@ -44,6 +44,7 @@ from torch import nn
 
 from edgemine.embeddings.encoders.base import Encoder, file_digest
 from edgemine.errors import ConfigError, IncompatibleArtifactError, InputNotFoundError
+from edgemine.runtime import atomic_write_bytes
 
 VERSION = "v1"  # bump when the features change: the encoder id changes with it
 WORK_SIZE = 64
@@ -252,15 +253,13 @@ def fit_builtin(
 
 
 def save_fit(path: str | os.PathLike[str], mean: np.ndarray, scale: np.ndarray, *, n_frames: int) -> Path:
-    """Write a fit file atomically (temp + os.replace)."""
+    """Write a fit file atomically (a reader sees the old fit or the new one)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     np.savez(buf, format=np.array(FIT_FORMAT), base_id=np.array(builtin_id()), mean=mean, scale=scale,
              n_frames=np.array(n_frames))
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 
