@@ -50,7 +50,7 @@ def test_threads_split_cores_between_actors() -> None:
 
 
 def test_actor_layout_follows_the_device_plan() -> None:
-    from edgemine.embeddings.pipeline import plan_actors
+    from edgemine.embeddings.workers import plan_actors
 
     gpu = plan_actors(resolve_device("auto", gpus=4), cpus=32)
     assert (gpu.actors, gpu.num_gpus, gpu.threads) == (4, 1.0, 8)

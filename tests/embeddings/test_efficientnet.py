@@ -19,7 +19,8 @@ from edgemine.embeddings.decode import load_frame
 from edgemine.embeddings.device import resolve_device
 from edgemine.embeddings.encoders import efficientnet as eff
 from edgemine.embeddings.encoders import load_encoder, parse_spec
-from edgemine.embeddings.pipeline import embed_manifest, plan_actors
+from edgemine.embeddings.pipeline import embed_manifest
+from edgemine.embeddings.workers import plan_actors
 from edgemine.errors import ConfigError, MissingDependencyError
 from edgemine.jobs.synth import generate
 from tests.embeddings.conftest import write_manifest, write_png

@@ -59,7 +59,8 @@ def test_importing_the_registry_does_not_import_torch() -> None:
     import subprocess
     import sys
 
-    code = "import sys, embeddings.encoders, embeddings.pipeline; print('torch' in sys.modules, 'ray' in sys.modules)"
+    code = ("import sys, edgemine.embeddings.encoders, edgemine.embeddings.pipeline; "
+            "print('torch' in sys.modules, 'ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
 

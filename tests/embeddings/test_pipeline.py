@@ -273,7 +273,7 @@ def test_manifest_embeddings_are_written_without_inference(synth_logs: Path, tmp
 
 
 def test_check_vectors_handles_fixed_size_and_sliced_columns() -> None:
-    from edgemine.embeddings.pipeline import check_vectors
+    from edgemine.embeddings.manifest import check_vectors
 
     vals = np.arange(20, dtype=np.float32).reshape(5, 4)
     fixed = pa.FixedSizeListArray.from_arrays(pa.array(vals.ravel()), 4, mask=pa.array([False, True, False, False,
