@@ -145,6 +145,14 @@ def _counts(table: pa.Table, column: str) -> dict[str, int]:
     return {str(v["values"]): int(v["counts"]) for v in vc.to_pylist()}
 
 
+def duplicate_keys(table: pa.Table, key: str = "frame_id") -> list[str]:
+    """Values of `key` that appear on more than one row (a training set has one row per frame), sorted."""
+    if key not in table.column_names or table.num_rows == 0:
+        return []
+    vc = pc.value_counts(table.column(key))
+    return sorted(str(v) for v in vc.filter(pc.greater(vc.field("counts"), 1)).field("values").to_pylist())
+
+
 def dataset_show(ref: str, *, version: int | None = None) -> dict[str, Any]:
     r = parse_ref(ref, version=version)
     dt = _open(r)
@@ -155,6 +163,7 @@ def dataset_show(ref: str, *, version: int | None = None) -> dict[str, Any]:
         "dataset": r.path,
         "version": v,
         "rows": table.num_rows,
+        "duplicate_frame_ids": duplicate_keys(table),  # should always be empty; listed so it cannot hide
         "splits": _counts(table, "split"),
         "categories": _counts(table, "category"),
         "drives": len(set(table.column("drive_id").to_pylist())) if table.num_rows else 0,
@@ -164,7 +173,11 @@ def dataset_show(ref: str, *, version: int | None = None) -> dict[str, Any]:
 
 
 def dataset_diff(path: str, a: int, b: int) -> dict[str, Any]:
-    """What changed from version a to b: rows added/removed (by frame_id), relabels, new/dropped columns."""
+    """What changed from version a to b: rows added/removed (by frame_id), relabels, new/dropped columns.
+
+    Rows are counted as rows, and frame_ids on more than one row of either version are listed
+    (`duplicate_frame_ids`), so a duplicated frame cannot hide behind an unchanged set of keys.
+    """
     ta = read_dataset(DatasetRef(path, a))
     tb = read_dataset(DatasetRef(path, b))
     ca = dict(zip(ta.column("frame_id").to_pylist(), ta.column("category").to_pylist(), strict=True))
@@ -181,6 +194,8 @@ def dataset_diff(path: str, a: int, b: int) -> dict[str, Any]:
         "to": b,
         "rows_added": len(added),
         "rows_removed": len(removed),
+        "rows": {"from": ta.num_rows, "to": tb.num_rows},
+        "duplicate_frame_ids": {"from": duplicate_keys(ta), "to": duplicate_keys(tb)},
         "relabeled": len(relabeled),
         "added_by_category": dict(sorted(added_by_cat.items())),
         "columns_added": [c for c in tb.column_names if c not in ta.column_names],

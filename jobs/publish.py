@@ -184,9 +184,12 @@ def publish(
                 if rows.num_rows == 0:
                     return PublishResult(dataset, None, 0, 0, attempts, time.perf_counter() - t0, meta)
                 meta["edgemine.added"] = str(rows.num_rows)
+                # max_commit_retries=0: a creator that loses the race for version 0 must not retry its
+                # commit as version 1 (delta-rs would: a blind append does not conflict), which would add
+                # every row a second time; it fails here and retries below as a MERGE into the winner's table.
                 write_deltalake(dataset, rows, mode="error", storage_options=storage_options,
                                 name="edge_cases", description="edge cases confirmed by edgemine review",
-                                commit_properties=CommitProperties(custom_metadata=meta))
+                                commit_properties=CommitProperties(custom_metadata=meta, max_commit_retries=0))
                 return PublishResult(dataset, _version(dataset), rows.num_rows, 0, attempts,
                                      time.perf_counter() - t0, meta, tuple(rows.column("frame_id").to_pylist()))
             existing = _existing_ids(dataset)

@@ -29,6 +29,11 @@ def log(path: str = typer.Argument(..., help="Dataset path (Delta table)."),
                    f"runs={runs} code={e['lineage'].get('code_version', '?')}")
 
 
+def _warn_duplicates(where: str, ids: list[str]) -> None:
+    if ids:
+        typer.echo(f"  WARNING: {where} has {len(ids)} frame_id(s) on more than one row, e.g. {ids[:5]}", err=True)
+
+
 @datasets_app.command("show")
 def show(ref: str = typer.Argument(..., help="Dataset path, optionally pinned: PATH@vN."),
          version: int = typer.Option(None, "--version", help="Version to show (default: latest)."),
@@ -40,6 +45,7 @@ def show(ref: str = typer.Argument(..., help="Dataset path, optionally pinned: P
     if as_json:
         return _echo(info, True)
     typer.echo(f"{info['dataset']}@v{info['version']}: {info['rows']} rows from {info['drives']} drives")
+    _warn_duplicates(f"v{info['version']}", info["duplicate_frame_ids"])
     typer.echo("  splits:     " + ", ".join(f"{k}={v}" for k, v in sorted(info["splits"].items())))
     typer.echo("  categories: " + ", ".join(f"{k}={v}" for k, v in sorted(info["categories"].items())))
     typer.echo("  columns:    " + ", ".join(info["schema"]))
@@ -58,7 +64,10 @@ def diff(path: str = typer.Argument(..., help="Dataset path."),
     d = dataset_diff(path, a, b)
     if as_json:
         return _echo(d, True)
-    typer.echo(f"v{a} -> v{b}: +{d['rows_added']} rows, -{d['rows_removed']} rows, {d['relabeled']} relabelled")
+    typer.echo(f"v{a} -> v{b}: +{d['rows_added']} rows, -{d['rows_removed']} rows, {d['relabeled']} relabelled "
+               f"({d['rows']['from']} -> {d['rows']['to']} rows)")
+    _warn_duplicates(f"v{a}", d["duplicate_frame_ids"]["from"])
+    _warn_duplicates(f"v{b}", d["duplicate_frame_ids"]["to"])
     if d["added_by_category"]:
         typer.echo("  added: " + ", ".join(f"{k}={v}" for k, v in d["added_by_category"].items()))
     if d["columns_added"] or d["columns_removed"]:

@@ -145,6 +145,47 @@ def test_concurrent_publishers_neither_lose_nor_duplicate_rows(tmp_path: Path) -
     assert sum(added) == 70  # every row added exactly once, by exactly one publisher
 
 
+def _first_publisher(args: tuple[str, float]) -> int | None:
+    import time
+
+    ds, start_at = args
+    rows = training_rows(confirmed(list(range(14))), policy=SplitPolicy())
+    time.sleep(max(0.0, start_at - time.time()))  # the three start their create at the same moment
+    return publish(rows, ds, lineage={}).version
+
+
+@pytest.mark.integration
+def test_racing_publishers_create_a_new_table_exactly_once(tmp_path: Path) -> None:
+    import time
+
+    from deltalake import DeltaTable
+
+    with mp.get_context("spawn").Pool(3) as pool:
+        pool.map(len, [[0]] * 3)  # warm the workers (imports) before the races
+        for trial in range(10):
+            ds = str(tmp_path / f"edge_cases_{trial}")
+            versions = pool.map(_first_publisher, [(ds, time.time() + 0.3)] * 3)
+            ids = read_dataset(ds).column("frame_id").to_pylist()
+            assert len(ids) == len(set(ids)) == 14, (trial, versions)
+            assert sorted(versions, key=lambda v: v is None) == [0, None, None]  # one create, two no-ops
+            assert DeltaTable(ds).version() == 0
+
+
+def test_show_and_diff_name_duplicate_frame_ids(tmp_path: Path) -> None:
+    from deltalake import write_deltalake
+
+    ds = str(tmp_path / "edge_cases")
+    publish(training_rows(confirmed([1, 2, 3]), policy=SplitPolicy()), ds, lineage={})
+    assert dataset_show(ds)["duplicate_frame_ids"] == []
+    # a table written by something other than publish (or a publisher before the race fix)
+    write_deltalake(ds, read_dataset(ds).filter(pa.compute.equal(read_dataset(ds).column("frame_id"), "f0002")),
+                    mode="append")
+    assert dataset_show(ds)["duplicate_frame_ids"] == ["f0002"]
+    d = dataset_diff(ds, 0, 1)
+    assert d["rows_added"] == 0 and d["rows"] == {"from": 3, "to": 4}
+    assert d["duplicate_frame_ids"] == {"from": [], "to": ["f0002"]}
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=60), st.floats(0.05, 0.95))
 def test_a_drive_never_straddles_splits(drives: list[str], train: float) -> None:
