@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -103,6 +104,24 @@ def training_rows(confirmed: pa.Table, *, policy: SplitPolicy) -> pa.Table:
     for k, values in meta_cols.items():
         out = out.append_column(k, _metadata_array(k, values))
     return out
+
+
+def latest_per_frame(confirmed: pa.Table) -> tuple[pa.Table, int]:
+    """One confirmed row per frame: the latest consensus wins (`decided_at`; ties: the larger run_id, item_id).
+
+    Re-mining overlapping data is normal, so two runs may both confirm a frame. Returns the rows kept (in
+    their original order) and how many were superseded; the publish lineage still lists every run.
+    """
+    if confirmed.num_rows == 0 or "frame_id" not in confirmed.column_names:
+        return confirmed, 0
+    keys = [("frame_id", "ascending")] + [(c, "descending") for c in ("decided_at", "run_id", "item_id")
+                                         if c in confirmed.column_names]
+    order = pc.sort_indices(confirmed, sort_keys=keys).to_numpy()
+    ids = confirmed.column("frame_id").take(pa.array(order)).to_numpy(zero_copy_only=False)
+    first = np.ones(len(ids), bool)
+    first[1:] = ids[1:] != ids[:-1]
+    kept = np.sort(order[first])
+    return confirmed.take(pa.array(kept)), int(confirmed.num_rows - len(kept))
 
 
 def _metadata_array(name: str, values: list[Any]) -> pa.Array:
@@ -297,7 +316,12 @@ def publish_from_review(
     policy: SplitPolicy | None = None,
     since: Any = None,
 ) -> ReviewPublish:
-    """Publish every confirmed edge case in the review store (`db`: a URL or review_api.db.Database)."""
+    """Publish every confirmed edge case in the review store (`db`: a URL or review_api.db.Database).
+
+    A frame confirmed in several runs is published once, from its latest consensus (`latest_per_frame`);
+    the lineage lists every run and how many confirmations were superseded. A frame already in the dataset
+    keeps its published row (rows are keyed by frame_id).
+    """
     from datetime import UTC, datetime
 
     from edgemine.review_api import storage
@@ -308,6 +332,8 @@ def publish_from_review(
         confirmed = storage.confirmed_items(s, run_id=run_id, since=since)
         run_ids = sorted(set(confirmed.column("run_id").to_pylist()))
         lineage = review_lineage(s, run_ids=run_ids) if run_ids else {"mining_runs": []}
+    confirmed, superseded = latest_per_frame(confirmed)
+    lineage["superseded_confirmations"] = superseded  # frames confirmed by several runs: the latest won
     rows = training_rows(confirmed.drop(["item_id", "consensus_method"]), policy=policy or SplitPolicy())
     lineage["splits"] = json.loads((policy or SplitPolicy()).to_json())
     result = publish(rows, dataset, lineage=lineage)

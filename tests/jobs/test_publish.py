@@ -288,3 +288,29 @@ def test_reading_one_split_returns_exactly_its_rows(tmp_path: Path) -> None:
     got = read_dataset(f"{ds}@v0", split="val", columns=["frame_id", "uri"])
     assert got.column_names == ["frame_id", "uri"] and set(got.column("frame_id").to_pylist()) == want
     assert 0 < len(want) < 60
+
+
+def test_a_frame_confirmed_by_two_runs_is_published_once_from_the_latest_consensus(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from edgemine.jobs.publish import latest_per_frame
+
+    old = confirmed([1, 2, 3], run="run-a")
+    new = confirmed([2, 3, 4], run="run-b")
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def with_times(t: pa.Table, when: list[datetime], cat: str) -> pa.Table:
+        t = t.set_column(t.column_names.index("category"), "category", pa.array([cat] * t.num_rows))
+        return t.append_column("decided_at", pa.array(when, TIMESTAMP))
+
+    both = pa.concat_tables([with_times(old, [t0, t0 + timedelta(hours=5), t0], "debris"),
+                             with_times(new, [t0 + timedelta(hours=1)] * 3, "animal_on_road")])
+    kept, superseded = latest_per_frame(both)
+    cats = dict(zip(kept.column("frame_id").to_pylist(), kept.column("category").to_pylist(), strict=True))
+    # f0002: run-a's consensus is later (t0+5h) and wins; f0003: run-b's (t0+1h) wins over run-a's (t0)
+    assert cats == {"f0001": "debris", "f0002": "debris", "f0003": "animal_on_road", "f0004": "animal_on_road"}
+    assert superseded == 2
+    with pytest.raises(SchemaError, match="repeat frame_id"):  # the direct API still refuses repeats
+        publish(training_rows(both.drop(["decided_at"]), policy=SplitPolicy()), str(tmp_path / "d"), lineage={})
+    r = publish(training_rows(kept.drop(["decided_at"]), policy=SplitPolicy()), str(tmp_path / "d"), lineage={})
+    assert r.added == 4
