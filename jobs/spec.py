@@ -28,6 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from edgemine.errors import ConfigError, InputNotFoundError
+from edgemine.limits import MAX_QUOTED_CHARS, MAX_SPEC_BYTES, load_yaml, quote
 
 # Default weights: novelty and rarity carry the score; uncertainty and triggers add evidence. On the synthetic
 # benchmark (docs/BENCHMARKS.md) the baseline model's entropy alone finds no rare event and a hard-braking
@@ -200,9 +201,9 @@ def _format_validation(exc: ValidationError, source: str) -> str:
     parts = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"]) or "(spec)"
-        msg = err["msg"].removeprefix("Value error, ")
+        msg = err["msg"].removeprefix("Value error, ")[:MAX_QUOTED_CHARS * 2]
         got = err.get("input")
-        shown = "" if isinstance(got, dict) or got is None or err["type"] == "missing" else f" (got {got!r})"
+        shown = "" if isinstance(got, dict) or got is None or err["type"] == "missing" else f" (got {quote(got)})"
         parts.append(f"{loc}: {msg}{shown}")
     return f"{source}: " + "; ".join(parts)
 
@@ -220,8 +221,6 @@ PATH_FIELDS = ("frames", "reference", "out", "embed_dir")
 
 def load_spec(path: str | os.PathLike[str] | None = None, **overrides: Any) -> MineSpec:
     """Read a YAML job spec (paths relative to its folder), apply non-None `overrides`, validate."""
-    import yaml
-
     data: dict[str, Any] = {}
     source = "flags"
     if path is not None:
@@ -229,10 +228,10 @@ def load_spec(path: str | os.PathLike[str] | None = None, **overrides: Any) -> M
         if not p.exists():
             raise InputNotFoundError(f"job spec {str(p)!r} does not exist")
         source = str(p)
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: not valid YAML: {exc}".replace("\n", " ")) from None
+        size = p.stat().st_size
+        if size > MAX_SPEC_BYTES:
+            raise ConfigError(f"{p}: {size:,} bytes is more than the {MAX_SPEC_BYTES:,} a job spec may have")
+        loaded = load_yaml(p.read_text(), source=str(p)) or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p}: a job spec is a mapping of fields, got {type(loaded).__name__}")
         data = loaded

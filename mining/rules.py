@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from edgemine.errors import ConfigError
+from edgemine.limits import MAX_RULE_CHARS, MAX_RULE_DEPTH, quote
 
 Value = Any  # pa.Array | pa.ChunkedArray | python scalar
 
@@ -79,14 +80,32 @@ class Rule:
         return out.combine_chunks() if isinstance(out, pa.ChunkedArray) else out
 
 
+def _depth(tree: ast.AST) -> int:
+    """Nesting depth of an AST, walked without recursion (a hostile rule may be thousands deep)."""
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, d = stack.pop()
+        deepest = max(deepest, d)
+        stack.extend((child, d + 1) for child in ast.iter_child_nodes(node))
+    return deepest
+
+
 def compile_rule(name: str, expr: str) -> Rule:
     """Parse and compile one rule; a malformed or unsafe rule raises ConfigError naming the rule."""
     if not isinstance(expr, str) or not expr.strip():
         raise ConfigError(f"trigger {name!r}: the expression is empty")
+    if len(expr) > MAX_RULE_CHARS:
+        raise ConfigError(f"trigger {name!r}: the expression has {len(expr):,} characters; at most "
+                          f"{MAX_RULE_CHARS:,} are allowed")
     try:
         tree = ast.parse(expr.strip(), mode="eval")
     except SyntaxError as exc:
-        raise ConfigError(f"trigger {name!r}: malformed expression {expr!r} ({exc.msg})") from exc
+        raise ConfigError(f"trigger {name!r}: malformed expression {quote(expr)} ({exc.msg})") from exc
+    except (RecursionError, MemoryError):
+        raise ConfigError(f"trigger {name!r}: the expression is nested too deeply to parse") from None
+    if _depth(tree) > MAX_RULE_DEPTH:
+        raise ConfigError(f"trigger {name!r}: the expression nests more than {MAX_RULE_DEPTH} levels deep "
+                          "(a long chain of + or and counts one level per operator)")
     columns: set[str] = set()
 
     def bad(node: ast.AST) -> ConfigError:

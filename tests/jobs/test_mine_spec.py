@@ -79,3 +79,37 @@ def test_cli_reports_a_bad_spec_on_one_line(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-m", "edgemine", "mine", str(job)], capture_output=True, text=True)
     assert out.returncode == 1
     assert out.stderr.count("\n") == 1 and "selection.per_event_cap" in out.stderr and "Traceback" not in out.stderr
+
+
+BOMB = "\n".join([
+    'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]',
+    *(f"{n}: &{n} [{','.join([f'*{p}'] * 9)}]" for p, n in zip("abcdefgh", "bcdefghi", strict=True)),
+    "budget: *i",
+])
+
+
+def test_a_yaml_alias_bomb_is_refused_quickly_without_echoing_it(tmp_path: Path) -> None:
+    import time
+
+    job = tmp_path / "bomb.yaml"
+    job.write_text(BOMB)
+    assert len(BOMB) < 500
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match="expands to more than 100,000 values") as err:
+        load_spec(job)
+    assert time.perf_counter() - t0 < 5 and len(str(err.value)) < 300
+
+
+def test_a_huge_bad_value_is_quoted_at_most_200_characters(tmp_path: Path) -> None:
+    job = tmp_path / "job.yaml"
+    job.write_text(f'frames: f.parquet\nreference: r.parquet\nbudget: "{"9" * 50_000}x"\n')
+    with pytest.raises(ConfigError, match=r"budget: .*\(50,003 characters\)") as err:
+        load_spec(job)
+    assert len(str(err.value)) < 600
+
+
+def test_an_oversized_spec_file_is_refused_by_size(tmp_path: Path) -> None:
+    job = tmp_path / "job.yaml"
+    job.write_text("# " + "x" * (2 << 20) + "\nbudget: 5\n")
+    with pytest.raises(ConfigError, match="bytes is more than the 1,048,576 a job spec may have"):
+        load_spec(job)

@@ -51,3 +51,15 @@ def test_unknown_columns_and_type_errors_name_the_rule() -> None:
         compile_rule("r", 'speed > "fast"').evaluate(T)
     with pytest.raises(ConfigError, match="not a true/false condition"):
         compile_rule("r", "speed + 1").evaluate(T)
+
+
+@pytest.mark.parametrize("expr, message", [
+    ("+".join(["speed"] * 50_000), "has 299,999 characters; at most 2,000"),
+    ("+".join(["1"] * 300), "nests more than 50 levels deep"),
+    ("(" * 900 + "speed" + ")" * 900, "trigger 'deep'"),
+    ("not " * 400 + "speed > 1", "nests more than 50 levels deep"),
+])
+def test_pathological_rules_fail_naming_the_rule_not_the_interpreter(expr: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as err:
+        compile_rule("deep", expr)
+    assert "trigger 'deep'" in str(err.value) and len(str(err.value)) < 500
