@@ -1,6 +1,6 @@
 """`create_app(settings) -> FastAPI`: the review service.
 
-Routes live in `routes/<resource>.py`; storage in `storage.py`; this module wires them, maps the typed
+Routes live in `routes/<resource>.py`; storage in `storage/`; this module wires them, maps the typed
 errors of `edgemine.errors` to HTTP answers, serves the reviewer page at `/`, and exposes `/metrics`.
 """
 

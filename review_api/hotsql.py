@@ -1,9 +1,9 @@
 """The queue's hot statements, run on SQLite's own connection instead of through SQLAlchemy.
 
-Each statement is written once, as SQLAlchemy Core, in `storage.py`. `hot(session)` returns an executor
-for the session's transaction: on PostgreSQL it hands every statement to the session as usual; on SQLite
-it compiles each statement once (SQL text, positional parameter names, literal defaults) and runs it on
-the session's sqlite3 connection, in the same transaction. Parameters and results go through the column
+Each statement is written once, as SQLAlchemy Core, in the `storage/` module that runs it. `hot(session)`
+returns an executor for the session's transaction: on PostgreSQL it hands every statement to the session as
+usual; on SQLite it compiles each statement once (SQL text, positional parameter names, literal defaults) and
+runs it on the session's sqlite3 connection, in the same transaction. Parameters and results go through the column
 types' own bind and result processors (obtained once from SQLAlchemy's public `TypeEngine` methods), so
 rows come back exactly as `session.execute` would return them: aware datetimes, parsed JSON, booleans.
 

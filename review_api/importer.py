@@ -27,7 +27,7 @@ from edgemine.contracts import SIGNAL_COLUMNS
 from edgemine.errors import ConfigError, InputNotFoundError, SchemaError
 from edgemine.review_api.db import Database, Item, Run
 from edgemine.review_api.settings import Settings
-from edgemine.review_api.storage import EDGE, NOT_EDGE, _unit_hash
+from edgemine.review_api.storage import EDGE, NOT_EDGE, unit_hash
 
 REQUIRED = ("frame_id", "rank", "uri", "drive_id", "timestamp")
 KNOWN = {
@@ -312,8 +312,8 @@ def _rows(
         stamp = cols["timestamp"][i]
         if stamp.tzinfo is None:
             stamp = stamp.replace(tzinfo=UTC)
-        gold = answers.get(fid) if answers and _unit_hash("gold", run_id, fid) < gold_p else None
-        overlap = gold is None and _unit_hash("overlap", run_id, fid) < overlap_fraction
+        gold = answers.get(fid) if answers and unit_hash("gold", run_id, fid) < gold_p else None
+        overlap = gold is None and unit_hash("overlap", run_id, fid) < overlap_fraction
         required = 0 if gold else overlap_reviews if overlap else 1
         evidence = {
             "neighbor_ids": cols["neighbor_ids"][i] or [],

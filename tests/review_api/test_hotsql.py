@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable, Iterator
 from datetime import timedelta, timezone
 from pathlib import Path
@@ -18,10 +20,11 @@ from edgemine.review_api.db import Assignment, Database, Decision, Item, Reviewe
 from edgemine.review_api.hotsql import HotSQL, hot
 from edgemine.review_api.importer import Policy, import_run
 from edgemine.review_api.settings import load_settings
-from edgemine.review_api.storage import DecisionInput
+from edgemine.review_api.storage import DecisionInput, consensus, decisions, items, leases, runs
+from edgemine.review_api.storage._common import consensus_values
 from tests.review_api.conftest import T0
 
-NOT_HOT: set[str] = set()  # statements of storage.py that never go through hot()
+NOT_HOT: set[str] = set()  # statements of the storage package that never go through hot()
 
 
 class _Undo(Exception):
@@ -99,51 +102,60 @@ def cases(db: Database) -> dict[str, list[tuple[str, Executable, dict[str, Any]]
     live, decided, item = ids["live"], ids["decided"], ids["scenario"]
     rid, run, now = live.reviewer_id, live.run_id, T0 + timedelta(minutes=3, microseconds=123_457)
     away = now.astimezone(timezone(timedelta(hours=-7)))  # another zone: stored as the same UTC text
-    consensus = storage._consensus_values(label="debris", confidence=0.75, method="majority", reason="",
-                                          root_cause="novel_scene", now=away)
+    columns = consensus_values(label="debris", confidence=0.75, method="majority", reason="",
+                                root_cause="novel_scene", now=away)
     return {
         "first": [
-            ("_HELD", storage._HELD, {"rid": rid}),
-            ("_ITEM_BY_ID", storage._ITEM_BY_ID, {"iid": item.id}),
-            ("_PRIOR", storage._PRIOR, {"rid": decided.reviewer_id, "key": decided.idempotency_key}),
-            ("_REQUIRED", storage._REQUIRED, {"iid": item.id}),
-            ("_LEASE_OF", storage._LEASE_OF, {"iid": live.item_id, "rid": rid}),
-            ("_RUN_RULES", storage._RUN_RULES, {"run": run}),
-            ("_SERVED", storage._SERVED, {"rid": rid, "run": run}),
-            ("_GOLD_UNSEEN", storage._GOLD_UNSEEN, {"rid": rid, "run": run}),
-            ("_BUMP", storage._BUMP, {"iid": item.id}),
-            ("_INSERT_LEASE", storage._INSERT_LEASE, {
+            ("_HELD", leases._HELD, {"rid": rid}),
+            ("_ITEM_BY_ID", items._ITEM_BY_ID, {"iid": item.id}),
+            ("_PRIOR", decisions._PRIOR, {"rid": decided.reviewer_id, "key": decided.idempotency_key}),
+            ("_REQUIRED", decisions._REQUIRED, {"iid": item.id}),
+            ("_LEASE_OF", decisions._LEASE_OF, {"iid": live.item_id, "rid": rid}),
+            ("_RUN_RULES", runs._RUN_RULES, {"run": run}),
+            ("_SERVED", leases._SERVED, {"rid": rid, "run": run}),
+            ("_GOLD_UNSEEN", leases._GOLD_UNSEEN, {"rid": rid, "run": run}),
+            ("_BUMP", decisions._BUMP, {"iid": item.id}),
+            ("_INSERT_LEASE", leases._INSERT_LEASE, {
                 "item_id": ids["gold"], "reviewer_id": ids["dee"], "run_id": run, "state": "leased", "is_gold": True,
                 "leased_at": away, "expires_at": away + timedelta(seconds=600), "closed_at": None}),
-            ("_INSERT_DECISION", storage._INSERT_DECISION, {
+            ("_INSERT_DECISION", decisions._INSERT_DECISION, {
                 "item_id": item.id, "reviewer_id": ids["dee"], "run_id": run, "verdict": "edge_case",
                 "category": "debris", "root_causes": ["novel_scene", "label_ambiguity"], "notes": "ünïcode",
                 "seconds": 2.25, "decided_at": away, "idempotency_key": "k", "is_gold": False, "gold_correct": None,
                 "assignment_id": live.id, "handling_seconds": 12.5}),
         ],
         "all": [
-            ("_RUN_POLICIES", storage._RUN_POLICIES, {}),
-            ("_OPEN", storage._OPEN, {"rid": rid}),
-            ("_OPEN_IN_RUN", storage._OPEN_IN_RUN, {"rid": rid, "run": run}),
-            ("_PEERS", storage._PEERS, {"run": item.run_id, "scn": item.scenario_id, "iid": item.id, "n": 8}),
-            ("_DECISIONS_OF", storage._DECISIONS_OF, {"iid": decided.item_id}),
+            ("_RUN_POLICIES", leases._RUN_POLICIES, {}),
+            ("_OPEN", leases._OPEN, {"rid": rid}),
+            ("_OPEN_IN_RUN", leases._OPEN_IN_RUN, {"rid": rid, "run": run}),
+            ("_PEERS", items._PEERS, {"run": item.run_id, "scn": item.scenario_id, "iid": item.id, "n": 8}),
+            ("_DECISIONS_OF", decisions._DECISIONS_OF, {"iid": decided.item_id}),
         ],
         "rowcount": [
-            ("_EXPIRE_ONE", storage._EXPIRE_ONE, {"lid": live.id, "now": away}),
-            ("_FREE_SLOT", storage._FREE_SLOT, {"iid": item.id}),
-            ("_TAKE_SLOT", storage._TAKE_SLOT, {"iid": ids["open"]}),
-            ("_CLOSE_LEASE", storage._CLOSE_LEASE, {"lid": live.id, "now": away}),
-            ("_SET_CONSENSUS", storage._SET_CONSENSUS, {"iid": item.id, **consensus}),
-            ("_APPLY_ANSWER", storage._APPLY_ANSWER, {"iid": ids["complete"].id, "n_seen": ids["complete"].n_decisions,
-                                                      **consensus}),
+            ("_EXPIRE_ONE", leases._EXPIRE_ONE, {"lid": live.id, "now": away}),
+            ("_FREE_SLOT", leases._FREE_SLOT, {"iid": item.id}),
+            ("_TAKE_SLOT", leases._TAKE_SLOT, {"iid": ids["open"]}),
+            ("_CLOSE_LEASE", decisions._CLOSE_LEASE, {"lid": live.id, "now": away}),
+            ("_SET_CONSENSUS", decisions._SET_CONSENSUS, {"iid": item.id, **columns}),
+            ("_APPLY_ANSWER", consensus._APPLY_ANSWER, {"iid": ids["complete"].id,
+                                                        "n_seen": ids["complete"].n_decisions, **columns}),
         ],
     }
+
+
+def _hot_statements() -> dict[str, Executable]:
+    """Every module-level Core statement (`_NAME`) of the storage package's modules."""
+    found: dict[str, Executable] = {}
+    for info in pkgutil.iter_modules(storage.__path__):
+        module = importlib.import_module(f"{storage.__name__}.{info.name}")
+        found.update((n, v) for n, v in vars(module).items() if n.startswith("_") and isinstance(v, Executable))
+    return found
 
 
 def test_every_hot_statement_matches_sqlalchemy(db: Database) -> None:
     table = cases(db)
     covered = {name for rows in table.values() for name, _, _ in rows}
-    statements = {name for name, v in vars(storage).items() if name.startswith("_") and isinstance(v, Executable)}
+    statements = set(_hot_statements())
     assert statements - NOT_HOT == covered, "a new hot statement needs a case here"
     for kind, rows in table.items():
         for name, stmt, params in rows:
@@ -161,8 +173,8 @@ def test_rows_read_like_sqlalchemy_rows(db: Database) -> None:
     """Typed values (aware datetimes, parsed JSON, booleans) and attribute access, as the views use them."""
     item_id = _ids(db)["scenario"].id
     with db.read() as s:
-        fast = hot(s).first(storage._ITEM_BY_ID, {"iid": item_id})
-        reference = s.execute(storage._ITEM_BY_ID, {"iid": item_id}).first()
+        fast = hot(s).first(items._ITEM_BY_ID, {"iid": item_id})
+        reference = s.execute(items._ITEM_BY_ID, {"iid": item_id}).first()
     assert fast is not None and reference is not None
     assert fast.timestamp == reference.timestamp and fast.timestamp.tzinfo is not None
     assert fast.evidence == reference.evidence and isinstance(fast.evidence, dict)
@@ -190,10 +202,10 @@ def test_refuses_what_sqlalchemy_would_refuse_with_its_own_errors(db: Database) 
         q = hot(s)
         assert q.raw is not None
         with pytest.raises(InvalidRequestError, match="'rid'"):
-            q.first(storage._HELD, {})  # would bind NULL and find nothing
+            q.first(leases._HELD, {})  # would bind NULL and find nothing
         with pytest.raises(InvalidRequestError, match="Python-side default"):
-            q.one(storage._INSERT_LEASE, {k: v for k, v in lease.items() if k != "is_gold"})
+            q.one(leases._INSERT_LEASE, {k: v for k, v in lease.items() if k != "is_gold"})
         with pytest.raises(IntegrityError):  # the same (item, reviewer) twice: SQLAlchemy's class, not sqlite3's
-            q.one(storage._INSERT_LEASE, lease)
+            q.one(leases._INSERT_LEASE, lease)
         with pytest.raises(NoResultFound):
-            q.one(storage._ITEM_BY_ID, {"iid": 10**9})
+            q.one(items._ITEM_BY_ID, {"iid": 10**9})

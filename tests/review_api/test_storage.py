@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import pyarrow as pa
 import pytest
 from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 
 from edgemine.contracts import DECISIONS_SCHEMA
 from edgemine.errors import InvalidFieldError, LeaseExpiredError, NotFoundError, ReviewError
@@ -22,6 +24,7 @@ from edgemine.review_api.storage import DecisionInput
 from tests.review_api.conftest import T0
 
 SETTINGS = load_settings(environment="test")
+T = TypeVar("T")
 
 
 def policy(**overrides: object) -> Policy:
@@ -225,6 +228,17 @@ def test_confirmed_items_and_decisions_export(db: Database, run_dirs: dict[str, 
     assert set(decisions.column("reviewer").to_pylist()) == {"ana"}
 
 
+def retry_on_conflict(fn: Callable[[], T], attempts: int = 3) -> T:
+    """Run `fn()` again when a concurrent writer won a unique-constraint race (PostgreSQL), as `run_write` does."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except IntegrityError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 def test_concurrent_reviewers_never_over_assign(db: Database, run_dirs: dict[str, Path]) -> None:
     """Eight threads lease and decide at once; no item ever gets more reviews than it needs."""
     import_run(db, run_dirs["small"], policy=policy(overlap_fraction=0.5, overlap_reviews=3, gold_fraction=0.0),
@@ -235,7 +249,7 @@ def test_concurrent_reviewers_never_over_assign(db: Database, run_dirs: dict[str
     def work(reviewer_id: int) -> None:
         try:
             for _ in range(30):
-                held = storage.retry_on_conflict(lambda: lease(db, reviewer_id))
+                held = retry_on_conflict(lambda: lease(db, reviewer_id))
                 if held is None:
                     return
                 decide(db, held.item_id, reviewer_id, "not_edge_case")
@@ -284,10 +298,10 @@ def test_queue_across_runs_follows_import_order_and_skips_paused_runs(db: Databa
     import_run(db, run_dirs["other"], policy=policy(overlap_fraction=0.0), now=T0)
     import_run(db, run_dirs["bad"], policy=policy(overlap_fraction=0.0), now=T0)
     (ana,) = people(db, "ana")
-    assert lease(db, ana).run_id == "run-small"  # type: ignore[union-attr]
+    first = lease(db, ana)
+    assert first.run_id == "run-small"  # type: ignore[union-attr]
     with db.write() as s:
-        storage.release_lease(s, lease_id=storage.live_lease(s, reviewer_id=ana, now=T0).id,  # type: ignore[union-attr]
-                              reviewer_id=ana, now=T0)
+        storage.release_lease(s, lease_id=first.id, reviewer_id=ana, now=T0)  # type: ignore[union-attr]
         storage.update_run_policy(s, run_id="run-small", active=False)
     runs = []
     while (held := lease(db, ana)) is not None:  # two runs open, one paused: merged walk in import order

@@ -1,0 +1,108 @@
+"""Keyword-only storage functions of the review service, one module per part of the review.
+
+Every function takes an open SQLAlchemy session (from `Database.write()` or `.read()`) and, where time
+matters, the current time `now`, so tests drive expiry with a fake clock: nothing in this package reads the
+clock. Functions raise the typed errors of `edgemine.errors`; only the routes turn them into HTTP answers.
+Nothing here commits: the caller's transaction does.
+
+- `reviewers`: people, roles and bearer tokens.
+- `runs`: imported runs and the review policy that may change after import.
+- `leases`: the queue: who gets which item next, lease expiry and release.
+- `items`: items as reviewers see them, and who may see which.
+- `decisions`: a reviewer's decision, idempotent retries, and the majority consensus it completes.
+- `leads`: escalations and a lead's final answer (which may make an item gold).
+- `consensus`: Dawid-Skene over a run, planned from a snapshot and applied where nothing changed since.
+- `metrics`: agreement, per-reviewer figures and queue figures.
+- `exports`: confirmed edge cases (the publish step) and decisions as Arrow batches.
+- `_common`: the core tables, SQL fragments, labels and consensus columns the modules share.
+
+Labels: a decision's label is its category when the verdict is `edge_case`, else the verdict itself.
+A run's label space is `["not_edge_case", *categories, "unsure"]`; "unsure" counts as a review but is
+no vote (majority), is left out of Dawid-Skene, and is its own class in the agreement coefficients.
+
+Callers import from here (`from edgemine.review_api import storage`); the names below are the package's
+public surface.
+"""
+
+from edgemine.contracts import CONFIRMED_ITEMS_SCHEMA
+from edgemine.review_api.storage._common import EDGE, NOT_EDGE, decision_label, unit_hash
+from edgemine.review_api.storage.consensus import (
+    ConsensusPlan,
+    ConsensusReport,
+    ItemAnswer,
+    apply_consensus,
+    plan_consensus,
+    plan_consensus_job,
+    refresh_consensus,
+)
+from edgemine.review_api.storage.decisions import (
+    DecisionInput,
+    DecisionRecord,
+    SubmitResult,
+    decisions_of,
+    submit_decision,
+)
+from edgemine.review_api.storage.exports import confirmed_items, iter_confirmed_items, iter_decisions
+from edgemine.review_api.storage.items import Peer, get_item, image_uri, item_for_reviewer, item_row, scenario_peers
+from edgemine.review_api.storage.leads import escalations, resolve_item
+from edgemine.review_api.storage.leases import Lease, lease_next, release_lease, renew_lease
+from edgemine.review_api.storage.metrics import agreement_metrics, queue_stats, reviewer_metrics, run_metrics
+from edgemine.review_api.storage.reviewers import (
+    create_reviewer,
+    deactivate_reviewer,
+    ensure_reviewer_with_token,
+    get_reviewer,
+    list_reviewers,
+    reviewer_by_token,
+)
+from edgemine.review_api.storage.runs import RunRules, get_run, list_runs, run_rules, update_run_policy
+
+__all__ = [
+    "CONFIRMED_ITEMS_SCHEMA",
+    "EDGE",
+    "NOT_EDGE",
+    "ConsensusPlan",
+    "ConsensusReport",
+    "DecisionInput",
+    "DecisionRecord",
+    "ItemAnswer",
+    "Lease",
+    "Peer",
+    "RunRules",
+    "SubmitResult",
+    "agreement_metrics",
+    "apply_consensus",
+    "confirmed_items",
+    "create_reviewer",
+    "deactivate_reviewer",
+    "decision_label",
+    "decisions_of",
+    "ensure_reviewer_with_token",
+    "escalations",
+    "get_item",
+    "get_reviewer",
+    "get_run",
+    "image_uri",
+    "item_for_reviewer",
+    "item_row",
+    "iter_confirmed_items",
+    "iter_decisions",
+    "lease_next",
+    "list_reviewers",
+    "list_runs",
+    "plan_consensus",
+    "plan_consensus_job",
+    "queue_stats",
+    "refresh_consensus",
+    "release_lease",
+    "renew_lease",
+    "resolve_item",
+    "reviewer_by_token",
+    "reviewer_metrics",
+    "run_metrics",
+    "run_rules",
+    "scenario_peers",
+    "submit_decision",
+    "unit_hash",
+    "update_run_policy",
+]

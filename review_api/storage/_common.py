@@ -1,0 +1,68 @@
+"""What the storage modules share: the core tables, the queue's SQL fragments, labels and consensus columns.
+
+Labels: a decision's label is its category when the verdict is `edge_case`, else the verdict itself.
+A run's label space is `["not_edge_case", *categories, "unsure"]`; "unsure" counts as a review but is
+no vote (majority), is left out of Dawid-Skene, and is its own class in the agreement coefficients.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, literal_column, text
+from sqlalchemy.sql.elements import ColumnElement
+
+from edgemine.review_api.db import Assignment, Decision, Item, Run
+
+NOT_EDGE, UNSURE, EDGE = "not_edge_case", "unsure", "edge_case"
+CONFIRMED_STATUSES = ("complete", "resolved", "gold")  # statuses whose consensus is final (not escalated)
+# Literal SQL (not bound parameters) so SQLite's planner can match the partial indexes' WHERE clauses.
+OPEN_ITEMS = text("items.slots_free > 0 AND NOT items.is_gold")  # ix_items_open
+LEASED: ColumnElement[str] = literal_column("'leased'")  # state = 'leased': uq_assignments_live, ix_assignments_expiry
+# Core tables for the hot paths
+ITEMS, ASSIGNMENTS = cast(Table, Item.__table__), cast(Table, Assignment.__table__)
+DECISIONS, RUNS = cast(Table, Decision.__table__), cast(Table, Run.__table__)
+
+
+def unit_hash(*parts: object) -> float:
+    """A stable pseudo-random number in [0, 1) from the parts (gold draws, overlap sampling)."""
+    digest = hashlib.blake2b("\x1f".join(str(p) for p in parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def label_space(run: Run) -> list[str]:
+    return [NOT_EDGE, *run.categories, UNSURE]
+
+
+def decision_label(verdict: str, category: str | None) -> str:
+    return category if verdict == EDGE and category else verdict
+
+
+def top_tag(tag_lists: Sequence[Sequence[str]]) -> str | None:
+    """The most frequent tag (the alphabetically first on a tie), or None when there is none."""
+    tags = Counter(t for tags in tag_lists for t in tags)
+    if not tags:
+        return None
+    top = max(tags.values())
+    return sorted(t for t, c in tags.items() if c == top)[0]
+
+
+def consensus_outcome(*, label: str | None, reason: str, root_cause: str | None) -> dict[str, Any]:
+    """An item's status and answer columns: decided (`reason` empty) or escalated to a lead (`reason` says why)."""
+    if reason:
+        return {"status": "escalated", "escalation_reason": reason, "consensus_verdict": None,
+                "consensus_category": None, "consensus_root_cause": None}
+    return {"status": "complete", "escalation_reason": None,
+            "consensus_verdict": NOT_EDGE if label == NOT_EDGE else EDGE,
+            "consensus_category": None if label == NOT_EDGE else label, "consensus_root_cause": root_cause}
+
+
+def consensus_values(*, label: str | None, confidence: float, method: str, reason: str, root_cause: str | None,
+                     now: datetime) -> dict[str, Any]:
+    """All of an item's consensus columns, as majority and Dawid-Skene write them (see consensus_outcome)."""
+    return {**consensus_outcome(label=label, reason=reason, root_cause=root_cause),
+            "confidence": float(confidence), "consensus_method": method, "consensus_at": now}
