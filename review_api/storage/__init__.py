@@ -14,11 +14,8 @@ Nothing here commits: the caller's transaction does.
 - `consensus`: Dawid-Skene over a run, planned from a snapshot and applied where nothing changed since.
 - `metrics`: agreement, per-reviewer figures and queue figures.
 - `exports`: confirmed edge cases (the publish step) and decisions as Arrow batches.
-- `_common`: the core tables, SQL fragments, labels and consensus columns the modules share.
-
-Labels: a decision's label is its category when the verdict is `edge_case`, else the verdict itself.
-A run's label space is `["not_edge_case", *categories, "unsure"]`; "unsure" counts as a review but is
-no vote (majority), is left out of Dawid-Skene, and is its own class in the agreement coefficients.
+- `_common`: the core tables, SQL fragments, labels and consensus columns the modules share (how a decision
+  becomes a label, and how "unsure" counts, is written there).
 
 Callers import from here (`from edgemine.review_api import storage`); the names below are the package's
 public surface.

@@ -1,8 +1,8 @@
 """What leaves the store as Arrow tables: confirmed edge cases (the publish step) and decisions (the export).
 
-Both stream in batches (`yield_per`), so a run of any size is read in bounded memory. An item is confirmed
-when its consensus is `edge_case` and final (`complete`, `resolved` by a lead, or `gold`), never while it
-is escalated.
+The iterators stream in batches (`yield_per`), so a run of any size is read in bounded memory;
+`confirmed_items` is their one-table form for small runs. An item is confirmed when its consensus is
+`edge_case` and final (`complete`, `resolved` by a lead, or `gold`), never while it is escalated.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """Runs: one imported mining run each, with its review policy (taxonomy, overlap, gold rate, lease length).
 
-The taxonomy and the overlap are fixed at import (`importer.py`); the rest of the policy may change later.
+The taxonomy (categories, root-cause tags) and the overlap are fixed at import (`importer.py`);
+`update_run_policy` changes the rest. `run_rules` is the hot path's read of what validating
+a decision and deciding its consensus need.
 """
 
 from __future__ import annotations
