@@ -15,7 +15,7 @@ A signal that has no value for a frame is left out of that frame's mean. Pure nu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Literal
 
 import numpy as np
@@ -95,12 +95,23 @@ def build_reasons(
     weights: Mapping[str, float],
     fired: Sequence[Sequence[str]] | None = None,
     min_percentile: float = 0.95,
+    rule_signals: Collection[str] | None = None,
+    fired_reason: Callable[[str], str] | None = None,
 ) -> list[list[str]]:
-    """Reasons per frame: every weighted signal at or above `min_percentile`, then every fired trigger.
+    """Reasons per frame: every weighted signal at or above `min_percentile`, then every fired rule.
 
     A frame with no strong signal still gets one reason naming its top signal, so every row explains itself.
-    `describe[name](raw, pct, row)` formats one reason.
+    `describe[name](raw, pct, row)` formats one reason. The signals in `rule_signals` explain themselves by
+    the rules that fired (`fired[i]`, each formatted by `fired_reason`), never by their percentile; by
+    default they are the registry's signals with a `fired_column` (trigger), formatted as it formats them.
     """
+    if rule_signals is None or fired_reason is None:
+        from edgemine.mining.signals import SIGNALS
+
+        firing = [cls for cls in SIGNALS.values() if cls.fired_column is not None]
+        rule_signals = {cls.name for cls in firing} if rule_signals is None else rule_signals
+        fired_reason = firing[0].fired_reason if fired_reason is None and firing else fired_reason
+    by_rule, say_fired = set(rule_signals), fired_reason or str
     names = [k for k, w in weights.items() if w > 0 and k in percentiles]
     n = len(next(iter(percentiles.values()))) if percentiles else 0
     out: list[list[str]] = []
@@ -111,15 +122,15 @@ def build_reasons(
         order: list[int] = np.argsort(-mat[i], kind="stable").tolist() if names else []
         for j in order:
             name = names[int(j)]
-            if name == "trigger":
+            if name in by_rule:
                 continue
             p = mat[i, j]
             if p >= min_percentile:
                 rs.append(describe[name](float(raw[name][i]), float(p), i))
         if fired is not None:
-            rs.extend(f"trigger {r}" for r in fired[i])
+            rs.extend(say_fired(r) for r in fired[i])
         if not rs:
-            top = [int(j) for j in order if mat[i, j] >= 0 and names[int(j)] != "trigger"]
+            top = [int(j) for j in order if mat[i, j] >= 0 and names[int(j)] not in by_rule]
             if top:
                 j = top[0]
                 rs.append("no strong signal; top: " + describe[names[j]](float(raw[names[j]][i]), float(mat[i, j]), i))

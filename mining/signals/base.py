@@ -71,17 +71,30 @@ class SignalInputs:
 class SignalOutput:
     raw: np.ndarray  # (n,) float64, NaN where the signal has no value for a frame
     detail: dict[str, np.ndarray] = field(default_factory=dict)  # extra per-frame numbers for reasons
-    fired: list[list[str]] | None = None  # names of the rules that fired (triggers only)
+    fired: list[list[str]] | None = None  # names of the rules that fired (signals with a `fired_column` only)
 
 
 class Signal(ABC):
-    """A scoring signal. Subclasses set the class attributes and implement `compute` and `reason`."""
+    """A scoring signal. Subclasses set the class attributes and implement `compute` and `reason`.
+
+    A signal also says which columns it writes (`output_columns`: `<name>_raw`, one `<name>__<detail>` per
+    detail value, and its `fired_column` if it fires rules), which manifest columns it reads
+    (`table_columns`) and how its reasons read (`reason`, `fired_reason`), so the scoring code
+    (`mining.scoring`) and the job that feeds it need no case per signal.
+    """
 
     name: ClassVar[str]
     calibration: ClassVar[Calibration]  # percentile against the reference, the mined frames, or as is
     extrapolate: ClassVar[bool] = True  # continuous values: fit a tail beyond the calibration (see calibration)
     needs: ClassVar[frozenset[Need]]
+    # A signal that fires named rules writes them to this list<string> column; those rules, not its
+    # percentile, are its reasons ("trigger hard_brake").
+    fired_column: ClassVar[str | None] = None
+    # The coverage guardrail (mining/coverage.py) reads this signal's percentiles when it is calibrated
+    # against the reference's other drives.
+    guards_coverage: ClassVar[bool] = False
     neighbours: int = 0  # kNN depth this signal reads (for reference_knn / batch_knn)
+    exclude_same_drive: bool = False  # batch_knn: neighbours from other drives only
 
     @abstractmethod
     def compute(self, inputs: SignalInputs) -> SignalOutput: ...
@@ -89,6 +102,42 @@ class Signal(ABC):
     @abstractmethod
     def reason(self, raw: float, pct: float, detail: dict[str, float]) -> str:
         """Human-readable reason, e.g. "novelty p99.7 (kNN distance 0.83)"."""
+
+    @classmethod
+    def fired_reason(cls, rule: str) -> str:
+        """The reason a fired rule gives, e.g. "trigger hard_brake" (signals with a `fired_column`)."""
+        return f"{cls.name} {rule}"
+
+    @property
+    def raw_column(self) -> str:
+        return f"{self.name}_raw"
+
+    def detail_column(self, detail: str) -> str:
+        return f"{self.name}__{detail}"
+
+    def output_columns(self, output: SignalOutput) -> dict[str, pa.Array]:
+        """The columns one batch's `output` is written as: raw value, detail values, fired rules."""
+        cols = {self.raw_column: pa.array(output.raw, pa.float64())}
+        cols.update({self.detail_column(k): pa.array(v, pa.float64()) for k, v in output.detail.items()})
+        if self.fired_column is not None:
+            fired = output.fired if output.fired is not None else [[] for _ in range(len(output.raw))]
+            cols[self.fired_column] = pa.array(fired, pa.list_(pa.string()))
+        return cols
+
+    def read_output(self, table: pa.Table) -> SignalOutput:
+        """The inverse of `output_columns`: this signal's output from a table holding its columns."""
+        raw = table.column(self.raw_column).to_numpy(zero_copy_only=False).astype(np.float64)
+        prefix = self.detail_column("")
+        detail = {c[len(prefix):]: table.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
+                  for c in table.column_names if c.startswith(prefix)}
+        fired = None
+        if self.fired_column is not None and self.fired_column in table.column_names:
+            fired = [list(f or ()) for f in table.column(self.fired_column).to_pylist()]
+        return SignalOutput(raw, detail=detail, fired=fired)
+
+    def table_columns(self, available: Sequence[str]) -> list[str]:
+        """Manifest columns `compute` reads from `inputs.table`; raises ConfigError naming one not `available`."""
+        return []
 
     def options(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}

@@ -1,8 +1,8 @@
 """Novelty: how far a frame is from everything in the reference (known) data.
 
 The raw value is a kNN distance to the reference index; it is calibrated against the reference frames' kNN
-distances to the reference's *other* drives (`edgemine.jobs.mine.reference_calibration_knn`: a fleet frame's nearest
-reference frames are always of other drives), so "novelty p99.7" means the frame is farther from the known
+distances to the reference's *other* drives (`edgemine.jobs.score.reference_calibration_knn`: a fleet frame's
+nearest reference frames are always of other drives), so "novelty p99.7" means the frame is farther from the known
 data than 99.7% of known frames are from the rest of it. Leave-one-out is the fallback where drives are unknown.
 """
 
@@ -34,6 +34,7 @@ class Novelty(Signal):
     name: ClassVar[str] = "novelty"
     calibration = "reference"
     needs: ClassVar[frozenset[Need]] = frozenset({"reference_knn"})
+    guards_coverage: ClassVar[bool] = True
 
     def __init__(self, *, k: int = 10, reduce: Reduce = "kth") -> None:
         check_choice("signals.novelty.reduce", reduce, Reduce)

@@ -75,6 +75,7 @@ class Triggers(Signal):
     calibration = "mined"
     extrapolate = False  # discrete values: no tail to fit
     needs: ClassVar[frozenset[Need]] = frozenset({"table"})
+    fired_column: ClassVar[str | None] = "triggers_fired"
 
     def __init__(self, *, rules: Sequence[TriggerRule | Mapping[str, Any]] = ()) -> None:
         self.rules = parse_rules(rules)
@@ -87,6 +88,10 @@ class Triggers(Signal):
     def check_columns(self, available: Sequence[str]) -> None:
         for _, c in self._compiled:
             c.check_columns(set(available))
+
+    def table_columns(self, available: Sequence[str]) -> list[str]:
+        self.check_columns(available)
+        return sorted(self.columns)
 
     def compute(self, inputs: SignalInputs) -> SignalOutput:
         if inputs.table is None or not self._compiled:
