@@ -1,6 +1,6 @@
 """Evidence a reviewer sees beside a candidate: the frames around it in its own drive.
 
-(The nearest reference frames come straight from the FAISS search; see `jobs.mine`.) Pure numpy/pandas.
+(The nearest reference frames come straight from the FAISS search; see `jobs.outputs`.) Pure numpy/pandas.
 """
 
 from __future__ import annotations

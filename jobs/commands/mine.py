@@ -46,7 +46,7 @@ def similar(
     out: Path | None = typer.Option(None, "--out", help="Also write the neighbours to this Parquet file."),
 ) -> None:
     """More like this: the nearest frames of a run to one or more confirmed frames."""
-    from edgemine.jobs.mine import similar_frames
+    from edgemine.jobs.similar import similar_frames
 
     table = similar_frames(run, list(frame_id), k=k)
     if out is not None:

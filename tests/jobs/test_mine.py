@@ -13,7 +13,8 @@ import pytest
 
 from edgemine.contracts import CANDIDATES_CORE_SCHEMA, CANDIDATES_EVIDENCE_SCHEMA, SCENARIOS_SCHEMA, SCORES_SCHEMA
 from edgemine.errors import ConfigError, IncompatibleArtifactError, SchemaError
-from edgemine.jobs.mine import RunResult, run_mine, similar_frames
+from edgemine.jobs.mine import RunResult, run_mine
+from edgemine.jobs.similar import similar_frames
 from tests.support.frames import with_embeddings
 from tests.support.mine_spec import make_spec
 

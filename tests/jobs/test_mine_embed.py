@@ -10,7 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from edgemine.jobs.mine import run_mine, similar_frames
+from edgemine.jobs.mine import run_mine
+from edgemine.jobs.similar import similar_frames
 from edgemine.jobs.spec import build_spec
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.spark, pytest.mark.slow]
