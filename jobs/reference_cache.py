@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pyarrow as pa
@@ -24,7 +24,8 @@ from edgemine.mining.index import VectorIndex, build_index, read_sidecar, sideca
 from edgemine.mining.sharded_index import ShardedIndex
 from edgemine.vectors import list_matrix
 
-ReferenceIndex = VectorIndex | ShardedIndex  # one in-process index, or shards on Ray actors (same search API)
+# one in-process index, or shards on Ray actors (same search API)
+ReferenceIndex: TypeAlias = VectorIndex | ShardedIndex
 
 
 def _ensure_ray(st: RunState) -> None:
