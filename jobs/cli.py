@@ -3,14 +3,26 @@
 Each capability registers its subcommands from one small module in `jobs/commands/`. Those modules import
 nothing heavy at module level (torch, ray, pyspark load inside the command), so `edgemine --help` is quick.
 Expected failures (`EdgemineError`) and usage errors print one line and exit non-zero; `--debug` shows the
-traceback instead.
+traceback instead. Ctrl-C prints one line and exits 130 (`INTERRUPTED`), with Spark and Ray stopped quietly.
+
+`run` is the process entry point (the `edgemine` script, `python -m edgemine`): faulthandler on, then the
+command, then the engines stopped in a fixed order (Spark, then Ray), the atexit handlers run, output flushed,
+and the process ends with `os._exit` - native libraries' threads (JVM gateway, Ray, FAISS/OpenMP, torch) are
+never left to interpreter teardown, where one of them once crashed a run that had succeeded (exit 139 after "ok").
+`main` is the same without the process-level parts, for tests that call it in-process.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import faulthandler
 import importlib
+import logging
 import os
+import signal
 import sys
+from pathlib import Path
 
 import typer
 
@@ -49,6 +61,71 @@ for _name in COMMAND_MODULES:
     importlib.import_module(_name).register(app)
 
 
+INTERRUPTED = "interrupted; re-run the same command to resume"
+
+
+def _child_jvms() -> list[int]:
+    """PIDs of this process's child processes that are Spark JVMs (Linux /proc; empty elsewhere)."""
+    found = []
+    me = os.getpid()
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = Path(f"/proc/{entry.name}/stat").read_bytes()
+                ppid = int(stat[stat.rindex(b")") + 2:].split()[1])
+                if ppid == me and b"org.apache.spark" in Path(f"/proc/{entry.name}/cmdline").read_bytes():
+                    found.append(int(entry.name))
+    return found
+
+
+def stop_engines(*, quiet: bool = False) -> None:
+    """Stop the Spark and Ray this process started, in that order; `quiet` also silences their goodbyes."""
+    if "pyspark" not in sys.modules and "ray" not in sys.modules:
+        return
+    for name in ("py4j", "py4j.clientserver", "py4j.java_gateway", "pyspark", "ray"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    saved = None
+    if quiet:  # the JVM and Ray's workers write to our stderr directly while they go down
+        with contextlib.suppress(OSError):
+            sys.stderr.flush()
+            saved = os.dup(2)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+    try:
+        if "pyspark" in sys.modules:
+            with contextlib.suppress(Exception):
+                from pyspark import SparkContext
+
+                if SparkContext._active_spark_context is not None:
+                    SparkContext._active_spark_context.stop()
+            # The gateway JVM exits on EOF of its stdin, through shutdown hooks that can wait a long time
+            # after an interrupted job; the Spark application is stopped by now, so end the process.
+            from edgemine.mining.spark import gateway_processes
+
+            for proc in gateway_processes():
+                if proc.poll() is None:
+                    with contextlib.suppress(Exception):
+                        proc.kill()
+                        proc.wait(timeout=10)
+            for pid in _child_jvms():  # a JVM still starting when Ctrl-C came is in no handle yet
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+        if "ray" in sys.modules:
+            with contextlib.suppress(Exception):
+                import ray
+
+                if ray.is_initialized():
+                    ray.shutdown()
+    finally:
+        if saved is not None:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def _debug_requested(argv: list[str]) -> bool:
     return "--debug" in argv or os.environ.get("EDGEMINE_DEBUG") == "1"
 
@@ -76,15 +153,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}".replace("\n", " "), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+        return _interrupted()
     except Exception as exc:  # click/typer control flow, then the last resort: still one line
         kind = _kind(exc)
         if kind == "Exit":
-            return int(getattr(exc, "exit_code", 0) or 0)
-        if kind == "Abort":
-            print("error: aborted", file=sys.stderr)
-            return 130
+            code = int(getattr(exc, "exit_code", 0) or 0)
+            return _interrupted() if code == 130 else code
+        if kind == "Abort":  # click's name for a Ctrl-C inside a prompt
+            return _interrupted()
         if debug:
             raise
         if kind in ("UsageError", "ClickException"):
@@ -93,8 +169,49 @@ def main(argv: list[str] | None = None) -> int:
         msg = f"{type(exc).__name__}: {exc}".replace("\n", " ")
         print(f"error: {msg} (rerun with --debug for the traceback)", file=sys.stderr)
         return 1
+    # typer turns a Ctrl-C inside a command into Exit(130), which click returns as the result here
+    if result == 130:
+        return _interrupted()
     return result if isinstance(result, int) else 0
 
 
+def _interrupted() -> int:
+    print(f"error: {INTERRUPTED}", file=sys.stderr, flush=True)
+    stop_engines(quiet=True)
+    return 130
+
+
+def _on_sigint(signum: int, frame: object) -> None:
+    """First Ctrl-C: silence the libraries' own logging of it (py4j logs a traceback per pending call), ignore
+    further Ctrl-Cs so the cleanup finishes, and interrupt the command."""
+    logging.disable(logging.CRITICAL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def run() -> None:
+    """The process entry point: main(), then engines stopped and output flushed, then os._exit (see above)."""
+    faulthandler.enable()
+    signal.signal(signal.SIGINT, _on_sigint)
+    try:
+        code = main()
+    except SystemExit as exc:  # pragma: no cover - main returns its codes; a library may still sys.exit
+        code = exc.code if isinstance(exc.code, int) else 1
+    except KeyboardInterrupt:  # a second Ctrl-C while the first was being handled
+        code = 130
+    try:
+        stop_engines(quiet=code == 130)
+        # what normal interpreter exit would run: pyspark's kill of its JVM, Ray's shutdown, tempfile's
+        # cleanups... - everything but module teardown, where native threads crash
+        atexit._run_exitfuncs()
+    except KeyboardInterrupt:
+        code = 130
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

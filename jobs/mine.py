@@ -61,11 +61,13 @@ RUN_FILES = ("candidates.parquet", "scores.parquet", "scenarios.parquet", "event
 
 def run_mine(spec: MineSpec, *, spark: Any = None, log: Log = quiet) -> RunResult:
     """Run a mining job end to end and write its outputs to `spec.out`."""
+    created = not Path(spec.out).exists()
     st = _start(spec, log)
     t_start = time.perf_counter()
     signals = spec.make_signals()
     sigs = [s for _, s in signals.values()]
     errors = ErrorLog(st.run_dir / "errors.parquet")
+    finished = False
     try:
         with st.stage("frames"):
             man = load_manifest(st, sigs)
@@ -119,12 +121,15 @@ def run_mine(spec: MineSpec, *, spark: Any = None, log: Log = quiet) -> RunResul
         st.timings["total"] = round(time.perf_counter() - t_start, 3)
         info["timings"] = st.timings
         write_json(st.run_dir / "run.json", info)
+        finished = True
     finally:
         for cleanup in reversed(st.cleanups):
             cleanup()
         if errors.writer.is_open:
             errors.writer.close()
         shutil.rmtree(st.work, ignore_errors=True)
+        if not finished:
+            _remove_partial(st, created=created)
     log(f"run {st.run_id}: {st.counts['candidates']} candidates in {st.run_dir} ({st.timings['total']:.1f}s)")
     return RunResult(run_dir=st.run_dir, run_id=st.run_id, counts=st.counts, timings=st.timings,
                      warnings=st.warnings)
@@ -140,6 +145,15 @@ def _start(spec: MineSpec, log: Log) -> RunState:
     work.mkdir()
     return RunState(spec=spec, run_dir=run_dir, work=work, log=log,
                     run_id=time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6])
+
+
+def _remove_partial(st: RunState, *, created: bool) -> None:
+    """After a failed or interrupted run: remove half-written files (*.tmp), and the run folder if this run
+    created it and nothing else is left. What a re-run resumes from (embeddings/, the saved indexes) stays."""
+    for tmp in [*st.run_dir.glob("*.tmp"), *st.run_dir.glob(".*.tmp")]:
+        tmp.unlink(missing_ok=True)
+    if created and st.run_dir.is_dir() and not any(st.run_dir.iterdir()):
+        st.run_dir.rmdir()
 
 
 def _check_usable(st: RunState, man: Manifest, n_usable: int) -> None:

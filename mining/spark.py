@@ -40,4 +40,17 @@ def get_spark(master: str = "local[*]", *, app_name: str = "edgemine-mine", conf
         builder = builder.config(k, v)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
+    proc = getattr(getattr(type(spark.sparkContext), "_gateway", None), "proc", None)
+    if proc is not None and proc not in _GATEWAY_PROCESSES:
+        _GATEWAY_PROCESSES.append(proc)
     return spark
+
+
+# The gateway JVMs this process launched (pyspark forgets its handle when a session stops, while the JVM
+# lives on until its stdin closes): `edgemine` ends them before it exits (jobs/cli.py stop_engines).
+_GATEWAY_PROCESSES: list[Any] = []
+
+
+def gateway_processes() -> list[Any]:
+    """subprocess.Popen handles of the Spark gateway JVMs started by get_spark in this process."""
+    return list(_GATEWAY_PROCESSES)

@@ -196,6 +196,9 @@ def test_bad_inputs_fail_naming_the_value(byo: dict[str, Path], tmp_path: Path) 
     pq.write_table(pq.read_table(byo["frames"]).slice(0, 0), empty)
     with pytest.raises(SchemaError, match="empty"):
         run_mine(make_spec(byo, tmp_path / "b", frames=str(empty)))
+    # a failed run leaves no half-written files, and no folder when it created one and nothing else is left
+    assert not (tmp_path / "a").exists()
+    assert not (tmp_path / "b").exists()
     with pytest.raises(ConfigError, match="unknown signal 'novelity'"):
         make_spec(byo, tmp_path / "c", signals={"novelity": {"weight": 1}})
     with pytest.raises(ConfigError, match="trigger 'brake'.*malformed"):
