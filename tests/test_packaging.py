@@ -90,3 +90,14 @@ def test_the_ray_package_tree_is_the_installed_layout_and_wins_on_sys_path(tmp_p
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
                          env={"PYTHONPATH": str(tmp_path / "pkg"), "PATH": "/usr/bin:/bin"}, check=True)
     assert all(line.startswith(str(root)) for line in out.stdout.split())
+
+
+def test_no_test_module_imports_another_test_module_or_a_conftest() -> None:
+    offenders = []
+    for path in (ROOT / "tests").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tests."):
+                last = node.module.rsplit(".", 1)[-1]
+                if last == "conftest" or last.startswith("test_"):
+                    offenders.append(f"{path.relative_to(ROOT)}: from {node.module}")
+    assert offenders == []

@@ -11,7 +11,7 @@ from PIL import Image
 
 from edgemine.embeddings.decode import decode_batch, load_frame, to_model_input
 from edgemine.errors import ConfigError
-from tests.embeddings.conftest import write_png
+from tests.support.images import write_png
 
 
 @pytest.fixture()

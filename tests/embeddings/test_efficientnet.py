@@ -23,7 +23,7 @@ from edgemine.embeddings.pipeline import embed_manifest
 from edgemine.embeddings.workers import plan_actors
 from edgemine.errors import ConfigError, MissingDependencyError
 from edgemine.jobs.synth import generate
-from tests.embeddings.conftest import write_manifest, write_png
+from tests.support.images import write_manifest, write_png
 
 MILITARY_UNIFORM = 652  # ImageNet-1k class index
 

@@ -22,7 +22,7 @@ from PIL import Image
 from edgemine.contracts import ERRORS_SCHEMA, embeddings_schema, read_manifest
 from edgemine.embeddings.pipeline import embed_manifest
 from edgemine.errors import ConfigError, IncompatibleArtifactError
-from tests.embeddings.conftest import write_manifest, write_png
+from tests.support.images import write_manifest, write_png
 
 pytestmark = [pytest.mark.integration]
 

@@ -13,7 +13,7 @@ import pytest
 
 from edgemine.jobs.datasets import dataset_log, read_dataset
 from edgemine.jobs.publish import SplitPolicy, publish_from_review, watch_and_publish
-from tests.review_api.conftest import ReviewEnv, make_env, make_run_dir
+from tests.support.review import ReviewEnv, make_env, make_run_dir
 
 
 @pytest.fixture

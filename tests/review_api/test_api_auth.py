@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from edgemine.review_api import storage
-from tests.review_api.conftest import ReviewEnv, make_env
+from tests.support.review import ReviewEnv, make_env
 
 DECISION = {"verdict": "not_edge_case"}
 # (method, path, json body, lowest role allowed)

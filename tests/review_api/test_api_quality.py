@@ -17,7 +17,7 @@ from sklearn.metrics import cohen_kappa_score
 from statsmodels.stats.inter_rater import aggregate_raters
 from statsmodels.stats.inter_rater import fleiss_kappa as sm_fleiss_kappa
 
-from tests.review_api.conftest import ReviewEnv
+from tests.support.review import ReviewEnv
 
 Answer = Callable[[str, dict[str, Any]], dict[str, Any]]
 
@@ -185,7 +185,7 @@ def test_agreement_and_reviewer_metrics_equal_reference_libraries(env: ReviewEnv
 
 
 def test_queue_depth_age_cost_and_prometheus(tmp_path: Path, run_dirs: dict[str, Path]) -> None:
-    from tests.review_api.conftest import make_env
+    from tests.support.review import make_env
 
     env = make_env(f"sqlite:///{tmp_path / 'r.db'}", tmp_path, reviewer_cost_per_hour=36.0)
     with env.client:
@@ -234,7 +234,7 @@ def test_admin_import_endpoint_errors_name_the_problem(env: ReviewEnv, tmp_path:
 
 def test_dawid_skene_reruns_in_the_background_after_a_third_review(tmp_path: Path,
                                                                      run_dirs: dict[str, Path]) -> None:
-    from tests.review_api.conftest import make_env
+    from tests.support.review import make_env
 
     env = make_env(f"sqlite:///{tmp_path / 'r.db'}", tmp_path)
     env.app_state.settings = env.app_state.settings.model_copy(update={"ds_refresh_seconds": 30.0})

@@ -7,7 +7,7 @@ from typing import Any
 
 from PIL import Image
 
-from tests.review_api.conftest import ReviewEnv
+from tests.support.review import ReviewEnv
 
 
 def test_lease_expiry_renewal_and_skip(env: ReviewEnv, run_dirs: dict[str, Path]) -> None:

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from edgemine.review_api import storage
 from edgemine.review_api.db import Decision, Item
-from tests.review_api.conftest import ROOT
+from tests.support.review import ROOT
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 

@@ -13,7 +13,7 @@ from edgemine.contracts import DECISIONS_SCHEMA
 from edgemine.review_api import storage
 from edgemine.review_api.db import Database
 from edgemine.review_api.storage import DecisionInput
-from tests.review_api.conftest import T0
+from tests.support.review import T0
 
 EDGEMINE = [sys.executable, "-m", "edgemine"]
 

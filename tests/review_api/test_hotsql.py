@@ -22,7 +22,7 @@ from edgemine.review_api.importer import Policy, import_run
 from edgemine.review_api.settings import load_settings
 from edgemine.review_api.storage import DecisionInput, consensus, decisions, items, leases, runs
 from edgemine.review_api.storage._common import consensus_values
-from tests.review_api.conftest import T0
+from tests.support.review import T0
 
 NOT_HOT: set[str] = set()  # statements of the storage package that never go through hot()
 

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from tests.review_api.conftest import make_env
+from tests.support.review import make_env
 
 pytestmark = [pytest.mark.integration]
 EXAMPLES_PER_OPERATION = 40

@@ -15,7 +15,7 @@ from edgemine.errors import ConfigError
 from edgemine.review_api.app import create_app
 from edgemine.review_api.db import Database, Reviewer, normalize_url
 from edgemine.review_api.settings import load_settings
-from tests.review_api.conftest import T0
+from tests.support.review import T0
 
 
 def test_unsafe_defaults_are_refused_outside_development() -> None:

@@ -21,7 +21,7 @@ from edgemine.review_api.db import Assignment, Database, Decision, Item, Run
 from edgemine.review_api.importer import Policy, import_run
 from edgemine.review_api.settings import load_settings
 from edgemine.review_api.storage import DecisionInput
-from tests.review_api.conftest import T0
+from tests.support.review import T0
 
 SETTINGS = load_settings(environment="test")
 T = TypeVar("T")
