@@ -6,6 +6,7 @@ Every layer takes its limits from here, so a user (or an attacker) meets the sam
 - a YAML job spec is at most MAX_SPEC_BYTES and expands to at most MAX_SPEC_VALUES values (`load_yaml`:
   YAML aliases are references, so a 440-byte "billion laughs" spec is a DAG of a billion leaves);
 - a trigger rule is at most MAX_RULE_CHARS characters and MAX_RULE_DEPTH levels deep;
+- an image is decoded only when its header claims at most MAX_IMAGE_PIXELS pixels (`images.decode_rgb`);
 - the review service reads at most `Settings.max_body_bytes` of a request body (default MAX_BODY_BYTES).
 """
 
@@ -21,6 +22,7 @@ MAX_SPEC_VALUES = 100_000
 MAX_RULE_CHARS = 2_000
 MAX_RULE_DEPTH = 50
 MAX_BODY_BYTES = 1 << 20  # 1 MiB
+MAX_IMAGE_PIXELS = 64_000_000  # 8000x8000; a frame claiming more is a decompression bomb, refused unread
 
 
 def quote(value: Any, limit: int = MAX_QUOTED_CHARS) -> str:

@@ -7,12 +7,12 @@ resizes, so threads use every core without the cost of moving pixels between pro
 Conversions (never rejections): grayscale, palette, 16-bit and CMYK frames become RGB; an alpha channel
 is dropped. Frames that are not square are resized to `size x size` (the whole field of view is kept, the
 aspect ratio is not). Rejections, each with a reason that goes to errors.parquet: missing file, unreadable
-URI scheme, empty or corrupt bytes, and images whose shorter side is below `min_side`.
+URI scheme, empty, corrupt or truncated bytes, images whose shorter side is below `min_side`, and headers
+claiming more than `MAX_PIXELS` pixels (decompression bombs, refused before any pixel is inflated).
 """
 
 from __future__ import annotations
 
-import io
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -23,12 +23,14 @@ from urllib.parse import unquote, urlparse
 import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from edgemine.errors import ConfigError, FrameError
+from edgemine.images import decode_rgb
+from edgemine.limits import MAX_IMAGE_PIXELS
 
 MIN_SIDE = 16  # pixels; below this a frame carries no usable scene content
-MAX_PIXELS = 64_000_000  # a larger header is rejected before decoding (decompression-bomb guard)
+MAX_PIXELS = MAX_IMAGE_PIXELS  # a larger header is rejected before decoding (edgemine.limits, the one policy)
 _LOCAL_SCHEMES = ("", "file")
 _fs_cache: dict[tuple[str, str], pafs.FileSystem] = {}
 _fs_lock = threading.Lock()
@@ -80,43 +82,19 @@ def read_bytes(uri: str) -> bytes:
 
 
 # ---------------------------------------------------------------- decoding one frame
-def _to_rgb(im: Image.Image) -> Image.Image:
-    if im.mode == "RGB":
-        return im
-    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(im, dtype=np.float32)
-        top = 65535.0 if im.mode.startswith("I;16") else max(float(arr.max()), 1.0)
-        gray = np.clip(arr * (255.0 / top), 0, 255).astype(np.uint8)
-        return Image.fromarray(gray, mode="L").convert("RGB")
-    if im.mode == "P" and "transparency" in im.info:
-        im = im.convert("RGBA")
-    return im.convert("RGB")  # L, LA, RGBA, CMYK, YCbCr, P...: alpha is dropped
-
-
 def decode_image(data: bytes, *, size: int, min_side: int = MIN_SIDE, name: str = "frame") -> np.ndarray:
-    """Decode PNG/JPEG bytes to an RGB uint8 array `[size, size, 3]`. Raises FrameError with the reason."""
+    """Decode PNG/JPEG bytes to an RGB uint8 array `[size, size, 3]`. Raises FrameError with the reason.
+
+    The guards (pixel limit, decompression bombs, truncated data) and the RGB conversion are the core's
+    `edgemine.images.decode_rgb`, shared with the review thumbnails; a JPEG decodes at (at least) `size`.
+    """
+    rgb = decode_rgb(data, name=name, min_side=min_side, max_pixels=MAX_PIXELS, draft=size)
     try:
-        im = Image.open(io.BytesIO(data))
-    except UnidentifiedImageError as exc:
-        raise FrameError(f"corrupt image: not a readable PNG/JPEG: {name}") from exc
+        if rgb.size != (size, size):
+            rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+        arr = np.asarray(rgb, dtype=np.uint8)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise FrameError(f"corrupt image: {name}: {exc}") from exc
-    with im:
-        w, h = im.size
-        if min(w, h) < min_side:
-            raise FrameError(f"image too small: {w}x{h} px (minimum side {min_side}): {name}")
-        if w * h > MAX_PIXELS:
-            raise FrameError(f"image too large: {w}x{h} px (maximum {MAX_PIXELS} pixels): {name}")
-        if im.format == "JPEG":
-            im.draft("RGB", (size, size))  # DCT scaling: decode big JPEGs at (at least) the target size
-        try:
-            im.load()
-            rgb = _to_rgb(im)
-            if rgb.size != (size, size):
-                rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
-            arr = np.asarray(rgb, dtype=np.uint8)
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            raise FrameError(f"corrupt image data: {name}: {exc}") from exc
+        raise FrameError(f"corrupt image data: {name}: {exc}") from exc
     if arr.shape != (size, size, 3):  # defensive: a decoder that ignored the conversion
         raise FrameError(f"decoded to shape {arr.shape}, expected {(size, size, 3)}: {name}")
     return arr

@@ -119,3 +119,16 @@ def test_a_decoder_crash_on_one_frame_is_recorded_not_raised(tmp_path: Path, rgb
     out = decode_batch(uris, size=40)
     assert out.ok.tolist() == [0, 2]
     assert out.errors == [(1, "decode", f"corrupt image: {uris[1]}: IndexError: bad chunk table")]
+
+
+def test_decompression_bombs_and_truncated_jpegs_are_rejected_with_a_reason(tmp_path: Path) -> None:
+    from tests.support.bad_images import bomb_png, truncated_jpeg
+
+    uris = [bomb_png(tmp_path / "bomb.png", 100_000, 100_000), bomb_png(tmp_path / "big.png", 9_000, 8_000),
+            truncated_jpeg(tmp_path / "cut.jpg")]
+    out = decode_batch(uris, size=32)
+    assert out.ok.tolist() == []
+    reasons = {i: (stage, reason) for i, stage, reason in out.errors}
+    assert reasons[0] == ("decode", f"image too large: 10000000000 pixels (maximum 64000000 pixels): {uris[0]}")
+    assert reasons[1] == ("decode", f"image too large: 9000x8000 px (maximum 64000000 pixels): {uris[1]}")
+    assert reasons[2][0] == "decode" and reasons[2][1].startswith(f"corrupt image data: {uris[2]}: image file is trunc")
