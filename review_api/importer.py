@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -25,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from edgemine.contracts import SIGNAL_COLUMNS
 from edgemine.errors import ConfigError, InputNotFoundError, SchemaError
+from edgemine.limits import quote
 from edgemine.review_api.db import Database, Item, Run
 from edgemine.review_api.settings import Settings
 from edgemine.review_api.storage import EDGE, NOT_EDGE, unit_hash
@@ -36,6 +39,9 @@ KNOWN = {
 }
 NOT_METADATA = {"probs", "embedding", "logits"}  # per-frame arrays, not reviewer-facing metadata
 MAX_LISTED_SKIPS = 1000
+# A run id is a path segment of /runs/{run_id}: letters, digits, '.', '_', '-', at most 128, no leading dot
+# (mining writes e.g. 20260301T090000Z-1a2b3c). A '/' in it would make every run route 404.
+RUN_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 
 
 @dataclass
@@ -123,12 +129,13 @@ def _read_run_json(run_dir: Path) -> dict[str, Any]:
     if not path.exists():
         raise InputNotFoundError(f"run dir {str(run_dir)!r} has no run.json")
     try:
-        info = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise SchemaError(f"{path}: not valid JSON ({exc})") from exc
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise SchemaError(f"{path}: not valid UTF-8 JSON ({quote(str(exc))})") from None
     run_id = info.get("run_id") if isinstance(info, dict) else None
-    if not isinstance(run_id, str) or not run_id.strip() or len(run_id) > 200:
-        raise SchemaError(f"{path}: run_id={run_id!r} must be a non-empty string of at most 200 characters")
+    if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
+        raise SchemaError(f"{path}: run_id={quote(run_id)} must be 1-128 characters of A-Z a-z 0-9 . _ - not "
+                          "starting with a dot (it is part of the /runs/{run_id} URLs)")
     return info
 
 
@@ -139,12 +146,13 @@ def _known_answers(ground_truth: Path, frame_ids: set[str], categories: tuple[st
     """Stream the ground-truth file, keeping the answers of this run's frames only."""
     if not ground_truth.exists():
         raise InputNotFoundError(f"ground truth {str(ground_truth)!r} does not exist")
-    pf = pq.ParquetFile(ground_truth)
+    pf = _parquet(ground_truth, what="ground truth")
     missing = [c for c in ("frame_id", "category", "is_rare") if c not in pf.schema_arrow.names]
     if missing:
         raise SchemaError(f"ground truth {str(ground_truth)!r} lacks column(s) {missing}")
     answers: dict[str, Answer] = {}
-    for batch in pf.iter_batches(columns=["frame_id", "category", "is_rare"], batch_size=65_536):
+    for batch in _batches(pf, ground_truth, what="ground truth", columns=["frame_id", "category", "is_rare"],
+                          batch_size=65_536):
         for fid, cat, rare in zip(*(batch.column(i).to_pylist() for i in range(3)), strict=True):
             if fid not in frame_ids:
                 continue
@@ -157,6 +165,21 @@ def _known_answers(ground_truth: Path, frame_ids: set[str], categories: tuple[st
             else:
                 answers[fid] = (NOT_EDGE, None)
     return answers
+
+
+def _parquet(path: Path, *, what: str) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise SchemaError(f"{what} {quote(str(path))}: not readable as Parquet ({quote(str(exc))})") from None
+
+
+def _batches(pf: pq.ParquetFile, path: Path, *, what: str, **kwargs: Any) -> Iterator[pa.RecordBatch]:
+    """pf.iter_batches, with a damaged file's error naming the file (a SchemaError, not a crash mid-import)."""
+    try:
+        yield from pf.iter_batches(**kwargs)
+    except (pa.ArrowException, OSError) as exc:
+        raise SchemaError(f"{what} {quote(str(path))}: not readable as Parquet ({quote(str(exc))})") from None
 
 
 def import_run(
@@ -177,14 +200,11 @@ def import_run(
     if not base.is_dir():
         raise InputNotFoundError(f"run dir {str(run_dir)!r} does not exist")
     info = _read_run_json(base)
-    run_id: str = info["run_id"].strip()
+    run_id: str = info["run_id"]
     cand_path = base / "candidates.parquet"
     if not cand_path.exists():
         raise InputNotFoundError(f"run dir {str(base)!r} has no candidates.parquet")
-    try:
-        pf = pq.ParquetFile(cand_path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise SchemaError(f"{cand_path}: not readable as Parquet ({exc})") from exc
+    pf = _parquet(cand_path, what="candidates")
     names = pf.schema_arrow.names
     missing = [c for c in REQUIRED if c not in names]
     if missing:
@@ -211,14 +231,15 @@ def import_run(
     answers: dict[str, tuple[str, str | None]] = {}
     gold_p = 0.0
     if ground_truth is not None and policy.gold_fraction > 0:
-        frame_ids = set(pf.read(columns=["frame_id"]).column(0).drop_null().to_pylist())
+        frame_ids = {f for b in _batches(pf, cand_path, what="candidates", columns=["frame_id"])
+                     for f in b.column(0).drop_null().to_pylist()}
         answers = _known_answers(Path(ground_truth), frame_ids, categories)
         if answers:
             gold_p = min(1.0, policy.gold_fraction * len(frame_ids) / len(answers))
 
     inserted = present = skipped = 0
     skipped_rows: list[dict[str, str | None]] = []
-    for batch in pf.iter_batches(batch_size=batch_size):
+    for batch in _batches(pf, cand_path, what="candidates", batch_size=batch_size):
         rows, problems = _rows(batch, run_id=run_id, base=base, metadata_cols=metadata_cols, now=now,
                                answers=answers, gold_p=gold_p, overlap_fraction=overlap_fraction,
                                overlap_reviews=overlap_reviews)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Verdict = Literal["edge_case", "not_edge_case", "unsure"]
 LeadVerdict = Literal["edge_case", "not_edge_case"]
@@ -19,7 +19,24 @@ Tag = Field(min_length=1, max_length=200)
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """What clients send: no unknown fields, finite numbers only, text that is valid Unicode.
+
+    JSON parsers accept NaN, Infinity, 1e999 (inf) and lone surrogates ("\\ud800"); none of them can be
+    stored or sent back as JSON, so they are refused here with a 422 naming the field.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _valid_unicode(cls, value: Any) -> Any:
+        for text in value if isinstance(value, list) else (value,):
+            if isinstance(text, str) and not text.isascii():
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise ValueError("text must be valid Unicode: it holds a lone surrogate (U+D800-U+DFFF)") from None
+        return value
 
 
 # ---------------------------------------------------------------- people
