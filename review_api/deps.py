@@ -3,6 +3,9 @@
 Auth: `Authorization: Bearer <token>`. No or an unknown token -> 401 (with `WWW-Authenticate`), a known
 token without the role -> 403. Neither answer carries data. Verified tokens are cached for
 `settings.auth_cache_seconds`, so most requests do not touch the database to authenticate.
+A request that may carry a body (POST, PUT, PATCH, DELETE) is authenticated from its headers by
+`AuthenticateFirst` before anything reads the body: an anonymous 300 MB or malformed body gets its 401
+unread. The role check stays in `BearerRole`, which reuses that person.
 The dependencies are `async` on purpose: FastAPI runs plain functions in a worker thread, which costs
 a thread hop per dependency per request.
 """
@@ -16,10 +19,12 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from starlette.concurrency import run_in_threadpool
 
 from edgemine.review_api import storage
@@ -132,6 +137,38 @@ async def authenticate(state: AppState, credentials: HTTPAuthorizationCredential
     return principal
 
 
+PRINCIPAL = "edgemine.principal"  # the ASGI scope key where AuthenticateFirst leaves the person
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class AuthenticateFirst:
+    """Pure ASGI middleware: a request that may carry a body needs a valid bearer token before it is read.
+
+    FastAPI reads and parses a body before it resolves dependencies, so without this an anonymous client
+    could make the service read (up to the body cap) and parse JSON it will never accept. Every route taking
+    such methods needs a token; which role it needs is still checked by `BearerRole` after routing.
+    """
+
+    def __init__(self, app: Any, state: AppState) -> None:
+        self.app, self.state = app, state
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        header = next((v for k, v in scope["headers"] if k == b"authorization"), b"").decode("latin-1")
+        scheme, token = get_authorization_scheme_param(header)
+        credentials = HTTPAuthorizationCredentials(scheme=scheme, credentials=token) if header else None
+        try:
+            scope[PRINCIPAL] = await authenticate(self.state, credentials)
+        except HTTPException as exc:  # answered with the body unread: the server closes, not drains
+            headers = {**(exc.headers or {}), "Connection": "close"}
+            await JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)(
+                scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 class BearerRole(HTTPBearer):
     """The security scheme and the role check in one dependency: an authenticated person with `role` or above.
 
@@ -145,7 +182,9 @@ class BearerRole(HTTPBearer):
         self.role = role
 
     async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
-        principal = await authenticate(request.app.state.review, await super().__call__(request))
+        principal = request.scope.get(PRINCIPAL)
+        if principal is None:
+            principal = await authenticate(request.app.state.review, await super().__call__(request))
         if not role_allows(principal.role, self.role):
             raise HTTPException(status.HTTP_403_FORBIDDEN, detail=f"this needs the {self.role} role")
         return principal

@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from edgemine.errors import ConfigError
+from edgemine.limits import MAX_BODY_BYTES
 
 Environment = Literal["development", "test", "production"]
 SqliteSynchronous = Literal["FULL", "NORMAL", "OFF"]
@@ -74,6 +75,9 @@ class Settings(BaseSettings):
 
     # Cost of one reviewer hour in any currency (0: not reported); gives cost per item and per edge case.
     reviewer_cost_per_hour: float = Field(0.0, ge=0.0)
+    # The most bytes a request body may have (EDGEMINE_MAX_BODY_BYTES); a bigger one is refused with 413 by its
+    # Content-Length, or once that many bytes of a chunked body have arrived, before anything parses it.
+    max_body_bytes: int = Field(MAX_BODY_BYTES, ge=1024, le=1 << 30)
     # How long a verified token stays cached in memory; a revoked token keeps working at most this long.
     auth_cache_seconds: float = Field(5.0, ge=0.0, le=300.0)
 

@@ -139,8 +139,10 @@ function renderItem(next) {
   $("#score").textContent = item.score == null ? "–" : item.score.toFixed(3);
   $("#rank").textContent = `rank ${item.rank} · ${item.run_id}`;
   $("#signals").innerHTML = Object.entries(item.signals).map(([k, v]) =>
-    `<div class="signal"><span>${k}</span><div class="bar"><i style="width:${Math.round(100 * Math.max(0, Math.min(1, v || 0)))}%"></i></div>` +
+    `<div class="signal"><span>${escapeHtml(k)}</span><div class="bar"><i data-share="${Math.round(100 * Math.max(0, Math.min(1, v || 0)))}"></i></div>` +
     `<b>${v == null ? "–" : v.toFixed(2)}</b></div>`).join("");
+  // widths through the CSSOM: the Content-Security-Policy refuses inline style attributes in markup
+  document.querySelectorAll("#signals .bar i").forEach((bar) => { bar.style.width = `${bar.dataset.share}%`; });
   $("#reasons").innerHTML = item.reasons.map((r) => `<li>${escapeHtml(r)}</li>`).join("");
   $("#categories").innerHTML = item.taxonomy.categories.map((c, i) =>
     `<button type="button" class="chip" data-category="${escapeHtml(c)}">` +
