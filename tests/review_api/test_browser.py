@@ -24,6 +24,36 @@ pytestmark = [pytest.mark.browser, pytest.mark.integration]
 SHOTS = Path(os.environ.get("EDGEMINE_SCREENSHOTS", tempfile.gettempdir()))  # where a person can look at the page
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync"]
+# Injected by Playwright (not subject to the page's CSP): every Content-Security-Policy violation is recorded.
+WATCH_CSP = """window.__csp = [];
+document.addEventListener("securitypolicyviolation", (e) => window.__csp.push(
+  `${e.violatedDirective} blocked ${e.blockedURI || "inline"} at ${e.sourceFile}:${e.lineNumber}`));"""
+
+
+def open_page(browser: Any, url: str) -> tuple[Any, list[str]]:
+    """The page at `url`, watched for CSP violations (console and securitypolicyviolation events); its CSP
+    header must be there. Returns the page and the list violations land in (check it with csp_violations)."""
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    console: list[str] = []
+    page.on("console", lambda m: console.append(m.text) if "Content Security Policy" in m.text else None)
+    page.add_init_script(WATCH_CSP)
+    response = page.goto(url)
+    assert response is not None and "default-src 'none'" in response.headers["content-security-policy"]
+    assert response.headers["x-content-type-options"] == "nosniff"
+    return page, console
+
+
+def csp_violations(page: Any, console: list[str]) -> list[str]:
+    return [*console, *page.evaluate("window.__csp")]
+
+
+def wait_until(page: Any, expression: str, timeout: float = 10.0) -> None:
+    """Poll `expression` from here: Playwright's wait_for_function evaluates strings with eval, which the
+    page's CSP (no 'unsafe-eval') refuses; page.evaluate goes through DevTools instead."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"timed out waiting for {expression}"
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -73,16 +103,15 @@ def test_reviewer_triages_by_keyboard_and_decisions_land_in_the_db(chromium: str
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        page, console = open_page(browser, live["url"] + "/")
         errors: list[str] = []
         page.on("pageerror", lambda e: errors.append(str(e)))
-        page.goto(live["url"] + "/")
         page.fill("#token", live["tokens"]["ana"])
         page.press("#token", "Enter")
         caption = page.locator("#frame-caption")
         expect(caption).to_contain_text("drv-", timeout=10_000)
-        page.wait_for_function("document.querySelector('#frame-img').naturalWidth > 0", timeout=10_000)
-        page.wait_for_function("document.querySelectorAll('#neighbors img').length === 3", timeout=10_000)
+        wait_until(page, "document.querySelector('#frame-img').naturalWidth > 0")
+        wait_until(page, "document.querySelectorAll('#neighbors img').length === 3")
         page.screenshot(path=str(SHOTS / "review.png"))
         plan = [  # keys pressed on each item, and what must be stored
             (["2", "a", "Enter"], ("edge_case", "animal_on_road", ["novel_scene"])),
@@ -101,7 +130,10 @@ def test_reviewer_triages_by_keyboard_and_decisions_land_in_the_db(chromium: str
         page.keyboard.press("k")
         expect(caption).not_to_contain_text(skipped, timeout=10_000)
         expect(page.locator("#session-stats")).to_contain_text("4 decided")
+        assert page.evaluate("document.querySelector('#signals .bar i').style.width").endswith("%")
+        violations = csp_violations(page, console)
         browser.close()
+    assert not violations, violations  # the page works under its Content-Security-Policy
     assert not errors, errors
     with live["db"].read() as s:
         rows = s.execute(select(Item.frame_id, Decision.verdict, Decision.category, Decision.root_causes,
@@ -126,8 +158,7 @@ def test_lead_view_shows_metrics_and_resolves_escalations(chromium: str, live: d
                                 decision=storage.DecisionInput(verdict="unsure"))
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.goto(live["url"] + "/")
+        page, console = open_page(browser, live["url"] + "/")
         page.fill("#token", live["tokens"]["lead"])
         page.press("#token", "Enter")
         expect(page.locator("#frame-caption")).to_contain_text("drv-", timeout=10_000)
@@ -138,7 +169,9 @@ def test_lead_view_shows_metrics_and_resolves_escalations(chromium: str, live: d
         page.select_option("#escalations select", "debris")
         page.click("#escalations button")
         expect(page.locator("#escalations")).to_contain_text("No escalations", timeout=10_000)
+        violations = csp_violations(page, console)
         browser.close()
+    assert not violations, violations
     with db.read() as s:
         item = storage.get_item(s, item_id=held.item_id)
         assert (item.status, item.consensus_category, item.consensus_method) == ("resolved", "debris", "lead")
