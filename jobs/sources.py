@@ -29,7 +29,7 @@ from edgemine.jobs.run_state import FRAMES_INDEX, Log, RunState, positions
 from edgemine.jobs.spec import MineSpec
 from edgemine.mining.index import VectorIndex, build_index
 from edgemine.mining.signals import Signal
-from edgemine.vectors import list_matrix
+from edgemine.vectors import LengthTally, fixed_size, list_matrix
 
 
 # ================================================================ embedding sources
@@ -74,16 +74,23 @@ def table_kind(path: str | os.PathLike[str], *, what: str) -> str:
 
 
 def _embedding_dim(dataset: ds.Dataset, *, what: str) -> int:
+    """The fixed-size list's size, else the length most rows have; SchemaError naming the rows that differ."""
     t = dataset.schema.field("embedding").type
-    if pa.types.is_fixed_size_list(t):
-        return int(t.list_size)
+    size = fixed_size(t)
+    if size is not None:
+        return size
     if not (pa.types.is_list(t) or pa.types.is_large_list(t)) or not pa.types.is_floating(t.value_type):
         raise SchemaError(f"{what}: column 'embedding' has type {t}, expected a list of floats")
-    for b in dataset.to_batches(columns=["embedding"], batch_size=4096):
-        lengths = pc.list_value_length(b.column(0)).drop_null()
-        if len(lengths):
-            return int(lengths[0].as_py())
-    raise SchemaError(f"{what}: every 'embedding' is null")
+    tally = LengthTally()
+    ids = "frame_id" in dataset.schema.names
+    for b in dataset.to_batches(columns=["frame_id", "embedding"] if ids else ["embedding"], batch_size=65_536):
+        tally.add(b.column("embedding"), b.column("frame_id") if ids else None)
+    if tally.dim() is None:
+        raise SchemaError(f"{what}: every 'embedding' is null")
+    try:
+        return tally.check(name="embedding")
+    except SchemaError as exc:
+        raise SchemaError(f"{what}: {exc}") from None
 
 
 def _encoder_of(dataset: ds.Dataset, *, what: str) -> str:

@@ -15,7 +15,7 @@ from edgemine.contracts import CANDIDATES_CORE_SCHEMA, CANDIDATES_EVIDENCE_SCHEM
 from edgemine.errors import ConfigError, IncompatibleArtifactError, SchemaError
 from edgemine.jobs.mine import RunResult, run_mine
 from edgemine.jobs.similar import similar_frames
-from tests.support.frames import with_embeddings
+from tests.support.frames import fixed_list, with_embeddings
 from tests.support.mine_spec import make_spec
 
 pytestmark = [pytest.mark.integration]
@@ -187,6 +187,43 @@ def test_reference_of_another_dimension_is_refused(byo: dict[str, Path], referen
     ref = with_embeddings(reference_logs, tmp_path / "ref4.parquet", side=4)
     with pytest.raises(IncompatibleArtifactError, match="dim 48.*dim 192"):
         run_mine(make_spec(byo, tmp_path / "run", reference=str(ref)))
+
+
+@pytest.mark.spark
+def test_overflowing_embeddings_are_listed_in_errors_not_scored_as_no_signal(
+        byo: dict[str, Path], spark: Any, tmp_path: Path) -> None:
+    t = pq.read_table(byo["frames"])
+    emb = np.stack(t.column("embedding").to_numpy(zero_copy_only=False)).astype(np.float32)
+    emb[11] = 1e38  # finite, but its squared norm (and every distance to it) overflows float32
+    emb[12, 0] = 3e19  # one value is enough: 9e38
+    frames = tmp_path / "frames.parquet"
+    pq.write_table(t.set_column(t.column_names.index("embedding"), "embedding", fixed_list(emb)), frames)
+    res = run_mine(make_spec(byo, tmp_path / "run", frames=str(frames)), spark=spark)
+    ids = t.column("frame_id").to_pylist()
+    too_large = "embedding is too large: squared L2 norm above 8.51e+37 (its distances would overflow float32)"
+    e = pq.read_table(res.run_dir / "errors.parquet").to_pylist()
+    assert sorted((r["frame_id"], r["stage"], r["reason"]) for r in e) == sorted([
+        (ids[3], "score", "embedding has NaN/inf values"), (ids[7], "score", "embedding has NaN/inf values"),
+        (ids[11], "score", too_large), (ids[12], "score", too_large)])
+    scored = pq.read_table(res.run_dir / "scores.parquet", columns=["frame_id"]).column("frame_id").to_pylist()
+    assert len(scored) == 360 - 4 and not {ids[11], ids[12]} & set(scored)
+    assert res.counts["dropped"] == {"score": 4}
+
+
+def test_embeddings_of_another_length_are_named_with_their_lengths(byo: dict[str, Path], tmp_path: Path) -> None:
+    t = pq.read_table(byo["frames"])
+    rows = [list(v) for v in t.column("embedding").to_pylist()]
+    rows[0] = rows[0][:3]  # the first row used to set the dimension (and the error blamed the encoders)
+    rows[20] = rows[20] + [0.0, 0.0]
+    frames = tmp_path / "frames.parquet"
+    col = pa.array(rows, pa.list_(pa.float32()))
+    pq.write_table(t.set_column(t.column_names.index("embedding"), "embedding", col), frames)
+    ids = t.column("frame_id").to_pylist()
+    with pytest.raises(SchemaError) as err:
+        run_mine(make_spec(byo, tmp_path / "run", frames=str(frames)))
+    msg = str(err.value)
+    assert f"frame_id='{ids[0]}' has dimension 3, expected 192 (358 of 360 rows have dimension 192)" in msg
+    assert f"2 of 360 rows differ, also frame_id='{ids[20]}' (194)" in msg and "encoder" not in msg
 
 
 def test_bad_inputs_fail_naming_the_value(byo: dict[str, Path], tmp_path: Path) -> None:
