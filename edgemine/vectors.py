@@ -169,10 +169,10 @@ def list_matrix(
         if bad.size and source is not None and source.dtype != np.float32:
             rows = np.flatnonzero(~nulls)  # row of the matrix -> row of `source`
             at = np.searchsorted(rows, bad)
-            beyond = np.isfinite(np.asarray(source[at], dtype=np.float64)).all(axis=1)
+            beyond = [bool(b) for b in np.isfinite(np.asarray(source[at], dtype=np.float64)).all(axis=1)]
         else:
-            beyond = np.zeros(bad.size, bool)
-        for i, is_beyond in zip(bad.tolist(), beyond.tolist(), strict=True):
+            beyond = [False] * bad.size
+        for i, is_beyond in zip(bad.tolist(), beyond, strict=True):
             reasons[i] = (f"{name} is too large: values beyond float32's range" if is_beyond
                           else f"{name} has NaN/inf values")
         for i in np.flatnonzero(too_big).tolist():
