@@ -169,7 +169,8 @@ def list_matrix(
         if bad.size and source is not None and source.dtype != np.float32:
             rows = np.flatnonzero(~nulls)  # row of the matrix -> row of `source`
             at = np.searchsorted(rows, bad)
-            beyond = [bool(b) for b in np.isfinite(np.asarray(source[at], dtype=np.float64)).all(axis=1)]
+            in_source = np.isfinite(np.asarray(source[at], dtype=np.float64))
+            beyond = [bool(row.all()) for row in in_source]
         else:
             beyond = [False] * bad.size
         for i, is_beyond in zip(bad.tolist(), beyond, strict=True):
