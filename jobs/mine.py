@@ -283,11 +283,13 @@ def select_candidates(st: RunState, picks: Picks, events: Events, *, fused_path:
     opts = {"diversity": sel.diversity} if sel.strategy == "kcenter" else (
         {"seed": spec.seed} if sel.strategy == "random" else {})
     pool = Pool(scores=kept.column("score").to_numpy().astype(np.float64), embeddings=picks.vectors,
-                event_ids=np.asarray(kept.column("event_id").to_pylist(), dtype=object), scenario_ids=picks.scenarios)
+                event_ids=np.asarray(kept.column("event_id").to_pylist(), dtype=object), scenario_ids=picks.scenarios,
+                drive_ids=man.drive_codes[positions(kept.column("frame_id"), man.ids)])
     strategy, n_pool = make_strategy(sel.strategy, **opts), picks.n_pool
-    caps = Caps(per_event=sel.per_event_cap, per_scenario=sel.per_scenario_cap)
+    caps = Caps(per_event=sel.per_event_cap, per_scenario=sel.per_scenario_cap, per_drive=sel.per_drive_cap)
     if sel.fill:
-        order = strategy.select(pool, budget=spec.budget, caps=Caps(per_event=1, per_scenario=caps.per_scenario))
+        order = strategy.select(pool, budget=spec.budget,
+                                caps=Caps(per_event=1, per_scenario=caps.per_scenario, per_drive=caps.per_drive))
         st.log(f"  round 1: {len(order)} events, one frame each, with {sel.strategy}")
         picks = Picks(frames=kept, vectors=picks.vectors, scenarios=picks.scenarios, n_pool=n_pool, order=order)
         if len(order) < spec.budget:
@@ -317,13 +319,13 @@ def fill_budget(st: RunState, picks: Picks, *, pool: Pool, caps: Caps, fused_pat
     """Round 2 of the selection: the rest of the budget to the best of more event frames and the fill.
 
     The fill is the best frames outside every event by fused score, one per drive per `fill_nms_s`, none
-    that close to a round-1 pick (temporal NMS); frames of events are never fill, so the caps hold.
-    `edgemine.mining.select.budget.second_round` merges the two by score. Returns the picks with the fill
+    that close to a round-1 pick (temporal NMS); frames of events are never fill, so the event and scenario
+    caps hold; `per_drive_cap` counts both kinds.
+    `edgemine.mining.select.budget.spend_rest` merges the two by score. Returns the picks with the fill
     frames appended (event_id and scenario null) and the extended order. Reads one score per frame (as
     fusing does).
     """
-    from edgemine.mining.select.budget import second_round
-    from edgemine.mining.select.nms import temporal_nms
+    from edgemine.mining.select.budget import spend_rest
 
     spec, order = st.spec, picks.order
     need = spec.budget - len(order)
@@ -338,9 +340,10 @@ def fill_budget(st: RunState, picks: Picks, *, pool: Pool, caps: Caps, fused_pat
     free[in_event[in_event >= 0]] = False
     cand = np.flatnonzero(free)
     score = scores.column("score").to_numpy()
-    picked = cand[temporal_nms(score[cand], drive[cand], ts[cand], n=need, window_s=spec.selection.fill_nms_s,
-                               taken=(drive[chosen], ts[chosen]))]
-    more = second_round(pool, order, caps=caps, fill_scores=score[picked], need=need)
+    fill_rows, more = spend_rest(pool, order, caps=caps, need=need, fill_scores=score[cand], fill_drives=drive[cand],
+                                 fill_ts_us=ts[cand], taken=(drive[chosen], ts[chosen]),
+                                 window_s=spec.selection.fill_nms_s)
+    picked = cand[fill_rows]
     fill_ids = ids.take(pa.array(picked))
     fill = pa.table({"frame_id": fill_ids, "event_id": pa.nulls(len(picked), pa.string())})
     table = pa.concat_tables([picks.frames.select(["frame_id", "event_id"]), fill])  # fill row j is pool row n + j

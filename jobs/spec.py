@@ -14,7 +14,7 @@
         weight: 0.5
         rules:
           - {name: hard_brake_pedestrian, expr: 'accel_mps2 < -4 and label == "pedestrian"'}
-    selection: {strategy: kcenter, per_event_cap: 10}
+    selection: {strategy: kcenter, per_event_cap: 10, per_drive_cap: null}   # null: no cap
 
 Every section and option is documented on its field below. Errors name the field ("selection.budget: …").
 """
@@ -110,6 +110,11 @@ class SelectionSpec(_Section):
     diversity: float = Field(1.0, ge=0.0, le=4.0, description="kcenter: 0 = by score only")
     per_event_cap: int | None = Field(10, ge=1)
     per_scenario_cap: int | None = Field(None, ge=1)
+    per_drive_cap: int | None = Field(
+        None, ge=1, description="at most this many candidates of one drive, event and fill frames alike (a long "
+        "drive through one unusual place can otherwise take the whole budget); the budget is still filled from "
+        "other drives where they have frames. Default null (no cap): how many frames one drive deserves depends "
+        "on the fleet, and a cap moves budget away from the highest scores")
     fill: bool = Field(True, description="the budget is what reviewers will see: when the events' frames run "
                        "out first, fill it with the best remaining frames by fused score (one per drive per "
                        "fill_nms_s, none within fill_nms_s of a candidate)")

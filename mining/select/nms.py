@@ -14,18 +14,22 @@ from edgemine.errors import ConfigError
 
 
 def temporal_nms(scores: np.ndarray, drive_ids: np.ndarray, ts_us: np.ndarray, *, n: int,
-                 window_s: float = 1.0, taken: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+                 window_s: float = 1.0, taken: tuple[np.ndarray, np.ndarray] | None = None,
+                 per_drive: int | None = None) -> np.ndarray:
     """Rows of the n best frames, highest score first, never two of one drive less than `window_s` apart.
 
     Greedy non-maximum suppression in time: a frame is skipped when an already chosen frame of its drive
     lies within `window_s` of it (so any `window_s` of a drive holds at most one chosen frame). `taken`
-    (drive ids, µs) are frames chosen before, which suppress like chosen ones. NaN scores come last; ties
-    go to the earlier row. Fewer than n rows come back only when every frame left is suppressed.
+    (drive ids, µs) are frames chosen before, which suppress like chosen ones and count towards `per_drive`
+    (at most that many chosen frames per drive). NaN scores come last; ties go to the earlier row. Fewer
+    than n rows come back only when every frame left is suppressed.
     """
     if n < 0:
         raise ConfigError(f"n={n} must be >= 0")
     if window_s < 0:
         raise ConfigError(f"window_s={window_s} must be >= 0")
+    if per_drive is not None and per_drive < 1:
+        raise ConfigError(f"per_drive={per_drive} must be >= 1 (or None for no cap)")
     v = np.asarray(scores, dtype=np.float64)
     if np.asarray(ts_us).dtype.kind == "f" and np.isnan(np.asarray(ts_us)).any():
         raise ConfigError("ts_us has NaN values: every frame needs a timestamp")
@@ -43,6 +47,8 @@ def temporal_nms(scores: np.ndarray, drive_ids: np.ndarray, ts_us: np.ndarray, *
         if len(out) >= n:
             break
         times = chosen.setdefault(drives[i], [])
+        if per_drive is not None and len(times) >= per_drive:
+            continue
         j = bisect.bisect_left(times, ts[i])
         if (j < len(times) and times[j] - ts[i] < window) or (j > 0 and ts[i] - times[j - 1] < window):
             continue
