@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from edgemine.contracts import MANIFEST_REQUIRED, iter_manifest, manifest_base_dir, normalize_manifest_batch
 from edgemine.errors import SchemaError
+from edgemine.vectors import MAX_SQUARED_NORM, LengthTally
 
 
 @dataclass(frozen=True)
@@ -128,24 +128,27 @@ def shard_table(table: pa.Table, shard: int, start: int) -> pa.Table:
 
 # ---------------------------------------------------------------- a manifest's own `embedding` column
 def manifest_dim(plan: ManifestPlan, reader: RowReader, ranges: list[tuple[int, int]]) -> int:
-    """The `embedding` column's length: its fixed size, else the first non-null row's."""
+    """The `embedding` column's length: its fixed size, else the length most rows have (`LengthTally`)."""
     import pyarrow.dataset as ds
 
     typ = ds.dataset(plan.source, format="parquet").schema.field("embedding").type
     if pa.types.is_fixed_size_list(typ):
         return int(typ.list_size)
+    tally = LengthTally()
     for start, stop in ranges:
-        lengths = pc.list_value_length(reader.read(start, stop).column("embedding")).drop_null()
-        if len(lengths):
-            return int(lengths[0].as_py())
-    raise SchemaError(f"{plan.source}: column 'embedding' is null in every row")
+        tally.add(reader.read(start, stop).column("embedding"))
+    dim = tally.dim()
+    if dim is None:
+        raise SchemaError(f"{plan.source}: column 'embedding' is null in every row")
+    return dim  # rows of other lengths become error rows (check_vectors), named there
 
 
 def check_vectors(column: pa.ChunkedArray | pa.Array, *, dim: int) -> tuple[np.ndarray, np.ndarray,
                                                                            dict[int, tuple[str, str]]]:
     """Vectors of a manifest's `embedding` column: (float32 [n_ok, dim], ok row indices, {row: (stage, reason)}).
 
-    Null rows, rows of another length and rows with NaN/inf are rejected with a reason.
+    Null rows, rows of another length, rows with NaN/inf and rows too large for float32 distances (squared L2
+    norm above edgemine.vectors.MAX_SQUARED_NORM, the rule mining runs apply) are rejected with a reason.
     """
     col = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     if pa.types.is_fixed_size_list(col.type) or pa.types.is_large_list(col.type):
@@ -164,7 +167,14 @@ def check_vectors(column: pa.ChunkedArray | pa.Array, *, dim: int) -> tuple[np.n
     finite = np.isfinite(emb).all(axis=1)
     for i in ok[~finite]:
         errors[int(i)] = ("validate", "embedding has non-finite values (NaN/inf)")
-    return np.ascontiguousarray(emb[finite], dtype=np.float32), ok[finite].astype(np.int64), errors
+    with np.errstate(over="ignore", invalid="ignore"):
+        sq = np.einsum("ij,ij->i", emb, emb, dtype=np.float64)
+    too_big = finite & ~(sq <= MAX_SQUARED_NORM)
+    for i in ok[too_big]:
+        errors[int(i)] = ("validate", f"embedding is too large: squared L2 norm above {MAX_SQUARED_NORM:.3g} "
+                                      "(its distances would overflow float32)")
+    keep = finite & ~too_big
+    return np.ascontiguousarray(emb[keep], dtype=np.float32), ok[keep].astype(np.int64), errors
 
 
 __all__ = ["ManifestFile", "ManifestPlan", "RowReader", "check_vectors", "manifest_dim", "scan_manifest",

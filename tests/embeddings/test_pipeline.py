@@ -286,3 +286,13 @@ def test_check_vectors_handles_fixed_size_and_sliced_columns() -> None:
     assert ok.tolist() == [0] and emb.dtype == np.float32 and emb.tolist() == [[1.0, 2.0]]
     assert errors == {1: ("validate", "embedding has 1 values, expected 2"),
                       2: ("validate", "embedding has non-finite values (NaN/inf)")}
+
+
+def test_check_vectors_refuses_rows_too_large_for_float32_distances() -> None:
+    from edgemine.embeddings.manifest import check_vectors
+
+    rows = pa.array([[1.0, 2.0], [1e38, 0.0], [3e19, 0.0], [1e300, 0.0]], pa.list_(pa.float64()))
+    emb, ok, errors = check_vectors(rows, dim=2)
+    assert ok.tolist() == [0] and emb.tolist() == [[1.0, 2.0]]
+    assert errors[1][1].startswith("embedding is too large") and errors[2][1].startswith("embedding is too large")
+    assert errors[3] == ("validate", "embedding has non-finite values (NaN/inf)")  # 1e300 is inf in float32
