@@ -42,8 +42,11 @@ def get_image(
         item = storage.item_for_reviewer(s, item_id=item_id, reviewer_id=me.id, role=me.role)
         uri = storage.image_uri(s, item=item, kind=kind, index=index)
     px = state.settings.thumbnail_px if size == "large" else state.settings.thumbnail_small_px
-    path = state.thumbnails.get(uri, px=px)
-    return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+    thumb = state.thumbnails.render(uri, px=px)
+    headers = {"Cache-Control": "private, max-age=86400"}
+    if thumb.placeholder:  # the frame cannot be shown: a grey placeholder, and why
+        headers["X-Edgemine-Placeholder"] = thumb.placeholder
+    return FileResponse(thumb.path, media_type="image/jpeg", headers=headers)
 
 
 @router.post(

@@ -34,10 +34,11 @@ def test_context_frames_that_cannot_be_decoded_are_served_as_a_placeholder(
     item = env.next("ana")["item"]  # type: ignore[index]
     shown = env.client.get(item["context"][0]["url"], headers=env.auth("ana"))
     assert shown.status_code == 200 and shown.headers["content-type"] == "image/jpeg"
+    assert "x-edgemine-placeholder" not in shown.headers
     for ref in item["context"][1:]:
         r = env.client.get(ref["url"], headers=env.auth("ana"))
         assert r.status_code == 200, r.text
-        assert r.headers["content-type"] == "image/jpeg"
+        assert r.headers["content-type"] == "image/jpeg" and r.headers["x-edgemine-placeholder"]
         with Image.open(io.BytesIO(r.content)) as im:
             w, h = im.size
             assert w == h and im.getpixel((w // 2, h // 2)) != im.getpixel((w // 2, 2))  # grey with a cross
