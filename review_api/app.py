@@ -212,6 +212,14 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def other(_: Request, exc: EdgemineError) -> JSONResponse:
         return _error(400, str(exc))
 
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, _: Exception) -> JSONResponse:
+        # Starlette answers an unhandled exception from its outermost layer, outside SecurityHeaders: add them
+        # here. The exception is still re-raised and logged by the server; the client sees no traceback.
+        extra = DOCS_SECURITY_HEADERS if request.url.path in DOCS_PATHS else SECURITY_HEADERS
+        return JSONResponse({"detail": "internal error"}, status_code=500,
+                            headers={k.decode(): v.decode() for k, v in extra})
+
 
 def quiet_gc() -> None:
     """Keep the cyclic GC off the request path's tail; `edgemine serve` calls it once the app is built.

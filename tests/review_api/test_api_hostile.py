@@ -288,3 +288,22 @@ def test_a_safe_run_id_is_reachable_by_every_run_route(env: ReviewEnv, tmp_path:
     assert env.client.get("/runs/Run_2026.03-01", headers=lead).status_code == 200
     assert env.client.get("/runs/Run_2026.03-01/metrics", headers=lead).status_code == 200
     assert env.client.patch("/runs/Run_2026.03-01", json={"gold_rate": 0.2}, headers=lead).status_code == 200
+
+
+def test_an_unexpected_error_is_a_bare_500_with_the_security_headers(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from edgemine.review_api.app import create_app
+    from edgemine.review_api.settings import load_settings
+
+    app = create_app(load_settings(database_url=f"sqlite:///{tmp_path / 'r.db'}", environment="test",
+                                   thumbnail_dir=tmp_path / "thumbs"))
+
+    def broken() -> None:
+        raise RuntimeError("secret detail /etc/passwd")
+
+    app.add_api_route("/boom", broken)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        r = client.get("/boom")
+    assert r.status_code == 500 and r.json() == {"detail": "internal error"}
+    assert "default-src" in r.headers["content-security-policy"] and r.headers["x-content-type-options"] == "nosniff"
