@@ -40,23 +40,55 @@ def mine(
 
 
 def similar(
-    run: Path = typer.Option(..., "--run", help="A mining run folder."),
-    frame_id: list[str] = typer.Option(..., "--frame-id", help="Frame to expand (repeat for several)."),
+    run_dir: Path | None = typer.Argument(None, metavar="RUN_DIR", help="A mining run folder.", show_default=False),
+    frame_ids: list[str] | None = typer.Argument(None, metavar="FRAME_ID...", help="Frames to expand.",
+                                                 show_default=False),
+    run: Path | None = typer.Option(None, "--run", help="A mining run folder (same as RUN_DIR).", hidden=True),
+    frame_id: list[str] | None = typer.Option(None, "--frame-id", help="Frame to expand (repeatable; same as "
+                                              "FRAME_ID).", hidden=True),
     k: int = typer.Option(50, "--k", help="Neighbours per frame."),
+    exclude_same_drive: bool = typer.Option(False, "--exclude-same-drive",
+                                            help="No neighbours from the query's drive: the same moment elsewhere."),
+    exclude_same_event: bool = typer.Option(False, "--exclude-same-event",
+                                            help="No neighbours from the query's event (scores.parquet event_id)."),
     out: Path | None = typer.Option(None, "--out", help="Also write the neighbours to this Parquet file."),
+    sheet: Path | None = typer.Option(None, "--sheet", help="Also draw a contact sheet (PNG): each query and its "
+                                      "neighbours with drive and distance."),
 ) -> None:
-    """More like this: the nearest frames of a run to one or more confirmed frames."""
-    from edgemine.jobs.similar import similar_frames
+    """More like this: the nearest frames of a run to one or more confirmed frames.
 
-    table = similar_frames(run, list(frame_id), k=k)
+    A frame's nearest neighbours are mostly the frames around it; --exclude-same-drive or --exclude-same-event
+    ask for the same kind of moment in other drives or events.
+
+    Examples:
+
+        edgemine similar runs/r1 drv-003-0000-00042 --k 20
+
+        edgemine similar runs/r1 drv-003-0000-00042 --exclude-same-drive --sheet near.png
+
+        edgemine similar runs/r1 ID1 ID2 --exclude-same-event --out neighbours.parquet
+    """
+    from edgemine.errors import ConfigError
+    from edgemine.jobs.similar import similar_frames, write_sheet
+
+    if run_dir is not None and run is not None:
+        raise ConfigError("give the run once: RUN_DIR or --run")
+    run_dir = run_dir if run_dir is not None else run
+    if run_dir is None:
+        raise ConfigError("give a run folder: edgemine similar RUN_DIR FRAME_ID...")
+    ids = [*(frame_ids or []), *(frame_id or [])]
+    table = similar_frames(run_dir, ids, k=k, exclude_same_drive=exclude_same_drive,
+                           exclude_same_event=exclude_same_event)
     if out is not None:
         import pyarrow.parquet as pq
 
         pq.write_table(table, out)
-    typer.echo("query_frame_id\trank\tframe_id\tdistance\tscore\turi")
+    typer.echo("query_frame_id\trank\tframe_id\tdrive_id\tdistance\tscore\turi")
     for r in table.to_pylist():
-        typer.echo(f"{r['query_frame_id']}\t{r['rank']}\t{r['frame_id']}\t{r['distance']:.4f}\t"
+        typer.echo(f"{r['query_frame_id']}\t{r['rank']}\t{r['frame_id']}\t{r['drive_id']}\t{r['distance']:.4f}\t"
                    f"{r['score'] if r['score'] is None else round(r['score'], 4)}\t{r['uri']}")
+    if sheet is not None:
+        typer.echo(f"contact sheet: {write_sheet(table, sheet)}", err=True)
 
 
 def evaluate(
