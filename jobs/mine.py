@@ -116,8 +116,11 @@ def run_mine(spec: MineSpec, *, spark: Any = None, log: Log = quiet) -> RunResul
         info = write_run_json(st, frames_src=frames_src, signals=signals, ref_index=ref_index, errors=errors)
         with st.stage("report"):
             from edgemine.mining.report import write_report
+            from edgemine.mining.report_map import sample_map_vectors
 
-            write_report(st.run_dir, info=info, samples=samples, errors_by_reason=errors.by_reason)
+            write_report(st.run_dir, info=info, samples=samples, errors_by_reason=errors.by_reason,
+                         vectors=sample_map_vectors(frames_index, ref_index, cands.column("frame_id"),
+                                                    seed=st.spec.seed))
         st.timings["total"] = round(time.perf_counter() - t_start, 3)
         info["timings"] = st.timings
         write_json(st.run_dir / "run.json", info)

@@ -100,7 +100,7 @@ def test_run_json_events_scenarios_and_report(run: RunResult) -> None:
     assert sum(ev.column("n_candidates").to_pylist()) == run.counts["above_threshold"]
     assert ev.num_rows == run.counts["events"]
     page = (run.run_dir / "report.html").read_text()
-    assert "data:image/png;base64," in page and page.count("<svg") >= 4
+    assert "src='report_files/" in page and page.count("<svg") >= 4 and "id='map'" in page
     assert "embedding has NaN/inf values" in page and run.run_id in page
     assert not (run.run_dir / ".work").exists()
 

@@ -4,41 +4,116 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from PIL import Image
 
-from edgemine.mining.report import render_report, svg_histogram, thumbnail
+from edgemine.mining.report import PALETTE, render_report, svg_histogram
+from edgemine.mining.report_grid import THUMB_PX, describe, metadata_columns, reason_kinds, write_thumbnails
+from edgemine.mining.report_map import MapSample, pca_fit, project, sample_map_vectors
 
 
-def test_thumbnails_are_data_uris_and_missing_images_are_none(tmp_path: Path) -> None:
-    Image.new("RGB", (64, 64), (200, 10, 10)).save(tmp_path / "f.png")
-    uri = thumbnail(str(tmp_path / "f.png"))
-    assert uri is not None and uri.startswith("data:image/png;base64,")
-    assert thumbnail(f"file://{tmp_path / 'f.png'}") == uri
-    assert thumbnail(str(tmp_path / "missing.png")) is None and thumbnail("s3://bucket/x.png") is None
+def test_thumbnails_are_small_jpegs_beside_the_page_and_unreadable_images_have_none(tmp_path: Path) -> None:
+    Image.new("RGB", (640, 480), (200, 10, 10)).save(tmp_path / "f.png")
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    uris = [str(tmp_path / "f.png"), f"file://{tmp_path / 'f.png'}", str(tmp_path / "missing.png"),
+            str(tmp_path / "bad.png"), None, str(tmp_path / "f.png")]
+    thumbs = write_thumbnails(uris, tmp_path / "report_files", prefix="report_files")
+    assert set(thumbs) == {str(tmp_path / "f.png"), f"file://{tmp_path / 'f.png'}"}
+    for rel in thumbs.values():
+        assert rel.startswith("report_files/") and rel.endswith(".jpg")
+        with Image.open(tmp_path / rel) as im:
+            assert im.format == "JPEG" and max(im.size) == THUMB_PX
 
 
-def test_report_has_histograms_scenarios_contributions_and_dropped_counts(tmp_path: Path) -> None:
+def _candidates(tmp_path: Path) -> pd.DataFrame:
     Image.new("RGB", (32, 32), (0, 200, 0)).save(tmp_path / "a.png")
-    cands = pd.DataFrame({"frame_id": ["a", "b"], "rank": [1, 2], "score": [0.99, 0.95],
-                          "reasons": [["novelty p99.9 (kNN distance 3 to the reference)"], ["trigger hard_brake"]],
-                          "scenario_id": ["s000", "s000"], "event_id": ["d/e0001", "d/e0002"],
-                          "novelty": [0.999, 0.5], "uncertainty": [0.2, np.nan], "rarity": [0.9, 0.8],
-                          "trigger": [0.0, 1.0], "uri": [str(tmp_path / "a.png"), "/nowhere.png"]})
+    return pd.DataFrame({"frame_id": ["a", "b"], "rank": [1, 2], "score": [0.99, 0.95],
+                         "reasons": [["novelty p99.9 (kNN distance 3 to the reference)"], ["trigger hard_brake"]],
+                         "scenario_id": ["s000", "s000"], "event_id": ["d/e0001", "d/e0002"], "drive_id": ["d", "d"],
+                         "novelty": [0.999, 0.5], "uncertainty": [0.2, np.nan], "rarity": [0.9, 0.8],
+                         "trigger": [0.0, 1.0], "uri": [str(tmp_path / "a.png"), "/nowhere.png"],
+                         "neighbor_ids": [["r1"], []], "neighbor_uris": [[str(tmp_path / "a.png")], []],
+                         "neighbor_distances": [[0.5], []], "context_uris": [[], []],
+                         "weather": ["rain", "rain"], "time_of_day": ["night", "day"], "speed_mps": [3.0, 9.5]})
+
+
+def test_report_has_histograms_scenarios_grid_contributions_and_dropped_counts(tmp_path: Path) -> None:
+    cands = _candidates(tmp_path)
     scen = pd.DataFrame({"scenario_id": ["s000"], "n_frames": [5], "n_drives": [1], "n_events": [2],
-                         "n_candidates": [2], "score_max": [0.99], "novelty_max": [0.999]})
+                         "n_candidates": [2], "score_max": [0.99], "novelty_max": [0.9999]})
     info = {"run_id": "r1", "encoder": "builtin", "dim": 64, "counts": {"dropped_total": 3, "candidates": 2},
             "signals": {"novelty": {"weight": 1.0}, "trigger": {"weight": 1.0}}, "timings": {"score": 1.0}}
     rng = np.random.default_rng(0)
     samples = {"score": rng.random(1000), "novelty": rng.random(1000), "trigger": np.zeros(1000),
                "novelty_raw": rng.random(1000), "calibration_novelty": rng.random(500)}
-    page = render_report(info=info, samples=samples, candidates=cands, scenarios=scen,
+    thumbs = write_thumbnails(cands["uri"], tmp_path / "report_files", prefix="report_files")
+    page = render_report(info=info, samples=samples, candidates=cands, scenarios=scen, thumbs=thumbs,
                          errors_by_reason={"score: embedding has NaN/inf values": 3})
     assert page.count("<svg") >= 4  # score, novelty, trigger, novelty distance + contributions
-    assert "data:image/png;base64," in page and "(no image)" in page
+    assert "src='report_files/" in page and "(no image)" in page and "data:image" not in page
     assert "embedding has NaN/inf values" in page and "s000" in page and "trigger hard_brake" in page
-    assert "<script" not in page and "http://" not in page.replace("http://www.w3.org/2000/svg", "")
+    assert page.count("class='card'") == 2 and "peak novelty <b>p99.99</b>" in page
+    assert "aria-label='weather'" in page and "speed_mps" in page  # a filter per category, a sort per number
+    # offline: no URL but the SVG namespace, no external script or stylesheet
+    assert "http://" not in page.replace("http://www.w3.org/2000/svg", "") and "https://" not in page
+    assert "<script src" not in page and "<link" not in page
+
+
+def test_one_colour_per_meaning_across_plots() -> None:
+    rng = np.random.default_rng(1)
+    a = svg_histogram(rng.random(100), title="x", overlay=rng.random(10), overlay_label="candidates")
+    b = svg_histogram(rng.random(100), title="y", overlay=rng.random(10), overlay_label="reference",
+                      overlay_color=PALETTE["reference"])
+    assert PALETTE["fleet"] in a and PALETTE["fleet"] in b  # all scored frames: the same colour in both
+    assert PALETTE["candidates"] in a and PALETTE["candidates"] not in b and PALETTE["reference"] in b
+    assert "share of frames" in a and "value" in a  # labelled axes
 
 
 def test_histogram_handles_empty_and_constant_values() -> None:
     assert "no values" in svg_histogram(np.array([np.nan]), title="x")
     assert "<rect" in svg_histogram(np.ones(10), title="x")
+
+
+def test_scenarios_are_described_by_their_most_common_varying_metadata(tmp_path: Path) -> None:
+    c = _candidates(tmp_path)
+    cat, num = metadata_columns(c)
+    assert cat == ["weather", "time_of_day"] and num == ["speed_mps"]
+    assert describe(c, cat, informative={"weather", "time_of_day"}) == "rain / night"
+    assert describe(c, cat, informative=set()) == "mixed conditions"
+    assert reason_kinds(["rarity p99 (x)", "trigger a", "no strong signal; top: rarity p61"]) == \
+        ["rarity", "trigger", "none strong"]
+
+
+class _Index:  # what sample_map_vectors needs of an index
+    def __init__(self, x: np.ndarray) -> None:
+        self.x = x
+        self.ids = pa.table({"frame_id": [f"f{i}" for i in range(len(x))]})
+        self.asked: list[int] = []
+
+    @property
+    def count(self) -> int:
+        return len(self.x)
+
+    def reconstruct(self, rows: list[int]) -> np.ndarray:
+        self.asked += list(rows)
+        return self.x[rows]
+
+
+def test_map_sample_is_bounded_and_pca_matches_numpy() -> None:
+    rng = np.random.default_rng(2)
+    fleet, ref = _Index(rng.normal(size=(3000, 8))), _Index(rng.normal(size=(900, 8)) + 3)
+    s = sample_map_vectors(fleet, ref, ["f7", "nope", "f11"], n_fleet=500, n_reference=200, seed=0)
+    assert s.fleet.shape == (500, 8) and s.reference.shape == (200, 8) and s.candidate_ids == ["f7", "f11"]
+    assert np.allclose(s.candidates, fleet.x[[7, 11]]) and len(fleet.asked) == 502 and len(ref.asked) == 200
+    again = sample_map_vectors(fleet, ref, ["f7"], n_fleet=500, n_reference=200, seed=0)
+    assert np.array_equal(again.fleet, s.fleet)  # deterministic
+    x = np.concatenate([s.fleet, s.reference])
+    mean, comps, share = pca_fit(x)
+    cov_vals, cov_vecs = np.linalg.eigh(np.cov(x - mean, rowvar=False))
+    top = cov_vecs[:, ::-1][:, :2].T
+    assert np.allclose(np.abs(np.sum(comps * top, axis=1)), 1.0, atol=1e-6)  # same axes up to sign
+    assert np.isclose(share[0], cov_vals[-1] / cov_vals.sum())
+    p = project(s)
+    assert p is not None and p.fleet.shape == (500, 2) and p.candidates.shape == (2, 2)
+    assert project(MapSample(fleet=np.zeros((0, 4)), reference=np.zeros((0, 4)), candidate_ids=[],
+                             candidates=np.zeros((0, 4)))) is None
