@@ -1,7 +1,9 @@
 """The Spark session factory: `local[*]` by default, any master (spark://, k8s://) from the job spec.
 
 Starting a local session takes seconds, so callers share one: `get_spark` returns the active session when
-its master matches instead of starting another.
+its master matches instead of starting another. The JVM logs errors only (log4j2.properties), to its stderr;
+inside `edgemine.runtime.engine_log` (as `edgemine mine` runs) that is the run's engine.log, with the JVM's
+own launcher warnings.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ LOG4J2 = Path(__file__).with_name("log4j2.properties")  # errors only (see the f
 def get_spark(master: str = "local[*]", *, app_name: str = "edgemine-mine", conf: Mapping[str, Any] | None = None):  # noqa: ANN201
     """A SparkSession on `master` (reused when one is already active on the same master)."""
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # The driver JVM's options must be given at launch: spark.driver.extraJavaOptions set on the builder comes
+    # too late for the gateway pyspark starts, which then prints log4j's default-profile banner.
+    os.environ.setdefault("PYSPARK_SUBMIT_ARGS",
+                          f'--driver-java-options "-Dlog4j2.configurationFile=file:{LOG4J2}" pyspark-shell')
     from pyspark.sql import SparkSession
 
     active = SparkSession.getActiveSession()

@@ -7,6 +7,69 @@ from pathlib import Path
 import typer
 
 
+class StageClock:
+    """The run's log, told as it goes: each `[stage]` line starts a clock that says on stderr how long the stage
+    has run (redrawn in place on a terminal, every 10 s otherwise, like the embed progress line), and its
+    elapsed time is printed when the next stage starts."""
+
+    def __init__(self, *, period_s: float | None = None) -> None:
+        import re
+        import sys
+
+        self._stage_re = re.compile(r"^\[([a-z_]+)\]$")
+        self._tty = sys.stderr.isatty()
+        self.period_s = period_s if period_s is not None else (0.5 if self._tty else 10.0)
+        self.timings: dict[str, float] = {}
+        self._stage: str | None = None
+        self._t0 = 0.0
+        self._stop: object = None
+        self._thread: object = None
+
+    def __call__(self, line: str) -> None:
+        m = self._stage_re.match(line)
+        if m is None:
+            self._clear()
+            typer.echo(line)
+            return
+        self.end()
+        typer.echo(line)
+        self._start(m.group(1))
+
+    def _start(self, stage: str) -> None:
+        import threading
+        import time
+
+        self._stage, self._t0 = stage, time.perf_counter()
+        stop = threading.Event()
+
+        def tick() -> None:
+            while not stop.wait(self.period_s):
+                t = time.perf_counter() - self._t0
+                typer.echo(f"\r  {stage}: {t:.0f}s elapsed" if self._tty else f"  {stage}: {t:.0f}s elapsed",
+                           err=True, nl=not self._tty)
+
+        self._stop, self._thread = stop, threading.Thread(target=tick, name=f"clock-{stage}", daemon=True)
+        self._thread.start()  # type: ignore[attr-defined]
+
+    def _clear(self) -> None:
+        if self._tty and self._stage is not None:
+            typer.echo("\r\033[K", err=True, nl=False)
+
+    def end(self) -> None:
+        """Stop the running stage's clock and print its elapsed time."""
+        import time
+
+        if self._stage is None:
+            return
+        self._stop.set()  # type: ignore[attr-defined]
+        self._thread.join()  # type: ignore[attr-defined]
+        self._clear()
+        t = time.perf_counter() - self._t0
+        self.timings[self._stage] = t
+        typer.echo(f"  {self._stage} done in {t:.1f}s")
+        self._stage = None
+
+
 def mine(
     job: Path | None = typer.Argument(None, help="Job spec (YAML). Flags below override its fields."),
     frames: Path | None = typer.Option(None, "--frames", help="Frames manifest to mine (Parquet file or folder)."),
@@ -21,22 +84,58 @@ def mine(
         None, "--model", help="Model whose logits give uncertainty (repeat for an ensemble)."),
     spark_master: str | None = typer.Option(None, "--spark-master", help="Spark master (default local[*])."),
 ) -> None:
-    """Mine edge cases: score every frame, group events and scenarios, select a diverse budget."""
+    """Mine edge cases: score every frame, group events and scenarios, select a diverse budget.
+
+    Prints each stage with its elapsed time, then one summary whose last line names report.html. Ray's and
+    Spark's own output goes to RUN/engine.log.
+
+    Examples:
+
+        edgemine mine --frames fleet/manifest.parquet --reference known/manifest.parquet --budget 500 --out runs/r1
+
+        edgemine mine jobs/specs/example.yaml --budget 200
+
+        edgemine mine job.yaml --model torchscript:model.pt --spark-master spark://host:7077
+    """
     from edgemine.jobs.mine import run_mine
     from edgemine.jobs.spec import load_spec
+    from edgemine.runtime import engine_log
 
     overrides: dict[str, object] = {"frames": frames, "reference": reference, "budget": budget, "out": out,
                                     "encoder": encoder, "models": model or None}
     spec = load_spec(job, **overrides)
     if spark_master:
         spec = spec.model_copy(update={"spark": spec.spark.model_copy(update={"master": spark_master})})
-    res = run_mine(spec, log=typer.echo)
-    c = res.counts
-    typer.echo(f"ok: {c['candidates']} candidates (budget {c['budget']}: {c['above_threshold']} above the event "
-               f"thresholds, {c['filled']} filling the budget) from {c['scored_frames']} scored frames "
-               f"({c['dropped_total']} dropped) in {c['events']} events, {c['scenarios']} scenarios -> {res.run_dir}")
+    run_dir = Path(spec.out)
+    created = not run_dir.exists()
+    log_path = run_dir / "engine.log"
+    clock = StageClock()
+    try:
+        with engine_log(log_path):
+            res = run_mine(spec, log=clock)
+            clock.end()
+    except BaseException:
+        clock.end()
+        if log_path.exists() and log_path.stat().st_size == 0:
+            log_path.unlink()
+            if created and run_dir.is_dir() and not any(run_dir.iterdir()):
+                run_dir.rmdir()
+        elif log_path.exists():
+            typer.echo(f"engine log (Ray, Spark): {log_path}", err=True)
+        raise
     for w in res.warnings:
         typer.echo(f"WARNING: {w}", err=True)
+    c, t = res.counts, res.timings
+    slowest = sorted(((v, k) for k, v in t.items() if k != "total"), reverse=True)[:3]
+    typer.echo(f"ok: {c['candidates']} candidates (budget {c['budget']}: {c['above_threshold']} above the event "
+               f"thresholds, {c['filled']} filling the budget) from {c['scored_frames']} scored frames "
+               f"({c['dropped_total']} dropped) in {c['events']} events, {c['scenarios']} scenarios, "
+               f"{t.get('total', 0.0):.1f}s (slowest: {', '.join(f'{k} {v:.1f}s' for v, k in slowest)})")
+    typer.echo(f"  outputs in {res.run_dir}: candidates.parquet, scores.parquet, events.parquet, "
+               f"scenarios.parquet, errors.parquet, run.json")
+    if log_path.exists() and log_path.stat().st_size:
+        typer.echo(f"  engine log (Ray, Spark): {log_path}")
+    typer.echo(f"report: {res.run_dir / 'report.html'}")
 
 
 def similar(
