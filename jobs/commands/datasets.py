@@ -6,7 +6,12 @@ import json
 
 import typer
 
-datasets_app = typer.Typer(help="Inspect a versioned edge-case dataset (a Delta table).", no_args_is_help=True)
+from edgemine.jobs.commands import examples
+
+datasets_app = typer.Typer(help="Inspect a versioned edge-case dataset (a Delta table).", no_args_is_help=True,
+                            epilog=examples("edgemine datasets log data/edge_cases",
+                                            "edgemine datasets show data/edge_cases@v3",
+                                            "edgemine datasets diff data/edge_cases 2 3"))
 
 
 def _echo(obj: object, as_json: bool) -> None:
@@ -14,7 +19,8 @@ def _echo(obj: object, as_json: bool) -> None:
         typer.echo(json.dumps(obj, indent=2, default=str))
 
 
-@datasets_app.command("log")
+@datasets_app.command("log", epilog=examples("edgemine datasets log data/edge_cases",
+                                                         "edgemine datasets log data/edge_cases --json"))
 def log(path: str = typer.Argument(..., help="Dataset path (Delta table)."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Every version, newest first, with rows added and lineage."""
@@ -34,7 +40,8 @@ def _warn_duplicates(where: str, ids: list[str]) -> None:
         typer.echo(f"  WARNING: {where} has {len(ids)} frame_id(s) on more than one row, e.g. {ids[:5]}", err=True)
 
 
-@datasets_app.command("show")
+@datasets_app.command("show", epilog=examples("edgemine datasets show data/edge_cases",
+                                                          "edgemine datasets show data/edge_cases@v3"))
 def show(ref: str = typer.Argument(..., help="Dataset path, optionally pinned: PATH@vN."),
          version: int = typer.Option(None, "--version", help="Version to show (default: latest)."),
          as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
@@ -53,7 +60,7 @@ def show(ref: str = typer.Argument(..., help="Dataset path, optionally pinned: P
         typer.echo(f"  {k}: {json.dumps(v, default=str) if not isinstance(v, str) else v}")
 
 
-@datasets_app.command("diff")
+@datasets_app.command("diff", epilog=examples("edgemine datasets diff data/edge_cases 2 3"))
 def diff(path: str = typer.Argument(..., help="Dataset path."),
          a: int = typer.Argument(..., help="From version."),
          b: int = typer.Argument(..., help="To version."),

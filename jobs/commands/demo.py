@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from edgemine.jobs.commands import examples
+
 
 def demo(out: Path = typer.Option(Path("demo_out"), "--out", help="Where the demo writes everything (fresh).")
          ) -> None:
@@ -37,5 +39,7 @@ def loop(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("demo")(demo)
-    app.command("loop")(loop)
+    app.command("demo", epilog=examples("edgemine demo", "edgemine demo --out /tmp/demo"))(demo)
+    app.command("loop", epilog=examples(
+        "edgemine loop --out loop_out",
+        "edgemine loop --out loop_out --budget 200 --error-rate 0.1 --reviewers 4"))(loop)

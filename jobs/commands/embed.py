@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from edgemine.jobs.commands import examples
+
 
 def embed(
     frames: str = typer.Option(..., "--frames", help="Frames manifest: Parquet file or folder (path or URI)."),
@@ -69,6 +71,14 @@ def fit_builtin(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("embed")(embed)
-    app.command("train-baseline")(train_baseline)
-    app.command("fit-builtin")(fit_builtin)
+    app.command("embed", epilog=examples(
+        "edgemine embed --frames logs/fleet/manifest.parquet --out emb/fleet",
+        "edgemine embed --frames M --out emb/fleet --encoder torchscript:model.pt --device cuda --batch-size 256",
+        "edgemine embed --frames M --out emb/fleet --encoder efficientnet_lite0:224 --actors 4"))(embed)
+    app.command("train-baseline", epilog=examples(
+        "edgemine train-baseline --frames logs/known/manifest.parquet --label-column label --out model.pt",
+        "edgemine train-baseline --frames REF --label-column label --out v1.pt --epochs 5 --init-from model.pt",
+    ))(train_baseline)
+    app.command("fit-builtin", epilog=examples(
+        "edgemine fit-builtin --frames logs/known/manifest.parquet --out fit.npz",
+        "edgemine mine --frames M --reference R --encoder builtin:fit.npz --budget 300 --out runs/r1"))(fit_builtin)

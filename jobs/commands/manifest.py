@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from edgemine.jobs.commands import examples
+
 
 def validate(manifest: Path = typer.Argument(..., help="Frames manifest: a Parquet file or folder.")) -> None:
     """Validate a frames manifest and print its size and metadata columns."""
@@ -23,4 +25,5 @@ def validate(manifest: Path = typer.Argument(..., help="Frames manifest: a Parqu
 
 
 def register(app: typer.Typer) -> None:
-    app.command("validate")(validate)
+    app.command("validate", epilog=examples("edgemine validate logs/fleet/manifest.parquet",
+                                                "edgemine validate s3://bucket/fleet/manifest/"))(validate)

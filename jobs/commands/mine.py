@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from edgemine.jobs.commands import examples
+
 
 class StageClock:
     """The run's log, told as it goes: each `[stage]` line starts a clock that says on stderr how long the stage
@@ -88,14 +90,6 @@ def mine(
 
     Prints each stage with its elapsed time, then one summary whose last line names report.html. Ray's and
     Spark's own output goes to RUN/engine.log.
-
-    Examples:
-
-        edgemine mine --frames fleet/manifest.parquet --reference known/manifest.parquet --budget 500 --out runs/r1
-
-        edgemine mine jobs/specs/example.yaml --budget 200
-
-        edgemine mine job.yaml --model torchscript:model.pt --spark-master spark://host:7077
     """
     from edgemine.jobs.mine import run_mine
     from edgemine.jobs.spec import load_spec
@@ -158,14 +152,6 @@ def similar(
 
     A frame's nearest neighbours are mostly the frames around it; --exclude-same-drive or --exclude-same-event
     ask for the same kind of moment in other drives or events.
-
-    Examples:
-
-        edgemine similar runs/r1 drv-003-0000-00042 --k 20
-
-        edgemine similar runs/r1 drv-003-0000-00042 --exclude-same-drive --sheet near.png
-
-        edgemine similar runs/r1 ID1 ID2 --exclude-same-event --out neighbours.parquet
     """
     from edgemine.errors import ConfigError
     from edgemine.jobs.similar import similar_frames, write_sheet
@@ -211,6 +197,14 @@ def evaluate(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("mine")(mine)
-    app.command("similar")(similar)
-    app.command("evaluate")(evaluate)
+    app.command("mine", epilog=examples(
+        "edgemine mine --frames fleet/manifest.parquet --reference known/manifest.parquet --budget 500 --out runs/r1",
+        "edgemine mine jobs/specs/example.yaml --budget 200",
+        "edgemine mine job.yaml --model torchscript:model.pt --spark-master spark://host:7077"))(mine)
+    app.command("similar", epilog=examples(
+        "edgemine similar runs/r1 drv-003-0000-00042 --k 20",
+        "edgemine similar runs/r1 drv-003-0000-00042 --exclude-same-drive --sheet near.png",
+        "edgemine similar runs/r1 ID1 ID2 --exclude-same-event --out neighbours.parquet"))(similar)
+    app.command("evaluate", epilog=examples(
+        "edgemine evaluate --run runs/r1 --ground-truth logs/fleet/ground_truth.parquet",
+        "edgemine evaluate --run runs/r1 --ground-truth GT.parquet --random-repeats 50 --json"))(evaluate)

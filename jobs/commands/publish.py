@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from edgemine.jobs.commands import examples
+
 
 def publish(
     db: str = typer.Option(..., "--db", help="Review store URL: sqlite:///review.db or postgresql://..."),
@@ -46,4 +48,8 @@ def publish(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("publish")(publish)
+    app.command("publish", epilog=examples(
+        "edgemine publish --db sqlite:///review.db --dataset data/edge_cases --run RUN_ID",
+        "edgemine publish --db sqlite:///review.db --dataset data/edge_cases --splits train=0.8,val=0.2",
+        "edgemine publish --db sqlite:///review.db --dataset data/edge_cases --watch --interval 30 --min-new 10",
+    ))(publish)

@@ -13,13 +13,19 @@ from typing import Any
 
 import typer
 
+from edgemine.jobs.commands import examples
+
 DB_HELP = "Review store URL: sqlite:///FILE (default sqlite:///edgemine-review.db) or postgresql://USER@HOST:PORT/DB."
 DbOption = typer.Option(None, "--db", envvar="EDGEMINE_DATABASE_URL", help=DB_HELP, show_envvar=True)
 
 reviewers_app = typer.Typer(help="People who review: add (prints the token once), list, revoke.",
-                            no_args_is_help=True)
+                            no_args_is_help=True,
+                            epilog=examples("edgemine reviewers add alice --role admin --db sqlite:///review.db",
+                                            "edgemine reviewers list --db sqlite:///review.db"))
 review_app = typer.Typer(help="Import mining runs, recompute consensus, read metrics, export decisions.",
-                         no_args_is_help=True)
+                         no_args_is_help=True,
+                         epilog=examples("edgemine review import runs/r1 --db sqlite:///review.db",
+                                         "edgemine review metrics RUN_ID --db sqlite:///review.db"))
 
 
 def _settings(db: str | None, **overrides: Any) -> Any:
@@ -54,7 +60,9 @@ def serve(
     uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="warning")
 
 
-@reviewers_app.command("add")
+@reviewers_app.command("add", epilog=examples(
+    "edgemine reviewers add alice --role admin --db sqlite:///review.db",
+    "edgemine reviewers add bob --db sqlite:///review.db"))
 def reviewers_add(
     name: str = typer.Argument(..., help="The person's name (unique)."),
     role: str = typer.Option("reviewer", "--role", help="reviewer, lead or admin."),
@@ -71,7 +79,7 @@ def reviewers_add(
     database.dispose()
 
 
-@reviewers_app.command("list")
+@reviewers_app.command("list", epilog=examples("edgemine reviewers list --db sqlite:///review.db"))
 def reviewers_list(db: str | None = DbOption) -> None:
     """List people and roles (never tokens)."""
     from edgemine.review_api import storage
@@ -83,7 +91,7 @@ def reviewers_list(db: str | None = DbOption) -> None:
     database.dispose()
 
 
-@reviewers_app.command("revoke")
+@reviewers_app.command("revoke", epilog=examples("edgemine reviewers revoke bob --db sqlite:///review.db"))
 def reviewers_revoke(name: str = typer.Argument(...), db: str | None = DbOption) -> None:
     """Revoke a person's token (their past decisions stay)."""
     from edgemine.review_api import storage
@@ -99,7 +107,9 @@ def _tags(value: str | None) -> tuple[str, ...] | None:
     return tuple(t.strip() for t in value.split(",") if t.strip()) if value else None
 
 
-@review_app.command("import")
+@review_app.command("import", epilog=examples(
+    "edgemine review import runs/r1 --ground-truth logs/ground_truth.parquet --db sqlite:///review.db",
+    "edgemine review import runs/r1 --overlap 0.3 --overlap-reviews 3 --gold-rate 0.05 --db sqlite:///review.db"))
 def review_import(
     run_dir: Path = typer.Argument(..., help="A mining run folder (candidates.parquet, run.json)."),
     db: str | None = DbOption,
@@ -133,7 +143,7 @@ def review_import(
         typer.echo(f"  ... and {report.skipped - 20} more")
 
 
-@review_app.command("consensus")
+@review_app.command("consensus", epilog=examples("edgemine review consensus RUN_ID --db sqlite:///review.db"))
 def review_consensus(run_id: str = typer.Argument(...), db: str | None = DbOption) -> None:
     """Re-run Dawid-Skene over a run; items with >= 3 reviews take its answer."""
     from edgemine.review_api import storage
@@ -145,7 +155,7 @@ def review_consensus(run_id: str = typer.Argument(...), db: str | None = DbOptio
     typer.echo(json.dumps(report.__dict__, indent=2))
 
 
-@review_app.command("metrics")
+@review_app.command("metrics", epilog=examples("edgemine review metrics RUN_ID --db sqlite:///review.db"))
 def review_metrics(run_id: str = typer.Argument(...), db: str | None = DbOption) -> None:
     """Print a run's agreement, reviewer and queue metrics as JSON."""
     from edgemine.review_api import storage
@@ -159,7 +169,9 @@ def review_metrics(run_id: str = typer.Argument(...), db: str | None = DbOption)
     typer.echo(json.dumps(m, indent=2, default=str))
 
 
-@review_app.command("export")
+@review_app.command("export", epilog=examples(
+    "edgemine review export --out exports/ --db sqlite:///review.db",
+    "edgemine review export --out exports/r1 --run RUN_ID --db sqlite:///review.db"))
 def review_export(
     out: Path = typer.Option(..., "--out", help="Folder for decisions.parquet and confirmed.parquet."),
     run_id: str | None = typer.Option(None, "--run", help="Only this run."),
@@ -194,6 +206,8 @@ def review_export(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("serve")(serve)
+    app.command("serve", epilog=examples(
+        "edgemine serve --db sqlite:///review.db",
+        "edgemine serve --db postgresql://user@host:5432/db --host 0.0.0.0 --port 8000"))(serve)
     app.add_typer(reviewers_app, name="reviewers")
     app.add_typer(review_app, name="review")

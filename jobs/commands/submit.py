@@ -7,8 +7,12 @@ from pathlib import Path
 
 import typer
 
+from edgemine.jobs.commands import examples
+
 ADDRESS_HELP = "Ray dashboard URL, e.g. http://127.0.0.1:8265 (or set EDGEMINE_RAY_ADDRESS)."
-jobs_app = typer.Typer(help="Manage edgemine jobs on a Ray cluster.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Manage edgemine jobs on a Ray cluster.", no_args_is_help=True,
+                        epilog=examples("edgemine jobs list --address http://HOST:8265",
+                                        "edgemine jobs logs JOB_ID --address http://HOST:8265"))
 
 
 def submit(
@@ -31,7 +35,7 @@ def submit(
             raise typer.Exit(1)
 
 
-@jobs_app.command("list")
+@jobs_app.command("list", epilog=examples("edgemine jobs list --address http://HOST:8265"))
 def list_(address: str = typer.Option(None, "--address", help=ADDRESS_HELP),
           as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Jobs on the cluster, oldest first."""
@@ -45,7 +49,7 @@ def list_(address: str = typer.Option(None, "--address", help=ADDRESS_HELP),
         typer.echo(f"{r['job_id']:<32} {r['status']:<10} {r['entrypoint']}")
 
 
-@jobs_app.command("status")
+@jobs_app.command("status", epilog=examples("edgemine jobs status JOB_ID --address http://HOST:8265"))
 def status(job_id: str = typer.Argument(...), address: str = typer.Option(None, "--address", help=ADDRESS_HELP)
            ) -> None:
     """One job's status."""
@@ -55,7 +59,7 @@ def status(job_id: str = typer.Argument(...), address: str = typer.Option(None, 
     typer.echo(f"{s['job_id']}: {s['status']}" + (f" ({s['message']})" if s["message"] else ""))
 
 
-@jobs_app.command("logs")
+@jobs_app.command("logs", epilog=examples("edgemine jobs logs JOB_ID --address http://HOST:8265"))
 def logs(job_id: str = typer.Argument(...), address: str = typer.Option(None, "--address", help=ADDRESS_HELP)
          ) -> None:
     """One job's driver logs."""
@@ -64,7 +68,7 @@ def logs(job_id: str = typer.Argument(...), address: str = typer.Option(None, "-
     typer.echo(job_logs(job_id, address=address), nl=False)
 
 
-@jobs_app.command("stop")
+@jobs_app.command("stop", epilog=examples("edgemine jobs stop JOB_ID --address http://HOST:8265"))
 def stop(job_id: str = typer.Argument(...), address: str = typer.Option(None, "--address", help=ADDRESS_HELP)
          ) -> None:
     """Ask a running job to stop."""
@@ -74,5 +78,7 @@ def stop(job_id: str = typer.Argument(...), address: str = typer.Option(None, "-
 
 
 def register(app: typer.Typer) -> None:
-    app.command("submit")(submit)
+    app.command("submit", epilog=examples(
+        "edgemine submit jobs/specs/example.yaml --address http://HOST:8265",
+        "edgemine submit job.yaml --address http://HOST:8265 --wait"))(submit)
     app.add_typer(jobs_app, name="jobs")

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from edgemine.jobs.commands import examples
+
 
 def synth(
     out: Path = typer.Option(..., "--out", help="Output folder (frames/, manifest.parquet, ground_truth.parquet)."),
@@ -91,6 +93,11 @@ def synth_fleet(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("synth")(synth)
-    app.command("synth-sheet")(synth_sheet)
-    app.command("synth-fleet")(synth_fleet)
+    app.command("synth", epilog=examples(
+        "edgemine synth --drives 20 --frames-per-drive 300 --out logs/fleet",
+        "edgemine synth --drives 8 --frames-per-drive 300 --out logs/known --reference",
+        "edgemine synth --drives 4 --frames-per-drive 100 --rare-rate 0.1 --size 128 --seed 7 --out logs/small"))(synth)
+    app.command("synth-sheet", epilog=examples("edgemine synth-sheet --logs logs/fleet --out sheet.png"))(synth_sheet)
+    app.command("synth-fleet", epilog=examples(
+        "edgemine synth-fleet --frames 1000000 --dim 128 --out fleet1m",
+        "edgemine synth-fleet --frames 1000000 --dim 128 --out known1m --reference"))(synth_fleet)
