@@ -22,6 +22,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +206,23 @@ def _on_sigint(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+@contextlib.contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 (and so sys.stderr) to /dev/null for the block."""
+    saved = None
+    with contextlib.suppress(OSError):
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def run() -> None:
     """The process entry point: main(), then engines stopped and output flushed, then os._exit (see above)."""
     faulthandler.enable()
@@ -215,11 +233,17 @@ def run() -> None:
         code = exc.code if isinstance(exc.code, int) else 1
     except KeyboardInterrupt:  # a second Ctrl-C while the first was being handled
         code = 130
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
     try:
-        stop_engines(quiet=code == 130)
-        # what normal interpreter exit would run: pyspark's kill of its JVM, Ray's shutdown, tempfile's
-        # cleanups... - everything but module teardown, where native threads crash
-        atexit._run_exitfuncs()
+        # the command has said all it had to; what the engines say going down (py4j logging a lost connection
+        # as the gateway JVM ends) is noise after a summary line
+        with _stderr_silenced():
+            stop_engines(quiet=True)
+            # what normal interpreter exit would run: pyspark's kill of its JVM, Ray's shutdown, tempfile's
+            # cleanups... - everything but module teardown, where native threads crash
+            atexit._run_exitfuncs()
     except KeyboardInterrupt:
         code = 130
     logging.shutdown()
