@@ -37,6 +37,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, get_args
 
@@ -132,6 +133,7 @@ def embed_manifest(
     device: str = "auto",
     shard_rows: int = DEFAULT_SHARD_ROWS,
     progress: bool = True,
+    on_progress: Callable[[int, int], None] | None = None,
     decode: DecodePlacement = "actor",
     threads_per_actor: int | None = None,
     num_cpus: int | None = None,
@@ -158,7 +160,8 @@ def embed_manifest(
     plan = scan_manifest(manifest)
     ranges = shard_ranges(plan.rows, shard_rows)
     if plan.embedding_column:
-        return _embed_from_manifest(plan, store, ranges, shard_rows=shard_rows, progress=progress, t0=t0)
+        return _embed_from_manifest(plan, store, ranges, shard_rows=shard_rows, progress=progress, t0=t0,
+                                    on_progress=on_progress)
 
     dev = resolve_device(device)
     probe = load_encoder(encoder, input_size=input_size, device="cpu")  # id, dim and input size, on the driver
@@ -178,7 +181,8 @@ def embed_manifest(
                                  work_blocks=blocks)
             written = _run_ray(plan, store, pending, spec=encoder, probe_id=probe.encoder_id, dim=probe.dim,
                                input_size=probe.input_size, min_side=probe.min_side, dev=dev, layout=layout,
-                               batch_size=batch_size, decode=decode, progress=progress)
+                               batch_size=batch_size, decode=decode, progress=progress,
+                               on_progress=on_progress)
     embedded, by_stage = store.finalize(len(ranges))
     return _result(store, plan, config, embedded, by_stage, len(ranges), written, t0, dev.device,
                    new_rows=sum(e - s for _, s, e in pending))
@@ -186,7 +190,8 @@ def embed_manifest(
 
 def _run_ray(plan: ManifestPlan, store: ShardStore, pending: list[tuple[int, int, int]], *, spec: str, probe_id: str,
              dim: int, input_size: int, min_side: int, dev: DevicePlan, layout: ActorLayout,
-             batch_size: int, decode: str, progress: bool) -> int:
+             batch_size: int, decode: str, progress: bool,
+             on_progress: Callable[[int, int], None] | None = None) -> int:
     import ray
     from ray.data import ActorPoolStrategy
 
@@ -214,7 +219,7 @@ def _run_ray(plan: ManifestPlan, store: ShardStore, pending: list[tuple[int, int
     expected = {i: e - s for i, s, e in pending}
     buffers: dict[int, list[pa.Table]] = {}
     counts: dict[int, int] = {}
-    bar = Progress(sum(expected.values()), enabled=progress)
+    bar = Progress(sum(expected.values()), enabled=progress, on_update=on_progress)
     written = 0
     for block in ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=2):
         if block.num_rows == 0:
@@ -242,7 +247,8 @@ def _run_ray(plan: ManifestPlan, store: ShardStore, pending: list[tuple[int, int
 
 
 def _embed_from_manifest(plan: ManifestPlan, store: ShardStore, ranges: list[tuple[int, int]], *, shard_rows: int,
-                         progress: bool, t0: float) -> EmbedResult:
+                         progress: bool, t0: float,
+                         on_progress: Callable[[int, int], None] | None = None) -> EmbedResult:
     """The manifest brings its own `embedding` column: write it as shards, no inference, no Ray."""
     reader = RowReader(plan, [*MANIFEST_REQUIRED, "embedding"])
     dim = manifest_dim(plan, reader, ranges)
@@ -251,7 +257,8 @@ def _embed_from_manifest(plan: ManifestPlan, store: ShardStore, ranges: list[tup
               "manifest_rows": plan.rows}
     store.check_config(config)
     pending = [(i, s, e) for i, (s, e) in enumerate(ranges) if not store.done(i)]
-    bar = Progress(sum(e - s for _, s, e in pending), enabled=progress, label="embed (from manifest)")
+    bar = Progress(sum(e - s for _, s, e in pending), enabled=progress, label="embed (from manifest)",
+                   on_update=on_progress)
     for shard, start, stop in pending:
         table = reader.read(start, stop)
         emb, ok, errors = check_vectors(table.column("embedding"), dim=dim)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 
 
 class Progress:
     """rows/s and ETA on stderr: redrawn in place on a terminal, one line every 10 s otherwise."""
 
-    def __init__(self, total: int, *, enabled: bool, label: str = "embed") -> None:
-        self.total, self.enabled, self.label = total, enabled, label
+    def __init__(self, total: int, *, enabled: bool, label: str = "embed",
+                 on_update: Callable[[int, int], None] | None = None) -> None:
+        """`on_update(done, total)` is called on every update (a caller that draws its own progress line)."""
+        self.total, self.enabled, self.label, self.on_update = total, enabled, label, on_update
         self.done = self.errors = 0
         self.t0 = time.perf_counter()
         self._last = 0.0
@@ -19,6 +22,8 @@ class Progress:
     def update(self, rows: int, errors: int = 0) -> None:
         self.done += rows
         self.errors += errors
+        if self.on_update is not None:
+            self.on_update(self.done, self.total)
         now = time.perf_counter()
         if self.enabled and (now - self._last >= (0.5 if self._tty else 10.0) or self.done >= self.total):
             self._last = now

@@ -25,6 +25,7 @@ from __future__ import annotations
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,10 +60,16 @@ RUN_FILES = ("candidates.parquet", "scores.parquet", "scenarios.parquet", "event
              "run.json", "report.html")
 
 
-def run_mine(spec: MineSpec, *, spark: Any = None, log: Log = quiet) -> RunResult:
-    """Run a mining job end to end and write its outputs to `spec.out`."""
+def run_mine(spec: MineSpec, *, spark: Any = None, log: Log = quiet,
+             progress: Callable[[int, int], None] | None = None) -> RunResult:
+    """Run a mining job end to end and write its outputs to `spec.out`.
+
+    `log` gets the run's lines (each stage starts with "[stage]"); `progress(done, total)` the rows done in the
+    long stages (embed, score, fuse) as they go.
+    """
     created = not Path(spec.out).exists()
     st = _start(spec, log)
+    st.progress = progress
     t_start = time.perf_counter()
     signals = spec.make_signals()
     sigs = [s for _, s in signals.values()]

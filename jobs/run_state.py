@@ -38,6 +38,12 @@ class RunState:
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # the run's results may mislead: said first, everywhere
     cleanups: list[Callable[[], None]] = field(default_factory=list)  # run at the end, newest first
+    # rows done / rows in the running stage (embed, score, fuse), for a live rows/s + ETA line; None: no one asks
+    progress: Callable[[int, int], None] | None = None
+
+    def report(self, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(done, total)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:

@@ -63,7 +63,10 @@ def score_frames(st: RunState, *, signals: Signals, frames_src: EmbeddingSource,
     path = st.work / "raw.parquet"
     writer: pq.ParquetWriter | None = None
     probs_col = man.table.column("probs") if "probs" in man.table.column_names else None
+    done = 0
     for b in frames_src.batches(batch_rows=st.spec.score_batch_rows, logits=False):
+        done += b.num_rows
+        st.report(done, frames_src.rows)
         pos = positions(b.column("frame_id"), man.ids)
         m = list_matrix(b.column("embedding"), name="embedding", dim=frames_src.dim)
         keep = (pos >= 0) & m.usable
@@ -168,8 +171,10 @@ def fuse_scores(st: RunState, signals: Signals, raw_path: Path,
     sample_res = {k: Reservoir(50_000, seed=spec.seed + i) for i, k in enumerate(
         ["score", *SIGNAL_COLUMNS, *[f"{n}_raw" for n in signals], *[f"contrib_{n}" for n in signals]])}
     n_scored = 0
+    raw_rows = pq.ParquetFile(raw_path).metadata.num_rows
     for batch in pq.ParquetFile(raw_path).iter_batches(batch_size=spec.score_batch_rows):
         t = pa.Table.from_batches([batch])
+        st.report(n_scored + t.num_rows, raw_rows)
         scored = score_batch(t, signals=sigs, weights=weights, calibration=calib, fusion=fusion)
         out = pa.table({"frame_id": t.column("frame_id"), **scored.columns(),
                         "event_id": pa.nulls(t.num_rows, pa.string()),

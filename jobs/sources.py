@@ -11,7 +11,7 @@ manifest itself when it carries embeddings (bring your own), else what the embed
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,7 +115,8 @@ def source_from_table(path: Path, *, in_manifest: bool, what: str, errors_path: 
                            in_manifest=in_manifest, has_logits=has_logits, errors_path=errors_path)
 
 
-def embed(manifest: Path, *, encoder: str, out: Path, spec: MineSpec, log: Log) -> EmbeddingSource:
+def embed(manifest: Path, *, encoder: str, out: Path, spec: MineSpec, log: Log,
+          progress: Callable[[int, int], None] | None = None) -> EmbeddingSource:
     """Embed a manifest (the embedding engineer's Ray pipeline) unless it carries embeddings already."""
     if "embedding" in open_dataset(manifest, what="manifest").schema.names:
         return source_from_table(manifest, in_manifest=True, what=f"manifest {manifest}")
@@ -123,7 +124,8 @@ def embed(manifest: Path, *, encoder: str, out: Path, spec: MineSpec, log: Log) 
 
     log(f"  embedding {manifest} with {encoder} -> {out}")
     res = embed_manifest(manifest, encoder=encoder, out=out, input_size=spec.input_size,
-                         batch_size=spec.batch_size, actors=spec.actors, device=spec.device, progress=False)
+                         batch_size=spec.batch_size, actors=spec.actors, device=spec.device, progress=False,
+                         on_progress=progress)
     errors = Path(res.errors_path) if getattr(res, "errors_path", None) else None
     return source_from_table(Path(res.embeddings_path), in_manifest=False, what=f"embeddings of {manifest}",
                              errors_path=errors if errors and errors.exists() else None, encoder=res.encoder_id)
@@ -147,7 +149,7 @@ def embed_frames(st: RunState) -> EmbeddingSource:
     """The frames' embeddings: the manifest's own, or the encoder's."""
     spec = st.spec
     src = embed(spec.frames, encoder=spec.encoder, out=embed_out(st, spec.encoder, "embeddings"), spec=spec,
-                log=st.log)
+                log=st.log, progress=st.report)
     st.counts["encoder"] = src.encoder
     if src.in_manifest and spec.encoder != "builtin":
         st.notes.append(f"the manifest carries embeddings, so encoder {spec.encoder!r} was not run")
@@ -160,7 +162,8 @@ def model_logit_tables(st: RunState, frames_src: EmbeddingSource) -> list[tuple[
     out: list[tuple[str, pa.Table]] = []
     for i, m in enumerate(st.spec.models):
         src = frames_src if m == st.spec.encoder else embed(
-            Path(st.spec.frames), encoder=m, out=embed_out(st, m, f"models/m{i}"), spec=st.spec, log=st.log)
+            Path(st.spec.frames), encoder=m, out=embed_out(st, m, f"models/m{i}"), spec=st.spec, log=st.log,
+            progress=st.report)
         if not src.has_logits:
             st.notes.append(f"model {m!r} gave no logits; it does not contribute to uncertainty")
             continue

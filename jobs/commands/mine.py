@@ -26,6 +26,7 @@ class StageClock:
         self._t0 = 0.0
         self._stop: object = None
         self._thread: object = None
+        self._done = self._total = 0
 
     def __call__(self, line: str) -> None:
         m = self._stage_re.match(line)
@@ -44,14 +45,30 @@ class StageClock:
         self._stage, self._t0 = stage, time.perf_counter()
         stop = threading.Event()
 
+        self._done = self._total = 0
+
         def tick() -> None:
             while not stop.wait(self.period_s):
-                t = time.perf_counter() - self._t0
-                typer.echo(f"\r  {stage}: {t:.0f}s elapsed" if self._tty else f"  {stage}: {t:.0f}s elapsed",
-                           err=True, nl=not self._tty)
+                text = self.status(time.perf_counter() - self._t0)
+                typer.echo(f"\r\033[K  {text}" if self._tty else f"  {text}", err=True, nl=not self._tty)
 
         self._stop, self._thread = stop, threading.Thread(target=tick, name=f"clock-{stage}", daemon=True)
         self._thread.start()  # type: ignore[attr-defined]
+
+    def report(self, done: int, total: int) -> None:
+        """Rows done of the running stage (run_mine's `progress`): the clock then shows rows/s and an ETA."""
+        self._done, self._total = done, total
+
+    def status(self, elapsed: float) -> str:
+        """`stage: 12s elapsed`, or with rows reported `stage: 1,200/5,000 frames (24%) 100 frames/s ETA 0m38s`."""
+        if not self._total:
+            return f"{self._stage}: {elapsed:.0f}s elapsed"
+        rate = self._done / max(elapsed, 1e-9)
+        eta = (self._total - self._done) / rate if rate > 0 else None
+        eta_s = f"{eta // 60:.0f}m{eta % 60:02.0f}s" if eta is not None else "?"
+        pct = 100.0 * self._done / self._total
+        return (f"{self._stage}: {self._done:,}/{self._total:,} frames ({pct:.0f}%) {rate:,.0f} frames/s "
+                f"ETA {eta_s}, {elapsed:.0f}s elapsed")
 
     def _clear(self) -> None:
         if self._tty and self._stage is not None:
@@ -106,7 +123,7 @@ def mine(
     clock = StageClock()
     try:
         with engine_log(log_path):
-            res = run_mine(spec, log=clock)
+            res = run_mine(spec, log=clock, progress=clock.report)
             clock.end()
     except BaseException:
         clock.end()

@@ -296,3 +296,13 @@ def test_check_vectors_refuses_rows_too_large_for_float32_distances() -> None:
     assert ok.tolist() == [0] and emb.tolist() == [[1.0, 2.0]]
     assert errors[1][1].startswith("embedding is too large") and errors[2][1].startswith("embedding is too large")
     assert errors[3] == ("validate", "embedding has non-finite values (NaN/inf)")  # 1e300 is inf in float32
+
+
+def test_progress_tells_a_caller_rows_done_of_total() -> None:
+    from edgemine.embeddings.progress import Progress
+
+    seen: list[tuple[int, int]] = []
+    bar = Progress(10, enabled=False, on_update=lambda d, t: seen.append((d, t)))
+    bar.update(4)
+    bar.update(6, errors=1)
+    assert seen == [(4, 10), (10, 10)] and bar.errors == 1

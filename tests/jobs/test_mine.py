@@ -355,3 +355,30 @@ def test_a_fleet_with_night_drives_against_a_day_only_reference_is_warned_about(
     assert not any("time_of_day=day" in w for w in warnings)
     page = (res.run_dir / "report.html").read_text()
     assert page.index("time_of_day=night") < page.index("<h2>Summary</h2>")  # at the top of the report
+
+
+@pytest.mark.spark
+def test_long_stages_report_rows_done_for_a_live_rate_and_eta(byo: dict[str, Path], spark: Any,
+                                                              tmp_path: Path) -> None:
+    from edgemine.jobs.commands.mine import StageClock
+
+    seen: list[tuple[str, int, int]] = []
+    stage = [""]
+
+    def log(line: str) -> None:
+        if line.startswith("[") and line.endswith("]"):
+            stage[0] = line[1:-1]
+
+    run_mine(make_spec(byo, tmp_path / "run"), spark=spark, log=log,
+             progress=lambda done, total: seen.append((stage[0], done, total)))
+    by_stage = {s: [(d, t) for st, d, t in seen if st == s] for s in {s for s, _, _ in seen}}
+    assert {"score", "fuse"} <= set(by_stage)
+    for pairs in by_stage.values():
+        done = [d for d, _ in pairs]
+        assert done == sorted(done) and pairs[-1][0] == pairs[-1][1] > 0  # rises to the stage's total
+    clock = StageClock(period_s=60)
+    clock("[score]")
+    clock.report(250, 1000)
+    text = clock.status(5.0)
+    clock.end()
+    assert text.startswith("score: 250/1,000 frames (25%) 50 frames/s ETA 0m15s")
