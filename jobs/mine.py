@@ -127,7 +127,8 @@ def run_mine(spec: MineSpec, *, spark: Any = None, log: Log = quiet,
 
             write_report(st.run_dir, info=info, samples=samples, errors_by_reason=errors.by_reason,
                          vectors=sample_map_vectors(frames_index, ref_index, cands.column("frame_id"),
-                                                    seed=st.spec.seed))
+                                                    seed=st.spec.seed),
+                         similar=_more_like_this(st, cands))
         st.timings["total"] = round(time.perf_counter() - t_start, 3)
         info["timings"] = st.timings
         write_json(st.run_dir / "run.json", info)
@@ -155,6 +156,23 @@ def _start(spec: MineSpec, log: Log) -> RunState:
     work.mkdir()
     return RunState(spec=spec, run_dir=run_dir, work=work, log=log,
                     run_id=time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6])
+
+
+def _more_like_this(st: RunState, cands: pa.Table, *, k: int = 6) -> dict[str, list[Any]]:
+    """Each shown candidate's k nearest fleet frames from other drives, for the report's "more like this"."""
+    from edgemine.jobs.similar import similar_frames
+    from edgemine.mining.report import MAX_CARDS
+    from edgemine.mining.report_grid import Similar
+
+    ids = cands.sort_by("rank").column("frame_id").to_pylist()[:MAX_CARDS]
+    if not ids:
+        return {}
+    t = similar_frames(st.run_dir, ids, k=k, exclude_same_drive=True)
+    out: dict[str, list[Any]] = {}
+    for r in t.select(["query_frame_id", "uri", "frame_id", "drive_id", "distance"]).to_pylist():
+        out.setdefault(r["query_frame_id"], []).append(
+            Similar(r["uri"], r["frame_id"], r["drive_id"] or "", float(r["distance"])))
+    return out
 
 
 def _remove_partial(st: RunState, *, created: bool) -> None:

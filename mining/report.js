@@ -112,6 +112,11 @@
     body.appendChild(strip("Nearest reference frames", c.neighbors.map(([src, id, d]) => ({
       src: src, caption: (id || "") + (d === null ? "" : " · d " + fmt(d, 3)),
     }))));
+    if (c.similar && c.similar.length) {
+      body.appendChild(strip("More like this, from other drives", c.similar.map(([src, id, drive, d]) => ({
+        src: src, caption: id + " · " + drive + " · d " + fmt(d, 3),
+      }))));
+    }
     const ctx = c.context.map(([src, label]) => ({src: src, caption: label || "same drive"}));
     const mid = Math.floor(ctx.length / 2);
     ctx.splice(mid, 0, {src: c.img, caption: "candidate (0 s)"});

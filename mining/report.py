@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 from edgemine.contracts import SIGNAL_COLUMNS
 from edgemine.mining.report_grid import (
     THUMB_PX,
+    Similar,
     candidate_grid,
     metadata_columns,
     reason_kinds,
@@ -274,9 +275,10 @@ def _map_section(proj: Projection | None, candidates: Any, colors: Mapping[str, 
 def render_report(*, info: Mapping[str, Any], samples: Mapping[str, np.ndarray], candidates: Any,
                   scenarios: Any, errors_by_reason: Mapping[str, int], thumbs: Mapping[str, str] | None = None,
                   embedding_map: Projection | None = None, max_scenarios: int = 12,
-                  max_cards: int = MAX_CARDS) -> str:
+                  max_cards: int = MAX_CARDS, similar: Mapping[str, Sequence[Similar]] | None = None) -> str:
     """The page as a string. `thumbs` maps a frame uri to its thumbnail's path relative to the page;
-    `embedding_map` is the projected sample (`report_map.project`)."""
+    `embedding_map` is the projected sample (`report_map.project`); `similar` maps a candidate's frame_id to
+    its nearest fleet frames from other drives ("more like this", `Similar` rows)."""
     thumbs = thumbs or {}
     counts = info.get("counts", {})
     run_id = html.escape(info["run_id"])
@@ -324,7 +326,7 @@ def render_report(*, info: Mapping[str, Any], samples: Mapping[str, np.ndarray],
         offsets = info.get("spec", {}).get("evidence", {}).get("context_offsets_s", [])
         grid, data = candidate_grid(shown, thumbs=thumbs, categorical=cat, numeric=num, informative=informative,
                                     scenario_colors=colors, fill_color=PALETTE["candidates"],
-                                    context_offsets=offsets)
+                                    context_offsets=offsets, similar=similar or {})
         out.append("<p class='muted small'>Click a card for its nearest reference frames and the frames around it"
                    " in its drive. Card colour: its scenario.</p>" + grid)
         if len(candidates) > max_cards:
@@ -354,8 +356,8 @@ def render_report(*, info: Mapping[str, Any], samples: Mapping[str, np.ndarray],
     return "\n".join(out)
 
 
-def _evidence_uris(cands: Any, max_cards: int) -> list[str]:
-    uris: list[str] = []
+def _evidence_uris(cands: Any, max_cards: int, similar: Mapping[str, Sequence[Similar]] | None = None) -> list[str]:
+    uris: list[str] = [row.uri for rows in (similar or {}).values() for row in rows]
     if cands is not None and len(cands):
         for _, r in cands.sort_values("rank").head(max_cards).iterrows():
             uris.append(r.get("uri"))
@@ -367,7 +369,8 @@ def _evidence_uris(cands: Any, max_cards: int) -> list[str]:
 
 def write_report(run_dir: str | os.PathLike[str], *, info: Mapping[str, Any], samples: Mapping[str, np.ndarray],
                  errors_by_reason: Mapping[str, int], vectors: MapSample | None = None,
-                 thumb_px: int = THUMB_PX, max_cards: int = MAX_CARDS) -> Path:
+                 thumb_px: int = THUMB_PX, max_cards: int = MAX_CARDS,
+                 similar: Mapping[str, Sequence[Similar]] | None = None) -> Path:
     """report.html and its thumbnails (`report_files/`) in `run_dir`, from candidates.parquet and
     scenarios.parquet there, the run's info and samples, and the map's vectors (`report_map.MapSample`)."""
     run = Path(run_dir)
@@ -380,11 +383,12 @@ def write_report(run_dir: str | os.PathLike[str], *, info: Mapping[str, Any], sa
     files, tmp_files = run / FILES_DIR, run / f".{FILES_DIR}.partial"  # a folder: not one of the run's *.tmp
     shutil.rmtree(tmp_files, ignore_errors=True)
     try:
-        thumbs = write_thumbnails(_evidence_uris(cands, max_cards), tmp_files, prefix=FILES_DIR, size=thumb_px)
+        thumbs = write_thumbnails(_evidence_uris(cands, max_cards, similar), tmp_files, prefix=FILES_DIR,
+                                  size=thumb_px)
         proj = project(vectors) if vectors is not None else None
         page = render_report(info=info, samples=samples, candidates=cands, scenarios=scen,
                              errors_by_reason=errors_by_reason, thumbs=thumbs, embedding_map=proj,
-                             max_cards=max_cards)
+                             max_cards=max_cards, similar=similar)
         shutil.rmtree(files, ignore_errors=True)
         os.replace(tmp_files, files)
     finally:

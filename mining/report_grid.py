@@ -16,6 +16,7 @@ import html
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -92,6 +93,16 @@ def write_thumbnails(uris: Iterable[str | None], folder: Path, *, prefix: str, s
 
 
 # ================================================================ metadata columns
+@dataclass(frozen=True)
+class Similar:
+    """One "more like this" neighbour of a candidate: a fleet frame of another drive."""
+
+    uri: str
+    frame_id: str
+    drive_id: str
+    distance: float
+
+
 def _is_scalar_column(col: Any) -> bool:
     sample = col.dropna().head(20)
     return not any(isinstance(v, (list, tuple, np.ndarray, dict)) for v in sample)
@@ -189,7 +200,8 @@ def _thumb_html(src: str | None, alt: str, cls: str = "") -> str:
 
 def candidate_grid(cands: Any, *, thumbs: Mapping[str, str], categorical: Sequence[str], numeric: Sequence[str],
                    informative: set[str], scenario_colors: Mapping[str, str], fill_color: str,
-                   context_offsets: Sequence[float] = ()) -> tuple[str, dict[str, Any]]:
+                   context_offsets: Sequence[float] = (),
+                   similar: Mapping[str, Sequence[Similar]] | None = None) -> tuple[str, dict[str, Any]]:
     """The controls and cards (HTML) and the data the page's script reads (JSON-able).
 
     Filters: the signals named in the reasons, scenario, event, drive, how it was selected, each categorical
@@ -259,6 +271,8 @@ def candidate_grid(cands: Any, *, thumbs: Mapping[str, str], categorical: Sequen
             "neighbors": [[thumbs.get(u) if u else None, nb_ids[k] if k < len(nb_ids) else "",
                            _num(nb_d[k]) if k < len(nb_d) else None]
                           for k, u in enumerate(nb_uris or [None] * len(nb_ids))],
+            "similar": [[thumbs.get(m.uri), m.frame_id, m.drive_id, m.distance]
+                        for m in (similar or {}).get(str(r["frame_id"]), ())],
             "context": [[thumbs.get(u) if u else None,
                          f"{context_offsets[k]:+g} s" if len(ctx) == len(context_offsets) else ""]
                         for k, u in enumerate(ctx)],

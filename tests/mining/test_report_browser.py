@@ -107,6 +107,13 @@ def test_report_opens_offline_with_thumbnails_filters_map_and_neighbours(chromiu
                          f".filter(i => i.naturalWidth > 0).length === {n_nb}")
         for nb in first["neighbor_ids"]:
             assert nb in page.locator("#detail .strip").first.inner_text()
+        # "more like this": fleet frames from other drives than the candidate's, thumbnails loaded
+        more = page.locator("#detail .strip", has_text="More like this, from other drives")
+        assert more.count() == 1
+        wait_until(page, "Array.from(document.querySelectorAll('#detail .strip')).find(s => s.textContent"
+                         ".includes('More like this')).querySelectorAll('img').length > 0")
+        shown = more.inner_text()
+        assert first["drive_id"] not in shown and "drv-" in shown
 
         page.evaluate("document.getElementById('candidates').scrollIntoView()")
         page.mouse.move(700, 5)  # no hover ring in the picture
