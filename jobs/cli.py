@@ -22,6 +22,7 @@ import logging
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -103,15 +104,8 @@ def stop_engines(*, quiet: bool = False) -> None:
         return
     for name in ("py4j", "py4j.clientserver", "py4j.java_gateway", "pyspark", "ray"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
-    saved = None
-    if quiet:  # the JVM and Ray's workers write to our stderr directly while they go down
-        with contextlib.suppress(OSError):
-            sys.stderr.flush()
-            saved = os.dup(2)
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, 2)
-            os.close(devnull)
-    try:
+    # quiet: the JVM and Ray's workers write to our stderr directly while they go down
+    with _stderr_silenced() if quiet else contextlib.nullcontext():
         if "pyspark" in sys.modules:
             with contextlib.suppress(Exception):
                 from pyspark import SparkContext
@@ -137,10 +131,6 @@ def stop_engines(*, quiet: bool = False) -> None:
 
                 if ray.is_initialized():
                     ray.shutdown()
-    finally:
-        if saved is not None:
-            os.dup2(saved, 2)
-            os.close(saved)
 
 
 def _debug_requested(argv: list[str]) -> bool:
@@ -181,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         if kind in ("UsageError", "ClickException"):
-            print(f"error: {exc.format_message()}".replace("\n", " "), file=sys.stderr)  # type: ignore[attr-defined]
+            message = exc.format_message()  # type: ignore[attr-defined]
+            if message:  # empty when a group without a subcommand printed its help
+                print(f"error: {message}".replace("\n", " "), file=sys.stderr)
             return int(getattr(exc, "exit_code", 2))
         msg = f"{type(exc).__name__}: {exc}".replace("\n", " ")
         print(f"error: {msg} (rerun with --debug for the traceback)", file=sys.stderr)
@@ -208,10 +200,15 @@ def _on_sigint(signum: int, frame: object) -> None:
 
 @contextlib.contextmanager
 def _stderr_silenced() -> Iterator[None]:
-    """File descriptor 2 (and so sys.stderr) to /dev/null for the block."""
-    saved = None
+    """File descriptor 2 to /dev/null for the block - but a native crash's traceback (faulthandler) still
+    reaches the terminal, since that is the crash this entry point exists to catch."""
+    saved = terminal = None
     with contextlib.suppress(OSError):
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
         saved = os.dup(2)
+        terminal = os.fdopen(os.dup(saved), "w")
+        faulthandler.enable(file=terminal)
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 2)
         os.close(devnull)
@@ -221,6 +218,10 @@ def _stderr_silenced() -> Iterator[None]:
         if saved is not None:
             os.dup2(saved, 2)
             os.close(saved)
+        if terminal is not None:
+            faulthandler.enable()
+            with contextlib.suppress(Exception):
+                terminal.close()
 
 
 def run() -> None:
@@ -229,10 +230,17 @@ def run() -> None:
     signal.signal(signal.SIGINT, _on_sigint)
     try:
         code = main()
-    except SystemExit as exc:  # pragma: no cover - main returns its codes; a library may still sys.exit
-        code = exc.code if isinstance(exc.code, int) else 1
+    except SystemExit as exc:  # main returns its codes; a library may still sys.exit
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:
+            print(exc.code, file=sys.stderr)
+            code = 1
     except KeyboardInterrupt:  # a second Ctrl-C while the first was being handled
         code = 130
+    except BaseException:  # --debug re-raises: show it, then still go down in order
+        traceback.print_exc()
+        code = 1
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()

@@ -74,7 +74,7 @@ def run_mine(spec: MineSpec, *, spark: Any = None, log: Log = quiet,
     signals = spec.make_signals()
     sigs = [s for _, s in signals.values()]
     errors = ErrorLog(st.run_dir / "errors.parquet")
-    finished = False
+    finished = wrote_run_json = False
     try:
         with st.stage("frames"):
             man = load_manifest(st, sigs)
@@ -121,6 +121,7 @@ def run_mine(spec: MineSpec, *, spark: Any = None, log: Log = quiet,
         st.counts["dropped_total"] = errors.total
         st.timings["total"] = round(time.perf_counter() - t_start, 3)
         info = write_run_json(st, frames_src=frames_src, signals=signals, ref_index=ref_index, errors=errors)
+        wrote_run_json = True
         with st.stage("report"):
             from edgemine.mining.report import write_report
             from edgemine.mining.report_map import sample_map_vectors
@@ -140,6 +141,8 @@ def run_mine(spec: MineSpec, *, spark: Any = None, log: Log = quiet,
             errors.writer.close()
         shutil.rmtree(st.work, ignore_errors=True)
         if not finished:
+            if wrote_run_json:  # a run.json beside outputs of a failed run would make it look importable
+                (st.run_dir / "run.json").unlink(missing_ok=True)
             _remove_partial(st, created=created)
     log(f"run {st.run_id}: {st.counts['candidates']} candidates in {st.run_dir} ({st.timings['total']:.1f}s)")
     return RunResult(run_dir=st.run_dir, run_id=st.run_id, counts=st.counts, timings=st.timings,

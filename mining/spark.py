@@ -44,7 +44,14 @@ def get_spark(master: str = "local[*]", *, app_name: str = "edgemine-mine", conf
     quiet = {"spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile=file:{LOG4J2}"}
     for k, v in {**DEFAULT_CONF, **quiet, **{k: str(v) for k, v in (conf or {}).items()}}.items():
         builder = builder.config(k, v)
+    import signal
+    import threading
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    handler = signal.getsignal(signal.SIGINT) if main_thread else None
     spark = builder.getOrCreate()
+    if main_thread and handler is not None:  # pyspark installs its own SIGINT handler; the caller's stays
+        signal.signal(signal.SIGINT, handler)
     spark.sparkContext.setLogLevel("ERROR")
     proc = getattr(getattr(type(spark.sparkContext), "_gateway", None), "proc", None)
     if proc is not None and proc not in _GATEWAY_PROCESSES:

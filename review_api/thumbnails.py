@@ -70,7 +70,9 @@ class Thumbnails:
                 jpeg = _render(data, px)
             except FrameError as exc:
                 reason = _header_safe(exc.reason)
-                _write_atomic(why, reason.encode("ascii"))
+                if _local_path(uri) is not None:  # keyed by mtime: a changed file is tried again
+                    _write_atomic(why, reason.encode("ascii"))
+                # a remote object has no mtime in the key: never remember its failure (it may be mid-upload)
                 return Thumbnail(self._placeholder(px), reason)
             _write_atomic(path, jpeg)
         return Thumbnail(path)

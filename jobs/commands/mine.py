@@ -74,8 +74,8 @@ class StageClock:
         if self._tty and self._stage is not None:
             typer.echo("\r\033[K", err=True, nl=False)
 
-    def end(self) -> None:
-        """Stop the running stage's clock and print its elapsed time."""
+    def end(self, outcome: str = "done in") -> None:
+        """Stop the running stage's clock and print its elapsed time ("done in", "failed after", ...)."""
         import time
 
         if self._stage is None:
@@ -85,7 +85,7 @@ class StageClock:
         self._clear()
         t = time.perf_counter() - self._t0
         self.timings[self._stage] = t
-        typer.echo(f"  {self._stage} done in {t:.1f}s")
+        typer.echo(f"  {self._stage} {outcome} {t:.1f}s")
         self._stage = None
 
 
@@ -125,8 +125,8 @@ def mine(
         with engine_log(log_path):
             res = run_mine(spec, log=clock, progress=clock.report)
             clock.end()
-    except BaseException:
-        clock.end()
+    except BaseException as exc:
+        clock.end("interrupted after" if isinstance(exc, KeyboardInterrupt) else "failed after")
         if log_path.exists() and log_path.stat().st_size == 0:
             log_path.unlink()
             if created and run_dir.is_dir() and not any(run_dir.iterdir()):
@@ -185,10 +185,11 @@ def similar(
         import pyarrow.parquet as pq
 
         pq.write_table(table, out)
-    typer.echo("query_frame_id\trank\tframe_id\tdrive_id\tdistance\tscore\turi")
+    # drive_id last: the first six columns keep the positions they had before it was added
+    typer.echo("query_frame_id\trank\tframe_id\tdistance\tscore\turi\tdrive_id")
     for r in table.to_pylist():
-        typer.echo(f"{r['query_frame_id']}\t{r['rank']}\t{r['frame_id']}\t{r['drive_id']}\t{r['distance']:.4f}\t"
-                   f"{r['score'] if r['score'] is None else round(r['score'], 4)}\t{r['uri']}")
+        typer.echo(f"{r['query_frame_id']}\t{r['rank']}\t{r['frame_id']}\t{r['distance']:.4f}\t"
+                   f"{r['score'] if r['score'] is None else round(r['score'], 4)}\t{r['uri']}\t{r['drive_id']}")
     if sheet is not None:
         typer.echo(f"contact sheet: {write_sheet(table, sheet)}", err=True)
 

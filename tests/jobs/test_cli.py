@@ -98,3 +98,21 @@ def test_the_mining_cli_exits_0_every_time(tmp_path: Path, byo: dict[str, Path])
         assert any(x.startswith("ok: 8 candidates") for x in lines) and lines[-1].startswith("report: ")
         assert "Fatal Python error" not in r.stderr  # faulthandler would have printed the crash
     assert codes == [0, 0, 0, 0]
+
+
+@pytest.mark.integration
+@pytest.mark.spark
+def test_starting_spark_keeps_the_callers_ctrl_c_handler() -> None:
+    code = ("import signal\n"
+            "def mine(s, f): pass\n"
+            "signal.signal(signal.SIGINT, mine)\n"
+            "from edgemine.mining.spark import get_spark\n"
+            "get_spark('local[1]')\n"
+            "print(signal.getsignal(signal.SIGINT) is mine)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    assert out.stdout.strip().splitlines()[-1] == "True", out.stderr[-2000:]
+
+
+def test_a_group_without_a_subcommand_prints_no_empty_error_line() -> None:
+    out = subprocess.run([*EDGEMINE, "review"], capture_output=True, text=True, timeout=60)
+    assert "error: \n" not in out.stderr + "\n" and not out.stderr.strip().endswith("error:")

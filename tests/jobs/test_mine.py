@@ -382,3 +382,16 @@ def test_long_stages_report_rows_done_for_a_live_rate_and_eta(byo: dict[str, Pat
     text = clock.status(5.0)
     clock.end()
     assert text.startswith("score: 250/1,000 frames (25%) 50 frames/s ETA 0m15s")
+
+
+def test_a_run_whose_report_fails_leaves_no_run_json(byo: dict[str, Path], spark: Any, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import edgemine.mining.report as report
+
+    def broken(*_: Any, **__: Any) -> None:
+        raise RuntimeError("report broke")
+
+    monkeypatch.setattr(report, "write_report", broken)
+    with pytest.raises(RuntimeError, match="report broke"):
+        run_mine(make_spec(byo, tmp_path / "run"), spark=spark)
+    assert not (tmp_path / "run" / "run.json").exists()  # `review import` refuses a folder without it

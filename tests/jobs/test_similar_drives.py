@@ -97,7 +97,10 @@ def test_similar_cli_draws_a_contact_sheet(run: RunResult, frames: dict[str, np.
     assert main(["similar", str(run.run_dir), *q, "--k", "5", "--exclude-same-drive", "--sheet", str(sheet)]) == 0
     out = capsys.readouterr()
     lines = out.out.strip().splitlines()
-    assert lines[0].startswith("query_frame_id\trank\tframe_id\tdrive_id") and len(lines) == 1 + 2 * 5
+    header = "query_frame_id\trank\tframe_id\tdistance\tscore\turi\tdrive_id"  # old columns keep their places
+    assert lines[0] == header and len(lines) == 1 + 2 * 5
+    query_drive = {r[0]: r for r in (ln.split("\t") for ln in lines[1:])}
+    assert all(len(r) == 7 for r in query_drive.values())
     assert f"contact sheet: {sheet}" in out.err
     with Image.open(sheet) as im:
         assert im.size == (6 * 128, 2 * (128 + 28))
