@@ -71,7 +71,7 @@ class AppState:
 
     def close(self) -> None:
         if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool.shutdown(wait=True, cancel_futures=True)  # no orphaned worker after os._exit
             self._pool = None
 
     def reclaim_due(self, now: datetime) -> bool:
