@@ -147,12 +147,12 @@ def ray_runtime(*, num_cpus: int | None = None) -> Iterator[None]:
                        ("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")):
         os.environ.setdefault(key, value)
     log_path = _engine_log
-    quiet: dict[str, bool] = {"log_to_driver": False} if log_path is not None else {}
+    to_driver = log_path is None  # inside engine_log, workers' output stays in Ray's session logs
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], logging_level=logging.WARNING, **quiet)
+        ray.init(address=os.environ["RAY_ADDRESS"], logging_level=logging.WARNING, log_to_driver=to_driver)
     else:
         ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
-                 logging_level=logging.WARNING, configure_logging=True, **quiet)
+                 logging_level=logging.WARNING, configure_logging=True, log_to_driver=to_driver)
     if log_path is not None:  # ray.init may have set its loggers' handlers afresh
         _route_engine_loggers(log_path)
     try:

@@ -236,10 +236,10 @@ def candidate_grid(cands: Any, *, thumbs: Mapping[str, str], categorical: Sequen
             for v in vals:
                 options[j][v] = options[j].get(v, 0) + 1
             attrs.append(f"data-f{j}='{html.escape('|' + '|'.join(vals) + '|')}'")
-        for j, (_, col, _) in enumerate(sort_cols):
-            v = _num(r[col])
-            if v is not None:
-                attrs.append(f"data-s{j}='{v:.9g}'")
+        for j, (_, key, _) in enumerate(sort_cols):
+            num = _num(r[key])
+            if num is not None:
+                attrs.append(f"data-s{j}='{num:.9g}'")
         scen = _s(r.get("scenario_id"))
         col = scenario_colors.get(scen, fill_color)
         uri = _s(r.get("uri"))
