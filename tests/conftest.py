@@ -57,3 +57,11 @@ def spark() -> Any:
     from tests.support.frames import shared_spark
 
     return shared_spark()
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The Debian chromium binary for Playwright (installed by scripts/chromium.sh when missing)."""
+    from tests.support.browser import chromium_path
+
+    return chromium_path()

@@ -4,10 +4,6 @@ its points, a click shows a candidate's nearest reference frames."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,23 +11,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from edgemine.jobs.mine import run_mine
+from tests.support.browser import CHROMIUM_ARGS, SHOTS, wait_until
 from tests.support.frames import with_embeddings
 from tests.support.mine_spec import make_spec
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.slow, pytest.mark.spark]
 
-ROOT = Path(__file__).resolve().parents[2]
-SHOTS = Path(os.environ.get("EDGEMINE_SCREENSHOTS", tempfile.gettempdir()))  # docs/images/report.png comes from here
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
 
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    out = subprocess.run([str(ROOT / "scripts" / "chromium.sh")], capture_output=True, text=True, timeout=900)
-    if out.returncode != 0:
-        raise RuntimeError(f"scripts/chromium.sh failed: {out.stderr.strip()}")
-    return out.stdout.strip().splitlines()[-1]
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +27,6 @@ def run_dir(synth_logs: Path, reference_logs: Path, spark: Any, tmp_path_factory
            "reference": with_embeddings(reference_logs, root / "reference.parquet")}
     return run_mine(make_spec(byo, root / "run"), spark=spark).run_dir
 
-
-def wait_until(page: Any, expression: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not page.evaluate(expression):
-        assert time.monotonic() < deadline, f"timed out waiting for {expression}"
-        time.sleep(0.05)
 
 
 def visible_cards(page: Any) -> int:

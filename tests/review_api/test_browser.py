@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -17,13 +14,10 @@ from sqlalchemy import select
 
 from edgemine.review_api import storage
 from edgemine.review_api.db import Decision, Item
-from tests.support.review import ROOT
+from tests.support.browser import CHROMIUM_ARGS, SHOTS, wait_until
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
-SHOTS = Path(os.environ.get("EDGEMINE_SCREENSHOTS", tempfile.gettempdir()))  # where a person can look at the page
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync"]
 # Injected by Playwright (not subject to the page's CSP): every Content-Security-Policy violation is recorded.
 WATCH_CSP = """window.__csp = [];
 document.addEventListener("securitypolicyviolation", (e) => window.__csp.push(
@@ -47,21 +41,6 @@ def csp_violations(page: Any, console: list[str]) -> list[str]:
     return [*console, *page.evaluate("window.__csp")]
 
 
-def wait_until(page: Any, expression: str, timeout: float = 10.0) -> None:
-    """Poll `expression` from here: Playwright's wait_for_function evaluates strings with eval, which the
-    page's CSP (no 'unsafe-eval') refuses; page.evaluate goes through DevTools instead."""
-    deadline = time.monotonic() + timeout
-    while not page.evaluate(expression):
-        assert time.monotonic() < deadline, f"timed out waiting for {expression}"
-        time.sleep(0.05)
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    out = subprocess.run([str(ROOT / "scripts" / "chromium.sh")], capture_output=True, text=True, timeout=900)
-    if out.returncode != 0:
-        raise RuntimeError(f"scripts/chromium.sh failed: {out.stderr.strip()}")
-    return out.stdout.strip().splitlines()[-1]
 
 
 @pytest.fixture
