@@ -22,7 +22,7 @@ SqliteSynchronous = Literal["FULL", "NORMAL", "OFF"]
 
 DEFAULT_DATABASE_URL = "sqlite:///edgemine-review.db"
 # The review taxonomy: what a reviewer may call a confirmed edge case (a run may set its own at import). The
-# synthetic generator draws its rare events from the same names (tests/jobs/test_synth.py keeps them in step).
+# synthetic generator's rare events are these names but "other" (jobs/synth/schedule.py RARE_CATEGORIES).
 DEFAULT_CATEGORIES: tuple[str, ...] = (
     "construction_zone",
     "animal_on_road",

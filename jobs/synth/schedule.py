@@ -11,23 +11,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgemine.errors import ConfigError
+from edgemine.review_api.settings import DEFAULT_CATEGORIES
 
 FPS = 10
 MIN_EVENT_FRAMES = 1 * FPS  # 1 s
 MAX_EVENT_FRAMES = 5 * FPS  # 5 s
 MIN_GAP_FRAMES = 10  # normal frames between two events of one drive
 
-RARE_CATEGORIES: tuple[str, ...] = (
-    "construction_zone",
-    "animal_on_road",
-    "overturned_vehicle",
-    "unusual_pedestrian",
-    "emergency_vehicle",
-    "debris",
-    "wrong_way_vehicle",
-    "tunnel_exit_glare",
-    "snow_covered_road",
-)
+# The rare events are the review taxonomy's categories (in its order: the schedule draws from it by seed).
+RARE_CATEGORIES: tuple[str, ...] = tuple(c for c in DEFAULT_CATEGORIES if c != "other")
 
 
 @dataclass(frozen=True)
