@@ -248,7 +248,7 @@ def run() -> None:
         # the command has said all it had to; what the engines say going down (py4j logging a lost connection
         # as the gateway JVM ends) is noise after a summary line
         with _stderr_silenced():
-            stop_engines(quiet=True)
+            stop_engines()
             # what normal interpreter exit would run: pyspark's kill of its JVM, Ray's shutdown, tempfile's
             # cleanups... - everything but module teardown, where native threads crash
             atexit._run_exitfuncs()

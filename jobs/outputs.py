@@ -35,6 +35,7 @@ from edgemine.contracts import (
 from edgemine.jobs.run_state import FRAMES_INDEX, RunState, positions, write_json
 from edgemine.jobs.spec import MineSpec
 from edgemine.mining.signals import Signal
+from edgemine.runtime import atomic_write_table
 
 if TYPE_CHECKING:
     from edgemine.jobs.reference_cache import ReferenceIndex
@@ -171,9 +172,7 @@ def write_candidates(st: RunState, kept: pa.Table, order: np.ndarray, scen: np.n
             arrays.append(scores.column(name))
     table = pa.Table.from_arrays([a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in arrays],
                                  schema=pa.schema(fields))
-    tmp = st.run_dir / "candidates.parquet.tmp"
-    pq.write_table(table, tmp)
-    os.replace(tmp, st.run_dir / "candidates.parquet")
+    atomic_write_table(st.run_dir / "candidates.parquet", table)
     return table
 
 

@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from edgemine.jobs.spec import MineSpec
+from edgemine.runtime import atomic_write_bytes
 
 Log = Callable[[str], None]
 FRAMES_INDEX, REFERENCE_INDEX = "index/frames", "index/reference"  # inside the run folder
@@ -86,7 +87,5 @@ def read_as(path: Path, schema: pa.Schema) -> pa.Table:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    """Write `obj` as JSON under a temporary name, then move it into place."""
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
+    """Write `obj` as JSON atomically."""
+    atomic_write_bytes(path, json.dumps(obj, indent=2, default=str).encode())

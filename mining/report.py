@@ -40,6 +40,7 @@ from edgemine.mining.report_grid import (
     write_thumbnails,
 )
 from edgemine.mining.report_map import MapSample, Projection, project, svg_map
+from edgemine.runtime import atomic_write_bytes
 
 __all__ = ["FILES_DIR", "PALETTE", "SCENARIO_COLORS", "render_report", "svg_histogram", "write_report"]
 
@@ -393,7 +394,5 @@ def write_report(run_dir: str | os.PathLike[str], *, info: Mapping[str, Any], sa
         os.replace(tmp_files, files)
     finally:
         shutil.rmtree(tmp_files, ignore_errors=True)
-    tmp = run / "report.html.tmp"
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, run / "report.html")
+    atomic_write_bytes(run / "report.html", page.encode("utf-8"))
     return run / "report.html"
