@@ -142,6 +142,7 @@ CANDIDATES_EVIDENCE_SCHEMA = pa.schema(
         pa.field("neighbor_uris", pa.list_(pa.string())),
         pa.field("neighbor_distances", pa.list_(pa.float32())),
         pa.field("context_uris", pa.list_(pa.string())),  # same drive, around the candidate in time
+        pa.field("context_offsets_s", pa.list_(pa.float32())),  # each context frame's offset from it (s)
     ]
 )
 # candidates.parquet = CANDIDATES_CORE_SCHEMA + CANDIDATES_EVIDENCE_SCHEMA + the manifest's columns

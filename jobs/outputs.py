@@ -100,7 +100,7 @@ def _evidence(st: RunState, ids: pa.Array, vecs: np.ndarray, ref_index: Referenc
     """The nearest reference frames of each candidate, and the frames around it in its drive."""
     import pandas as pd
 
-    from edgemine.mining.evidence import context_uris
+    from edgemine.mining.evidence import context_frames
 
     spec, n = st.spec, len(ids)
     k = spec.evidence.neighbors
@@ -122,12 +122,14 @@ def _evidence(st: RunState, ids: pa.Array, vecs: np.ndarray, ref_index: Referenc
                               "uri": ctx_rows.column("uri").to_pylist()})
     cand_df = pd.DataFrame({"frame_id": ids.to_pylist(), "drive_id": meta.column("drive_id").to_pylist(),
                             "ts_us": pc.cast(meta.column("timestamp"), pa.int64()).to_numpy()})
-    ctx = context_uris(cand_df, frames_df, offsets_s=spec.evidence.context_offsets_s) if n else []
+    ctx, ctx_offsets = (context_frames(cand_df, frames_df, offsets_s=spec.evidence.context_offsets_s) if n
+                        else ([], []))
     return {
         "neighbor_ids": pa.array(nids, pa.list_(pa.string())),
         "neighbor_uris": pa.array(nuris, pa.list_(pa.string())),
         "neighbor_distances": pa.array(ndist, pa.list_(pa.float32())),
         "context_uris": pa.array(ctx, pa.list_(pa.string())),
+        "context_offsets_s": pa.array(ctx_offsets, pa.list_(pa.float32())),
     }
 
 

@@ -30,7 +30,7 @@ MAX_CATEGORIES = 50  # a string column with more distinct values among the candi
 # candidates.parquet columns that are not the manifest's descriptive metadata
 NOT_METADATA = {"frame_id", "rank", "score", "reasons", "scenario_id", "event_id", "selected_by", "drive_id",
                 "timestamp", "uri", "embedding", "probs", "neighbor_ids", "neighbor_uris", "neighbor_distances",
-                "context_uris", "triggers_fired", *SIGNAL_COLUMNS}
+                "context_uris", "context_offsets_s", "triggers_fired", *SIGNAL_COLUMNS}
 
 
 # ================================================================ thumbnails
@@ -260,6 +260,10 @@ def candidate_grid(cands: Any, *, thumbs: Mapping[str, str], categorical: Sequen
         nb_d = list(r["neighbor_distances"]) if "neighbor_distances" in rows.columns and \
             r["neighbor_distances"] is not None else []
         ctx = list(r["context_uris"]) if "context_uris" in rows.columns and r["context_uris"] is not None else []
+        # each context frame's own offset (runs before context_offsets_s: the spec's, when none was skipped)
+        offs = r["context_offsets_s"] if "context_offsets_s" in rows.columns else None
+        offs = list(offs) if offs is not None else (list(context_offsets) if len(ctx) == len(context_offsets)
+                                                    else [])
         data.append({
             "frame_id": str(r["frame_id"]), "rank": int(r["rank"]), "score": float(r["score"]),
             "scenario": scen, "event": _s(r.get("event_id")), "drive": _s(r.get("drive_id")),
@@ -273,8 +277,7 @@ def candidate_grid(cands: Any, *, thumbs: Mapping[str, str], categorical: Sequen
                           for k, u in enumerate(nb_uris or [None] * len(nb_ids))],
             "similar": [[thumbs.get(m.uri), m.frame_id, m.drive_id, m.distance]
                         for m in (similar or {}).get(str(r["frame_id"]), ())],
-            "context": [[thumbs.get(u) if u else None,
-                         f"{context_offsets[k]:+g} s" if len(ctx) == len(context_offsets) else ""]
+            "context": [[thumbs.get(u) if u else None, f"{offs[k]:+.1f} s" if k < len(offs) else ""]
                         for k, u in enumerate(ctx)],
         })
     controls = ["<div id='controls'>"]

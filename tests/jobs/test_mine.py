@@ -56,6 +56,8 @@ def test_candidates_carry_core_evidence_and_manifest_columns(run: RunResult, byo
         assert all(Path(u).exists() for u in r["neighbor_uris"])
         assert r["context_uris"] and all(f"/{r['drive_id']}/" in u for u in r["context_uris"])
         assert r["uri"] not in r["context_uris"]
+        offs = r["context_offsets_s"]  # one signed offset per context frame, none at the frame itself
+        assert len(offs) == len(r["context_uris"]) and all(o != 0 and abs(o) <= 1.2 for o in offs)
     assert all(r["score"] >= run.counts["threshold"] - 1e-6 for r in events)
 
 
