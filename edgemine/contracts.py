@@ -204,7 +204,71 @@ TRAINING_SCHEMA = pa.schema(
         pa.field("score", pa.float32()),
     ]
     + [pa.field(s, pa.float32()) for s in SIGNAL_COLUMNS]
+    # where the frame was read from at publish; `uri` is then the dataset's own copy, relative to its root
+    + [pa.field("source_uri", pa.string())]
 )
+# How a publish carries frames (`--frames`): copy/link them under <root>/frames/ with `uri` relative to the
+# root, or reference the source (an absolute path or an object-store URI).
+FRAME_MODES = ("copy", "link", "reference")
+FRAMES_DIR = "frames"
+# Commit-metadata keys of a training-set version (besides the lineage): the class list as of this version
+# (JSON list, only ever extended) and the classes this version appended.
+CLASSES_KEY = "edgemine.classes"
+CLASSES_ADDED_KEY = "edgemine.classes_added"
+
+
+def canonical_type(t: pa.DataType) -> pa.DataType:
+    """The type a training-set reader returns: string/large_string/string_view as string, any list as list<item>.
+
+    Delta writers and readers name list items `element` and may hand strings back as views; a column's
+    type is the same if its canonical type is.
+    """
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return pa.string()
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_list_view(t):
+        return pa.list_(canonical_type(t.value_type))
+    if pa.types.is_binary_view(t) or pa.types.is_large_binary(t):
+        return pa.binary()
+    return t
+
+
+def canonical_schema(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([pa.field(f.name, canonical_type(f.type), f.nullable) for f in schema])
+
+
+def evolve_training_schema(current: pa.Schema | None, incoming: pa.Schema, *, dataset: str) -> pa.Schema:
+    """The schema a publish writes into a training set: `incoming`'s columns at the dataset's types.
+
+    Schema evolution rules (docs/DESIGN.md "Training set"):
+    - a publish may add a column; it is nullable, and earlier rows and versions read it as null;
+    - a column's type never changes; the one conversion allowed is integers into a float64 column;
+    - a column is never dropped: a metadata column the new rows lack reads null for them, and rows that lack
+      a contract column are refused before this check;
+    - a column whose values are all null in this publish takes the dataset's type, or is left out while the
+      dataset has no such column (Delta has no null type).
+    Raises SchemaError naming the column and both types.
+    """
+    have = {} if current is None else {f.name: f for f in current}
+    fields = []
+    for f in incoming:
+        old = have.get(f.name)
+        if old is None:
+            if pa.types.is_null(f.type):
+                continue
+            # a column added to an existing dataset is nullable: its earlier rows have no value
+            fields.append(pa.field(f.name, canonical_type(f.type), nullable=f.nullable or current is not None))
+            continue
+        want, got = canonical_type(old.type), canonical_type(f.type)
+        ok = (got.equals(want) or pa.types.is_null(got)
+              or (pa.types.is_integer(got) and pa.types.is_floating(want))
+              or (pa.types.is_list(got) and pa.types.is_list(want) and pa.types.is_null(got.value_type)))
+        if not ok:
+            raise SchemaError(
+                f"{dataset}: column {f.name!r} is {want} in the dataset but {got} in this publish; a column's type "
+                f"never changes (only integers into a float64 column) - publish to a new dataset, or rename the "
+                f"manifest column")
+        fields.append(pa.field(f.name, want, nullable=f.nullable))
+    return pa.schema(fields)
 
 
 # ---------------------------------------------------------------- confirmed edge cases (review store -> publish)

@@ -61,3 +61,14 @@ class InvalidFieldError(EdgemineError, ValueError):
 
 class LeaseExpiredError(ReviewError):
     """A review lease ran out (or was released) before the decision arrived; the item went back to the queue."""
+
+
+class PublishRefusedError(EdgemineError):
+    """A publish gate refused a training-set version (empty split, low agreement, too few reviews, ...).
+
+    The message names the figure and the setting that would allow it; `gate` is the gate's name.
+    """
+
+    def __init__(self, gate: str, message: str) -> None:
+        super().__init__(message)
+        self.gate = gate

@@ -1,8 +1,12 @@
-"""Read edge-case training sets: pinned versions, splits, history, diffs, and a torch Dataset.
+"""Read edge-case training sets: pinned versions, splits, history, diffs, classes, and a torch Dataset.
 
-A dataset reference is a Delta table path, optionally pinned: `data/edge_cases@v3` (or `@3`). Training
-pipelines should always read a pinned version; `read_dataset` returns exactly that version's rows.
-Ray users read the same table with `ray.data.read_delta(path, version=N)`.
+A dataset reference is a Delta table path, optionally pinned: `data/edge_cases@v3` (`@3` is accepted too).
+Every command and reader takes this one syntax. Training pipelines should always read a pinned version;
+`read_dataset` returns exactly that version's rows, ordered by frame_id, at the contract's types, with `uri`
+resolved against the dataset root (frames published with `--frames copy|link` live under it), and
+`dataset_classes` its class list (a class's index never changes between versions).
+Ray users read the same table with `ray.data.read_delta(path, version=N)` (stored `uri`s: resolve relative
+ones with `resolve_frame_uri(path, uri)`).
 """
 
 from __future__ import annotations
@@ -16,12 +20,15 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from edgemine.contracts import CLASSES_KEY, canonical_schema
 from edgemine.errors import ConfigError, InputNotFoundError, NotFoundError
+from edgemine.jobs.dataset_frames import resolve_frame_uri
 
 _REF = re.compile(r"^(?P<path>.+?)@v?(?P<version>\d+)$")
 # Commit-info keys written by delta-rs itself; everything else in a commit's info is our lineage.
 _DELTA_KEYS = {"timestamp", "operation", "operationParameters", "readVersion", "engineInfo", "clientVersion",
                "operationMetrics", "version", "isBlindAppend", "userMetadata"}
+_OLD_VERSION = re.compile(r"^@?v?(?P<version>\d+)$")
 
 
 @dataclass(frozen=True)
@@ -75,7 +82,37 @@ def arrow_dataset(dt: Any):  # noqa: ANN201 - pyarrow.dataset.Dataset
 
 
 def latest_version(path: str) -> int:
-    return int(_open(DatasetRef(path)).version())
+    r = parse_ref(path)
+    if r.version is not None:
+        raise ConfigError(f"latest_version takes a dataset path; {path!r} is pinned to v{r.version}")
+    return int(_open(r).version())
+
+
+def classes_of(dt: Any, categories: list[str] | None = None) -> list[str]:
+    """The class list of the version `dt` is at: every commit's `edgemine.classes` up to it, in order.
+
+    Each publish writes the whole list, extended; folding every commit (not just the last) keeps a class a
+    racing publisher added. Categories in the rows that no commit lists (a table written by something else,
+    or before class lists) follow, sorted.
+    """
+    version = dt.version()
+    out: list[str] = []
+    for h in sorted(dt.history(), key=lambda h: h.get("version", -1)):
+        if h.get("version", -1) > version or CLASSES_KEY not in h:
+            continue
+        for c in _maybe_json(h[CLASSES_KEY]) or []:
+            if c not in out:
+                out.append(c)
+    if categories is None:
+        categories = arrow_dataset(dt).to_table(columns=["category"]).column("category").to_pylist()
+    out += sorted({str(c) for c in categories if c is not None} - set(out))
+    return out
+
+
+def dataset_classes(ref: str | DatasetRef, *, version: int | None = None) -> list[str]:
+    """The class list of one version (latest if unpinned): index i is class i in every later version too."""
+    r = parse_ref(ref, version=version) if isinstance(ref, str) else ref
+    return classes_of(_open(r))
 
 
 def read_dataset(
@@ -84,15 +121,22 @@ def read_dataset(
     version: int | None = None,
     split: str | None = None,
     columns: list[str] | None = None,
+    resolve_uris: bool = True,
 ) -> pa.Table:
-    """The rows of one version (latest if unpinned), optionally one split, as a pyarrow Table."""
+    """The rows of one version (latest if unpinned), optionally one split, as a pyarrow Table.
+
+    Rows come ordered by frame_id; types are the contract's (strings as string, lists as list<item>).
+    `uri` is resolved against the dataset root, so a process can open it from any working directory
+    (`resolve_uris=False`: the stored value, relative for copied or linked frames).
+    """
     r = parse_ref(ref, version=version) if isinstance(ref, str) else ref
     dt = _open(r)
     ds = arrow_dataset(dt)
+    cols = None if columns is None else list(dict.fromkeys([*columns, "frame_id"]))
     if split is not None:
         # Filter batch by batch after the read: delta-rs writes strings as Utf8View, which pyarrow's
         # dataset filter cannot compare with a plain string scalar.
-        cols = None if columns is None else list(dict.fromkeys([*columns, "split"]))
+        cols = None if cols is None else list(dict.fromkeys([*cols, "split"]))
         parts = [b.filter(pc.equal(b.column("split").cast(pa.string()), split))
                  for b in ds.to_batches(columns=cols)]
         schema = ds.schema if cols is None else pa.schema([ds.schema.field(c) for c in cols])
@@ -101,21 +145,29 @@ def read_dataset(
             present = set(ds.to_table(columns=["split"]).column("split").to_pylist())
             if split not in present:
                 raise NotFoundError(f"split {split!r} is not in {r}; it has {sorted(present)}")
-        return table.select(columns) if columns is not None else table
-    return ds.to_table(columns=columns)
+    else:
+        table = ds.to_table(columns=cols)
+    table = table.cast(canonical_schema(table.schema)).sort_by("frame_id")
+    if resolve_uris and "uri" in table.column_names:
+        uris = [resolve_frame_uri(r.path, u) for u in table.column("uri").to_pylist()]
+        table = table.set_column(table.column_names.index("uri"), "uri", pa.array(uris, pa.string()))
+    return table.select(columns) if columns is not None else table
 
 
 def version_files(ref: str | DatasetRef) -> list[str]:
-    """The Parquet files that make up a version (for readers that do not speak Delta)."""
+    """The Parquet files that make up a version (for readers that do not speak Delta; `uri` as stored)."""
     r = parse_ref(ref) if isinstance(ref, str) else ref
     return list(_open(r).file_uris())
 
 
-def dataset_log(path: str) -> list[dict[str, Any]]:
-    """Every version, newest first: when, what, how many rows it added, and its lineage."""
-    dt = _open(DatasetRef(path))
+def dataset_log(ref: str | DatasetRef) -> list[dict[str, Any]]:
+    """Every version (up to a pinned one), newest first: when, what, rows added, and its lineage (keys sorted)."""
+    r = parse_ref(ref) if isinstance(ref, str) else ref
+    dt = _open(r)
     out = []
-    for h in dt.history():
+    for h in sorted(dt.history(), key=lambda h: -h.get("version", -1)):
+        if h.get("version", -1) > dt.version():
+            continue
         metrics = h.get("operationMetrics") or {}
         added = metrics.get("num_target_rows_inserted", metrics.get("num_added_rows"))
         out.append({
@@ -123,7 +175,7 @@ def dataset_log(path: str) -> list[dict[str, Any]]:
             "timestamp": datetime.fromtimestamp(h["timestamp"] / 1000, UTC).isoformat(timespec="seconds"),
             "operation": h.get("operation"),
             "rows_added": added,
-            "lineage": {k: _maybe_json(v) for k, v in h.items() if k not in _DELTA_KEYS},
+            "lineage": {k: _maybe_json(h[k]) for k in sorted(h) if k not in _DELTA_KEYS},
         })
     return out
 
@@ -153,33 +205,54 @@ def duplicate_keys(table: pa.Table, key: str = "frame_id") -> list[str]:
     return sorted(str(v) for v in vc.filter(pc.greater(vc.field("counts"), 1)).field("values").to_pylist())
 
 
-def dataset_show(ref: str, *, version: int | None = None) -> dict[str, Any]:
-    r = parse_ref(ref, version=version)
+def dataset_show(ref: str | DatasetRef, *, version: int | None = None) -> dict[str, Any]:
+    """One version: rows, splits, categories and classes, schema (in column order), lineage. Keys sorted."""
+    r = parse_ref(ref, version=version) if isinstance(ref, str) else ref
     dt = _open(r)
     v = dt.version()
-    table = arrow_dataset(dt).to_table()
-    entry = next((e for e in dataset_log(r.path) if e["version"] == v), None)
+    table = read_dataset(DatasetRef(r.path, v), resolve_uris=False)
+    entry = next((e for e in dataset_log(DatasetRef(r.path, v)) if e["version"] == v), None)
     return {
+        "categories": dict(sorted(_counts(table, "category").items())),
+        "classes": classes_of(dt, table.column("category").to_pylist()),
         "dataset": r.path,
-        "version": v,
-        "rows": table.num_rows,
-        "duplicate_frame_ids": duplicate_keys(table),  # should always be empty; listed so it cannot hide
-        "splits": _counts(table, "split"),
-        "categories": _counts(table, "category"),
         "drives": len(set(table.column("drive_id").to_pylist())) if table.num_rows else 0,
-        "schema": {f.name: str(f.type) for f in table.schema},
+        "duplicate_frame_ids": duplicate_keys(table),  # should always be empty; listed so it cannot hide
         "lineage": entry["lineage"] if entry else {},
+        "rows": table.num_rows,
+        "schema": [{"name": f.name, "type": str(f.type)} for f in table.schema],
+        "splits": dict(sorted(_counts(table, "split").items())),
+        "version": v,
     }
 
 
-def dataset_diff(path: str, a: int, b: int) -> dict[str, Any]:
-    """What changed from version a to b: rows added/removed (by frame_id), relabels, new/dropped columns.
+def _diff_refs(a: str | DatasetRef, b: str | DatasetRef | int, c: int | None) -> tuple[DatasetRef, DatasetRef]:
+    if c is not None or isinstance(b, int):  # the old form: (path, a, b)
+        if c is None:
+            raise ConfigError(f"dataset_diff({a!r}, {b!r}) needs two pinned refs: PATH@vA, PATH@vB")
+        path = a.path if isinstance(a, DatasetRef) else parse_ref(a).path
+        return DatasetRef(path, int(b)), DatasetRef(path, int(c))
+    ra = parse_ref(a) if isinstance(a, str) else a
+    if isinstance(b, str) and _OLD_VERSION.match(b):  # `PATH@v0 v1`: the second on the same path
+        rb = DatasetRef(ra.path, int(_OLD_VERSION.match(b).group("version")))  # type: ignore[union-attr]
+    else:
+        rb = parse_ref(b) if isinstance(b, str) else b
+    for r in (ra, rb):
+        if r.version is None:
+            raise ConfigError(f"diff needs pinned versions: {str(r)!r} has no @vN (e.g. {r.path}@v0 {r.path}@v1)")
+    return ra, rb
 
-    Rows are counted as rows, and frame_ids on more than one row of either version are listed
-    (`duplicate_frame_ids`), so a duplicated frame cannot hide behind an unchanged set of keys.
+
+def dataset_diff(a: str | DatasetRef, b: str | DatasetRef | int, c: int | None = None) -> dict[str, Any]:
+    """What changed from version a to b: rows added/removed (by frame_id), relabels, new/dropped columns, classes.
+
+    `dataset_diff("ds@v0", "ds@v1")` (also `("ds@v0", "v1")`, and the old `("ds", 0, 1)`). Rows are counted as
+    rows, and frame_ids on more than one row of either version are listed (`duplicate_frame_ids`), so a
+    duplicated frame cannot hide behind an unchanged set of keys. Lists are sorted.
     """
-    ta = read_dataset(DatasetRef(path, a))
-    tb = read_dataset(DatasetRef(path, b))
+    ra, rb = _diff_refs(a, b, c)
+    ta = read_dataset(ra, resolve_uris=False)
+    tb = read_dataset(rb, resolve_uris=False)
     ca = dict(zip(ta.column("frame_id").to_pylist(), ta.column("category").to_pylist(), strict=True))
     cb = dict(zip(tb.column("frame_id").to_pylist(), tb.column("category").to_pylist(), strict=True))
     added = sorted(set(cb) - set(ca))
@@ -188,34 +261,41 @@ def dataset_diff(path: str, a: int, b: int) -> dict[str, Any]:
     added_by_cat: dict[str, int] = {}
     for f in added:
         added_by_cat[cb[f]] = added_by_cat.get(cb[f], 0) + 1
+    classes_a, classes_b = dataset_classes(ra), dataset_classes(rb)
     return {
-        "dataset": path,
-        "from": a,
-        "to": b,
+        "added_by_category": dict(sorted(added_by_cat.items())),
+        "added_frame_ids": added[:20],
+        "classes_added": [x for x in classes_b if x not in classes_a],
+        "columns_added": [x for x in tb.column_names if x not in ta.column_names],
+        "columns_removed": [x for x in ta.column_names if x not in tb.column_names],
+        "dataset": ra.path if ra.path == rb.path else {"from": ra.path, "to": rb.path},
+        "duplicate_frame_ids": {"from": duplicate_keys(ta), "to": duplicate_keys(tb)},
+        "from": ra.version,
+        "relabeled": len(relabeled),
+        "rows": {"from": ta.num_rows, "to": tb.num_rows},
         "rows_added": len(added),
         "rows_removed": len(removed),
-        "rows": {"from": ta.num_rows, "to": tb.num_rows},
-        "duplicate_frame_ids": {"from": duplicate_keys(ta), "to": duplicate_keys(tb)},
-        "relabeled": len(relabeled),
-        "added_by_category": dict(sorted(added_by_cat.items())),
-        "columns_added": [c for c in tb.column_names if c not in ta.column_names],
-        "columns_removed": [c for c in ta.column_names if c not in tb.column_names],
-        "added_frame_ids": added[:20],
+        "to": rb.version,
     }
 
 
 class EdgeCaseDataset:
     """A torch `Dataset` over one pinned version and split: (image float32 [3,S,S] in [0,1], class index).
 
-    `classes` fixes the label space (e.g. the model's classes plus new categories); by default it is the
-    sorted set of categories in this version. Images are read through the row's `uri`.
+    Class indices come from the dataset's class list (`dataset_classes`), so an index means the same class
+    in every version. `classes` fixes another label space (e.g. a model's classes plus new categories).
+    Images are read through the row's `uri`, resolved against the dataset root.
     """
 
     def __init__(self, ref: str, *, split: str | None = "train", version: int | None = None,
                  classes: list[str] | None = None, size: int = 64, label_column: str = "category") -> None:
-        self.table = read_dataset(ref, version=version, split=split, columns=None)
+        r = parse_ref(ref, version=version)
+        if r.version is None:  # pin it now: rows and classes must come from the same version
+            r = DatasetRef(r.path, latest_version(r.path))
+        self.ref = r
+        self.table = read_dataset(r, split=split, columns=None)
         labels = self.table.column(label_column).to_pylist()
-        self.classes = list(classes) if classes is not None else sorted(set(labels))
+        self.classes = list(classes) if classes is not None else dataset_classes(r)
         index = {c: i for i, c in enumerate(self.classes)}
         unknown = sorted(set(labels) - set(index))
         if unknown:

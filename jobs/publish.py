@@ -1,10 +1,12 @@
 """Publish confirmed edge cases as a new version of a Delta Lake training set, with lineage.
 
 One publish = one Delta commit whose commit metadata is the lineage (mining runs, encoder/model ids, review
-policy, reviewer counts, agreement, code version). Rows are keyed by `frame_id`: publishing the same
-decisions again adds nothing and makes no commit. Concurrent publishers are safe: the write is a Delta MERGE
-(insert when not matched), and a commit conflict is retried against the new table state, so no row is lost
-or duplicated. New metadata columns merge into the schema (older versions read them as null).
+policy, reviewer counts, agreement, code version) plus the dataset's class list (`edgemine.classes`, only
+ever extended). Rows are keyed by `frame_id`: publishing the same decisions again adds nothing and makes no
+commit. Concurrent publishers are safe: the write is a Delta MERGE (insert when not matched), and a commit
+conflict is retried against the new table state, so no row is lost or duplicated. Columns are typed (lists,
+int64, float64, bool) and follow the evolution rules of `contracts.evolve_training_schema`; frames are copied,
+linked or referenced (`dataset_frames`); the version must pass the publish gates (`publish_gates`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import hashlib
 import json
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,8 +23,25 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from edgemine.contracts import SPLITS, TRAINING_SCHEMA, cast_to
-from edgemine.errors import ConfigError, SchemaError
+from edgemine.contracts import (
+    CLASSES_ADDED_KEY,
+    CLASSES_KEY,
+    SPLITS,
+    TRAINING_SCHEMA,
+    canonical_schema,
+    cast_to,
+    evolve_training_schema,
+)
+from edgemine.errors import ConfigError, PublishRefusedError, SchemaError
+from edgemine.jobs.dataset_frames import FrameMode, place_frames
+from edgemine.jobs.publish_gates import PublishGates, check_gates
+
+__all__ = ["DEFAULT_FRAMES", "PublishGates", "PublishRefusedError", "PublishResult", "ReviewPublish", "SplitPolicy",
+           "assign_split", "latest_per_frame", "publish", "publish_from_review", "training_rows",
+           "watch_and_publish"]
+# A training engineer wants a dataset that still opens when the mining machine's scratch space is gone:
+# frames are copied under the dataset root unless told otherwise.
+DEFAULT_FRAMES: FrameMode = "copy"
 
 DEFAULT_SPLITS: dict[str, float] = {"train": 0.8, "val": 0.2}
 
@@ -92,6 +111,8 @@ def training_rows(confirmed: pa.Table, *, policy: SplitPolicy) -> pa.Table:
     if "split" in table.column_names:
         table = table.drop(["split"])
     table = table.append_column("split", assign_split(table.column("drive_id"), policy))
+    if "source_uri" not in table.column_names:
+        table = table.append_column("source_uri", pa.nulls(table.num_rows, pa.string()))
     meta_cols: dict[str, list[Any]] = {}
     if "metadata" in table.column_names:
         raw = table.column("metadata").to_pylist()
@@ -125,13 +146,30 @@ def latest_per_frame(confirmed: pa.Table) -> tuple[pa.Table, int]:
 
 
 def _metadata_array(name: str, values: list[Any]) -> pa.Array:
+    """A metadata column at its own type: bool, int64, float64 (ints and floats mixed), string, list<string>,
+    list<int64>/list<float64>; objects, mixed lists and mixed scalars as JSON text. All-null: the null type
+    (the dataset's own type, or left out - see contracts.evolve_training_schema)."""
     present = [v for v in values if v is not None]
-    if present and all(isinstance(v, bool) for v in present):
+    if not present:
+        return pa.nulls(len(values))
+    if all(isinstance(v, bool) for v in present):
         return pa.array(values, pa.bool_())
-    if present and all(isinstance(v, int | float) and not isinstance(v, bool) for v in present):
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+        return pa.array(values, pa.int64())
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in present):
         return pa.array([None if v is None else float(v) for v in values], pa.float64())
-    return pa.array([None if v is None else (v if isinstance(v, str) else json.dumps(v)) for v in values],
-                    pa.string())
+    if all(isinstance(v, str) for v in present):
+        return pa.array(values, pa.string())
+    if all(isinstance(v, list) for v in present):
+        items = [x for v in present for x in v]
+        if all(x is not None for x in items):
+            value_type = _metadata_array(name, items).type if items else pa.string()
+            if pa.types.is_string(value_type) or pa.types.is_int64(value_type) or pa.types.is_float64(value_type):
+                conv = float if pa.types.is_float64(value_type) else (lambda x: x)
+                return pa.array([None if v is None else [conv(x) for x in v] for v in values],
+                                pa.list_(value_type))
+    return pa.array([None if v is None else (v if isinstance(v, str) else json.dumps(v, sort_keys=True))
+                     for v in values], pa.string())
 
 
 @dataclass(frozen=True)
@@ -144,13 +182,24 @@ class PublishResult:
     seconds: float
     lineage: dict[str, str]
     added_ids: tuple[str, ...] = ()
+    classes: tuple[str, ...] = ()  # the dataset's class list after this publish (index = class index)
+    classes_added: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()  # publish gates that warned
+    frames: dict[str, Any] = field(default_factory=dict)  # mode, files placed, identical files kept
 
 
-def _table_exists(path: str) -> bool:
+@dataclass(frozen=True)
+class _TableState:
+    schema: pa.Schema  # canonical types
+    keys: pa.Table  # frame_id, split, category of every row of the latest version
+    classes: list[str]
+
+
+def _table_exists(path: str, storage_options: dict[str, str] | None = None) -> bool:
     from deltalake import DeltaTable
 
     try:
-        DeltaTable(path)
+        DeltaTable(path, storage_options=storage_options)
         return True
     except Exception as exc:  # deltalake raises TableNotFoundError (and OSError-like errors on some stores)
         if type(exc).__name__ == "TableNotFoundError":
@@ -158,16 +207,51 @@ def _table_exists(path: str) -> bool:
         raise
 
 
-def _existing_ids(path: str) -> set[str]:
+def _table_state(path: str, storage_options: dict[str, str] | None) -> _TableState | None:
     from deltalake import DeltaTable
 
-    from edgemine.jobs.datasets import arrow_dataset
+    from edgemine.jobs.datasets import arrow_dataset, classes_of
 
-    return set(arrow_dataset(DeltaTable(path)).to_table(columns=["frame_id"]).column("frame_id").to_pylist())
+    if not _table_exists(path, storage_options):
+        return None
+    dt = DeltaTable(path, storage_options=storage_options)
+    keys = arrow_dataset(dt).to_table(columns=["frame_id", "split", "category"])
+    keys = pa.table({c: keys.column(c).cast(pa.string()) for c in keys.column_names})
+    schema = canonical_schema(pa.schema(dt.schema().to_arrow()))
+    return _TableState(schema, keys, classes_of(dt, keys.column("category").to_pylist()))
 
 
 def _lineage_strings(lineage: Mapping[str, Any]) -> dict[str, str]:
     return {k: v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str) for k, v in lineage.items()}
+
+
+def extend_classes(current: Sequence[str], *additions: Sequence[str]) -> list[str]:
+    """`current` then every class of `additions` not in it, in order: a class list is only ever extended."""
+    out = list(current)
+    for group in additions:
+        for c in group:
+            if c not in out:
+                out.append(c)
+    return out
+
+
+def _conform(rows: pa.Table, schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_arrays([rows.column(f.name).cast(f.type) for f in schema], schema=schema)
+
+
+def _gate_figures(state: _TableState | None, new: pa.Table) -> dict[str, Any]:
+    parts = [new.select(["split", "category"]).cast(pa.schema([("split", pa.string()), ("category", pa.string())]))]
+    if state is not None:
+        parts.append(state.keys.select(["split", "category"]))
+    both = pa.concat_tables(parts)
+    splits: dict[str, int] = {}
+    train: dict[str, int] = {}
+    for sp, cat in zip(both.column("split").to_pylist(), both.column("category").to_pylist(), strict=True):
+        splits[sp] = splits.get(sp, 0) + 1
+        if sp == "train":
+            train[cat] = train.get(cat, 0) + 1
+    return {"splits": splits, "train_by_category": train,
+            "categories": sorted(set(both.column("category").to_pylist()))}
 
 
 def publish(
@@ -177,15 +261,25 @@ def publish(
     lineage: Mapping[str, Any],
     max_attempts: int = 20,
     storage_options: dict[str, str] | None = None,
+    taxonomy: Sequence[str] = (),
+    frames: FrameMode = DEFAULT_FRAMES,
+    gates: PublishGates | None = None,
+    policy: SplitPolicy | None = None,
 ) -> PublishResult:
     """Add `rows` (from `training_rows`) not yet in `dataset` as one new Delta version.
 
     Returns the new version, or version=None when every row was already there (no empty commits).
+    `taxonomy` seeds (and extends) the dataset's class list; categories outside it are appended, sorted.
+    `frames`: copy/link the added rows' frames under the dataset root, or reference their absolute URIs.
+    `gates` (None: none; `publish_from_review` passes its own) check the would-be version; a refusal raises
+    PublishRefusedError before anything is written. `policy` names the splits the empty-split gate expects.
     """
-    from deltalake import CommitProperties, write_deltalake
+    from deltalake import CommitProperties, DeltaTable, write_deltalake
     from deltalake.exceptions import CommitFailedError
 
     t0 = time.perf_counter()
+    if "source_uri" not in rows.column_names:
+        rows = rows.append_column("source_uri", pa.nulls(rows.num_rows, pa.string()))
     missing = [f.name for f in TRAINING_SCHEMA if f.name not in rows.column_names]
     if missing:
         raise SchemaError(f"rows to publish lack column(s) {missing}; build them with training_rows()")
@@ -194,31 +288,53 @@ def publish(
         repeated = counts.filter(pc.greater(counts.field("counts"), 1)).field("values")
         if len(repeated):
             raise SchemaError(f"rows to publish repeat frame_id {repeated[0].as_py()!r}")
-    meta = _lineage_strings({**lineage, "edgemine.rows": rows.num_rows})
+        rows = rows.sort_by("frame_id")  # files hold rows in frame_id order, whatever order they came in
+    expected_splits = [n for n, r in (policy or SplitPolicy()).ratios.items() if r > 0]
+    base = {**lineage, "edgemine.rows": rows.num_rows}
     attempts = 0
     while True:
         attempts += 1
+        meta = _lineage_strings(base)
         try:
-            if not _table_exists(dataset):
-                if rows.num_rows == 0:
-                    return PublishResult(dataset, None, 0, 0, attempts, time.perf_counter() - t0, meta)
-                meta["edgemine.added"] = str(rows.num_rows)
+            state = _table_state(dataset, storage_options)
+            if state is None:
+                new = rows
+            else:
+                existing = set(state.keys.column("frame_id").to_pylist())
+                new = rows.filter(pa.array([f not in existing for f in rows.column("frame_id").to_pylist()],
+                                           pa.bool_()))
+            if new.num_rows == 0:
+                return PublishResult(dataset, None, 0, rows.num_rows, attempts, time.perf_counter() - t0, meta,
+                                     classes=tuple(state.classes) if state else ())
+            schema = evolve_training_schema(state.schema if state else None, canonical_schema(new.schema),
+                                            dataset=dataset)
+            new = _conform(new, schema)
+            before = state.classes if state else []
+            classes = extend_classes(before, taxonomy, sorted(set(new.column("category").to_pylist())))
+            warnings: list[str] = []
+            if gates is not None:
+                warnings = check_gates(gates, dataset=dataset, expected_splits=expected_splits,
+                                       added_reviews=new.column("n_reviews").to_pylist(),
+                                       agreement=lineage.get("agreement") or {}, **_gate_figures(state, new))
+            new, frame_stats = place_frames(new, dataset, mode=frames)
+            meta.update(_lineage_strings({
+                "edgemine.added": new.num_rows, CLASSES_KEY: classes, CLASSES_ADDED_KEY: classes[len(before):],
+                "edgemine.frames": frame_stats.lineage(),
+                **({"edgemine.gates": gates.lineage(), "edgemine.gate_warnings": warnings} if gates else {}),
+            }))
+            done = dict(classes=tuple(classes), classes_added=tuple(classes[len(before):]),
+                        warnings=tuple(warnings), frames=frame_stats.lineage())
+            if state is None:
                 # max_commit_retries=0: a creator that loses the race for version 0 must not retry its
                 # commit as version 1 (delta-rs would: a blind append does not conflict), which would add
                 # every row a second time; it fails here and retries below as a MERGE into the winner's table.
-                write_deltalake(dataset, rows, mode="error", storage_options=storage_options,
+                write_deltalake(dataset, new, mode="error", storage_options=storage_options,
                                 name="edge_cases", description="edge cases confirmed by edgemine review",
+                                configuration=TABLE_CONFIGURATION,
                                 commit_properties=CommitProperties(custom_metadata=meta, max_commit_retries=0))
-                return PublishResult(dataset, _version(dataset), rows.num_rows, 0, attempts,
-                                     time.perf_counter() - t0, meta, tuple(rows.column("frame_id").to_pylist()))
-            existing = _existing_ids(dataset)
-            keep = pa.array([fid not in existing for fid in rows.column("frame_id").to_pylist()], pa.bool_())
-            new = rows.filter(keep)
-            if new.num_rows == 0:
-                return PublishResult(dataset, None, 0, rows.num_rows, attempts, time.perf_counter() - t0, meta)
-            meta["edgemine.added"] = str(new.num_rows)
-            from deltalake import DeltaTable
-
+                return PublishResult(dataset, _version(dataset, storage_options), new.num_rows, 0, attempts,
+                                     time.perf_counter() - t0, meta, tuple(new.column("frame_id").to_pylist()),
+                                     **done)
             dt = DeltaTable(dataset, storage_options=storage_options)
             metrics = (
                 dt.merge(new, predicate="t.frame_id = s.frame_id", source_alias="s", target_alias="t",
@@ -228,7 +344,7 @@ def publish(
             )
             added = int(metrics.get("num_target_rows_inserted", new.num_rows))
             return PublishResult(dataset, dt.version(), added, rows.num_rows - new.num_rows, attempts,
-                                 time.perf_counter() - t0, meta, tuple(new.column("frame_id").to_pylist()))
+                                 time.perf_counter() - t0, meta, tuple(new.column("frame_id").to_pylist()), **done)
         except CommitFailedError:
             if attempts >= max_attempts:
                 raise
@@ -240,10 +356,16 @@ def publish(
             raise
 
 
-def _version(dataset: str) -> int:
+# Pinned versions must stay readable for as long as a model trained on them is in use: the commit log (and
+# with it time travel and each version's class list) is kept ten years, not Delta's default 30 days.
+TABLE_CONFIGURATION = {"delta.logRetentionDuration": "interval 3650 days",
+                       "delta.deletedFileRetentionDuration": "interval 3650 days"}
+
+
+def _version(dataset: str, storage_options: dict[str, str] | None = None) -> int:
     from deltalake import DeltaTable
 
-    return DeltaTable(dataset).version()
+    return DeltaTable(dataset, storage_options=storage_options).version()
 
 
 # ================================================================ from the review store
@@ -278,6 +400,7 @@ def review_lineage(session: Any, *, run_ids: list[str]) -> dict[str, Any]:
         agreement = storage.agreement_metrics(session, run_id=rid)
         runs[rid] = {
             "source": run.source,
+            "categories": list(run.categories),
             "encoder": run.info.get("encoder_id") or run.info.get("encoder"),
             "models": run.info.get("models"),
             "policy": {"overlap_fraction": run.overlap_fraction, "overlap_reviews": run.overlap_reviews,
@@ -298,6 +421,8 @@ def review_lineage(session: Any, *, run_ids: list[str]) -> dict[str, Any]:
         "reviewers": int(n_reviewers or 0),
         "decisions": int(n_decisions or 0),
         "runs": {rid: {"source": r["source"], "models": r["models"]} for rid, r in runs.items()},
+        # the review taxonomy of each run: it seeds (and extends) the dataset's class list
+        "taxonomy": {rid: r["categories"] for rid, r in runs.items()},
         "code_version": code_version(),
     }
 
@@ -315,40 +440,65 @@ def publish_from_review(
     run_id: str | None = None,
     policy: SplitPolicy | None = None,
     since: Any = None,
+    frames: FrameMode = DEFAULT_FRAMES,
+    gates: PublishGates | None = None,
 ) -> ReviewPublish:
     """Publish every confirmed edge case in the review store (`db`: a URL or review_api.db.Database).
 
     A frame confirmed in several runs is published once, from its latest consensus (`latest_per_frame`);
     the lineage lists every run and how many confirmations were superseded. A frame already in the dataset
-    keeps its published row (rows are keyed by frame_id).
+    keeps its published row (rows are keyed by frame_id). The runs' review taxonomies seed the dataset's
+    class list. `gates` may refuse the version (PublishRefusedError, nothing written); None means
+    `PublishGates.warn_only()`: every gate is checked and a failure is a warning in the result and the
+    lineage, so a program's loop keeps publishing - pass `PublishGates()` to refuse as the CLI does.
+    After the commit, the published items are recorded in the store (`storage.mark_published`).
     """
     from datetime import UTC, datetime
 
     from edgemine.review_api import storage
     from edgemine.review_api.db import Database
 
+    policy = policy or SplitPolicy()
     database = Database(db) if isinstance(db, str) else db
-    with database.read() as s:
-        confirmed = storage.confirmed_items(s, run_id=run_id, since=since)
-        run_ids = sorted(set(confirmed.column("run_id").to_pylist()))
-        lineage = review_lineage(s, run_ids=run_ids) if run_ids else {"mining_runs": []}
-    confirmed, superseded = latest_per_frame(confirmed)
-    lineage["superseded_confirmations"] = superseded  # frames confirmed by several runs: the latest won
-    rows = training_rows(confirmed.drop(["item_id", "consensus_method"]), policy=policy or SplitPolicy())
-    lineage["splits"] = json.loads((policy or SplitPolicy()).to_json())
-    result = publish(rows, dataset, lineage=lineage)
-    latencies: list[float] = []
-    if result.added:
-        readable = datetime.now(UTC)  # publish returned: the new version is committed and readable
-        added = set(result.added_ids)
-        for fid, decided in zip(rows.column("frame_id").to_pylist(), rows.column("decided_at").to_pylist(),
-                                strict=True):
-            if fid in added and decided is not None:
-                decided = decided if decided.tzinfo else decided.replace(tzinfo=UTC)
-                latencies.append((readable - decided).total_seconds())
-    if isinstance(db, str):
-        database.dispose()
+    try:
+        with database.read() as s:
+            confirmed = storage.confirmed_items(s, run_id=run_id, since=since)
+            run_ids = sorted(set(confirmed.column("run_id").to_pylist()))
+            lineage = review_lineage(s, run_ids=run_ids) if run_ids else {"mining_runs": []}
+        confirmed, superseded = latest_per_frame(confirmed)
+        lineage["superseded_confirmations"] = superseded  # frames confirmed by several runs: the latest won
+        item_of = dict(zip(confirmed.column("frame_id").to_pylist(), confirmed.column("item_id").to_pylist(),
+                           strict=True))
+        rows = training_rows(confirmed.drop(["item_id", "consensus_method"]), policy=policy)
+        lineage["splits"] = json.loads(policy.to_json())
+        taxonomy = extend_classes([], *(lineage.get("taxonomy") or {}).values())
+        result = publish(rows, dataset, lineage=lineage, taxonomy=taxonomy, frames=frames,
+                         gates=PublishGates.warn_only() if gates is None else gates, policy=policy)
+        latencies: list[float] = []
+        if result.added:
+            readable = datetime.now(UTC)  # publish returned: the new version is committed and readable
+            added = set(result.added_ids)
+            for fid, decided in zip(rows.column("frame_id").to_pylist(), rows.column("decided_at").to_pylist(),
+                                    strict=True):
+                if fid in added and decided is not None:
+                    decided = decided if decided.tzinfo else decided.replace(tzinfo=UTC)
+                    latencies.append((readable - decided).total_seconds())
+            _mark_published(database, [item_of[f] for f in result.added_ids], dataset, result.version, readable)
+    finally:
+        if isinstance(db, str):
+            database.dispose()
     return ReviewPublish(result, latencies)
+
+
+def _mark_published(database: Any, item_ids: list[int], dataset: str, version: int | None, now: Any) -> None:
+    """Record in the review store which items a version published (reviewers cannot undo those decisions)."""
+    from edgemine.review_api import storage
+
+    mark = getattr(storage, "mark_published", None)
+    if mark is None or version is None or not item_ids:
+        return
+    with database.write() as s:
+        mark(s, item_ids=sorted(item_ids), dataset=dataset, version=version, now=now)
 
 
 def watch_and_publish(
@@ -362,12 +512,18 @@ def watch_and_publish(
     stop: Any = None,
     on_publish: Any = None,
     poll_s: float = 0.5,
+    frames: FrameMode = DEFAULT_FRAMES,
+    gates: PublishGates | None = None,
+    on_refused: Callable[[str], None] | None = None,
 ) -> list[ReviewPublish]:
     """Continuous publishing: publish when `min_new` new confirmations are waiting, or every `interval_s`.
 
     Runs until `stop` (a threading.Event) is set; returns every publish that added rows. Each one's
-    `latencies_s` is the time from consensus to readable row.
+    `latencies_s` is the time from consensus to readable row. A gate refusal means "not yet": the waiting
+    confirmations stay waiting (and accumulate), `on_refused` gets the reason (default: the module logger),
+    and the next try comes with more confirmations or after `interval_s`. `gates=None`: as publish_from_review.
     """
+    import logging
     import threading
     from datetime import timedelta
 
@@ -376,12 +532,14 @@ def watch_and_publish(
 
     if interval_s <= 0 or min_new < 1:
         raise ConfigError(f"interval_s={interval_s} must be > 0 and min_new={min_new} >= 1")
+    say = on_refused or logging.getLogger(__name__).warning
     stop = stop or threading.Event()
     database = Database(db) if isinstance(db, str) else db
     published: list[ReviewPublish] = []
     last = time.monotonic()
     done: set[str] = set()
     watermark = None  # consensus time of the newest confirmation seen; the scan starts a little before it
+    held: list[Any] = []  # while refused: the scan start of the oldest confirmation still unpublished
     try:
         while True:
             stopping = stop.is_set()
@@ -389,19 +547,26 @@ def watch_and_publish(
             with database.read() as s:
                 fresh = storage.confirmed_items(s, run_id=run_id, since=since)
             ids = fresh.column("frame_id").to_pylist()
-            waiting = [f for f in ids if f not in done]
+            waiting = [f for f in ids if f not in done]  # after a refusal: only those that came since
             if fresh.num_rows:
                 newest = max(d for d in fresh.column("decided_at").to_pylist() if d is not None)
                 watermark = newest if watermark is None else max(watermark, newest)
             elapsed = time.monotonic() - last
             if waiting and (len(waiting) >= min_new or elapsed >= interval_s or stopping):
-                out = publish_from_review(database, dataset, run_id=run_id, policy=policy, since=since)
+                try:
+                    out = publish_from_review(database, dataset, run_id=run_id, policy=policy,
+                                              since=held[0] if held else since, frames=frames, gates=gates)
+                except PublishRefusedError as exc:
+                    held[:] = held or [since]  # the next try re-reads from here, so nothing refused is lost
+                    say(f"not yet publishing {dataset}: {exc}")
+                else:
+                    held.clear()
+                    if out.result.added:
+                        published.append(out)
+                        if on_publish is not None:
+                            on_publish(out)
                 done.update(waiting)
                 last = time.monotonic()
-                if out.result.added:
-                    published.append(out)
-                    if on_publish is not None:
-                        on_publish(out)
             if stopping:
                 return published
             stop.wait(poll_s)

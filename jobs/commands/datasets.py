@@ -1,38 +1,52 @@
-"""`edgemine datasets log|show|diff`: inspect a versioned edge-case training set."""
+"""`edgemine datasets log|show|diff|classes`: inspect a versioned edge-case training set.
+
+Every command takes one reference syntax, `PATH@vN` (`PATH` alone: the latest version). Output is
+deterministic: keys sorted, lists sorted, columns in table order.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 
 import typer
 
 from edgemine.jobs.commands import examples
 
-datasets_app = typer.Typer(help="Inspect a versioned edge-case dataset (a Delta table).", no_args_is_help=True,
-                            epilog=examples("edgemine datasets log data/edge_cases",
-                                            "edgemine datasets show data/edge_cases@v3",
-                                            "edgemine datasets diff data/edge_cases 2 3"))
+datasets_app = typer.Typer(help="Inspect a versioned edge-case dataset (a Delta table); versions are PATH@vN.",
+                           no_args_is_help=True,
+                           epilog=examples("edgemine datasets log data/edge_cases",
+                                           "edgemine datasets show data/edge_cases@v3",
+                                           "edgemine datasets diff data/edge_cases@v2 data/edge_cases@v3",
+                                           "edgemine datasets classes data/edge_cases@v3"))
 
 
 def _echo(obj: object, as_json: bool) -> None:
     if as_json:
-        typer.echo(json.dumps(obj, indent=2, default=str))
+        typer.echo(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def _value(v: object) -> str:
+    return v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str)
 
 
 @datasets_app.command("log", epilog=examples("edgemine datasets log data/edge_cases",
-                                                         "edgemine datasets log data/edge_cases --json"))
-def log(path: str = typer.Argument(..., help="Dataset path (Delta table)."),
+                                             "edgemine datasets log data/edge_cases@v3 --json"))
+def log(ref: str = typer.Argument(..., help="Dataset path; PATH@vN: the history up to vN."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Every version, newest first, with rows added and lineage."""
+    """Every version, newest first, with rows added, classes added and lineage."""
     from edgemine.jobs.datasets import dataset_log
 
-    entries = dataset_log(path)
+    entries = dataset_log(ref)
     if as_json:
         return _echo(entries, True)
     for e in entries:
-        runs = e["lineage"].get("mining_runs", "")
+        lin = e["lineage"]
+        runs = lin.get("mining_runs", "")
+        added = lin.get("edgemine.classes_added") or []
         typer.echo(f"v{e['version']:<4} {e['timestamp']}  {e['operation']:<6} +{e['rows_added'] or 0:<6} "
-                   f"runs={runs} code={e['lineage'].get('code_version', '?')}")
+                   f"runs={_value(runs)} code={lin.get('code_version', '?')}"
+                   + (f" classes+={_value(added)}" if added else ""))
 
 
 def _warn_duplicates(where: str, ids: list[str]) -> None:
@@ -41,11 +55,11 @@ def _warn_duplicates(where: str, ids: list[str]) -> None:
 
 
 @datasets_app.command("show", epilog=examples("edgemine datasets show data/edge_cases",
-                                                          "edgemine datasets show data/edge_cases@v3"))
+                                              "edgemine datasets show data/edge_cases@v3 --json"))
 def show(ref: str = typer.Argument(..., help="Dataset path, optionally pinned: PATH@vN."),
-         version: int = typer.Option(None, "--version", help="Version to show (default: latest)."),
+         version: int = typer.Option(None, "--version", help="Version to show (same as PATH@vN)."),
          as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Rows, splits, categories, schema and lineage of one version."""
+    """Rows, splits, categories, classes, schema and lineage of one version."""
     from edgemine.jobs.datasets import dataset_show
 
     info = dataset_show(ref, version=version)
@@ -53,32 +67,58 @@ def show(ref: str = typer.Argument(..., help="Dataset path, optionally pinned: P
         return _echo(info, True)
     typer.echo(f"{info['dataset']}@v{info['version']}: {info['rows']} rows from {info['drives']} drives")
     _warn_duplicates(f"v{info['version']}", info["duplicate_frame_ids"])
-    typer.echo("  splits:     " + ", ".join(f"{k}={v}" for k, v in sorted(info["splits"].items())))
-    typer.echo("  categories: " + ", ".join(f"{k}={v}" for k, v in sorted(info["categories"].items())))
-    typer.echo("  columns:    " + ", ".join(info["schema"]))
+    typer.echo("  splits:     " + ", ".join(f"{k}={v}" for k, v in info["splits"].items()))
+    typer.echo("  categories: " + ", ".join(f"{k}={v}" for k, v in info["categories"].items()))
+    typer.echo("  classes:    " + ", ".join(f"{i}={c}" for i, c in enumerate(info["classes"])))
+    typer.echo("  columns:    " + ", ".join(f"{c['name']} ({c['type']})" for c in info["schema"]))
     for k, v in info["lineage"].items():
-        typer.echo(f"  {k}: {json.dumps(v, default=str) if not isinstance(v, str) else v}")
+        typer.echo(f"  {k}: {_value(v)}")
 
 
-@datasets_app.command("diff", epilog=examples("edgemine datasets diff data/edge_cases 2 3"))
-def diff(path: str = typer.Argument(..., help="Dataset path."),
-         a: int = typer.Argument(..., help="From version."),
-         b: int = typer.Argument(..., help="To version."),
+@datasets_app.command("diff", epilog=examples("edgemine datasets diff data/edge_cases@v2 data/edge_cases@v3",
+                                              "edgemine datasets diff data/edge_cases@v2 v3 --json"))
+def diff(refs: list[str] = typer.Argument(..., help="PATH@vA PATH@vB (or PATH@vA vB)."),
          as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Rows added/removed/relabelled and columns added between two versions."""
+    """Rows added/removed/relabelled, classes and columns added between two versions."""
+    from edgemine.errors import ConfigError
     from edgemine.jobs.datasets import dataset_diff
 
-    d = dataset_diff(path, a, b)
+    old = [re.fullmatch(r"@?v?(\d+)", r) for r in refs[1:]]
+    if len(refs) == 3 and all(old):  # the old forms PATH A B / PATH vA vB, still understood
+        a, b = (int(m.group(1)) for m in old if m)
+        typer.echo(f"note: write 'datasets diff {refs[0]}@v{a} {refs[0]}@v{b}' (PATH@vN, as every command takes)",
+                   err=True)
+        d = dataset_diff(refs[0], a, b)
+    elif len(refs) == 2:
+        d = dataset_diff(refs[0], refs[1])
+    else:
+        raise ConfigError(f"diff takes two versions, PATH@vA PATH@vB; got {refs}")
     if as_json:
         return _echo(d, True)
+    a, b = d["from"], d["to"]
     typer.echo(f"v{a} -> v{b}: +{d['rows_added']} rows, -{d['rows_removed']} rows, {d['relabeled']} relabelled "
                f"({d['rows']['from']} -> {d['rows']['to']} rows)")
     _warn_duplicates(f"v{a}", d["duplicate_frame_ids"]["from"])
     _warn_duplicates(f"v{b}", d["duplicate_frame_ids"]["to"])
     if d["added_by_category"]:
         typer.echo("  added: " + ", ".join(f"{k}={v}" for k, v in d["added_by_category"].items()))
+    if d["classes_added"]:
+        typer.echo(f"  classes added: {d['classes_added']}")
     if d["columns_added"] or d["columns_removed"]:
         typer.echo(f"  columns added: {d['columns_added']}  removed: {d['columns_removed']}")
+
+
+@datasets_app.command("classes", epilog=examples("edgemine datasets classes data/edge_cases@v3"))
+def classes(ref: str = typer.Argument(..., help="Dataset path, optionally pinned: PATH@vN."),
+            as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """The class list of a version: index<TAB>class (an index never changes between versions)."""
+    from edgemine.jobs.datasets import dataset_classes
+
+    names = dataset_classes(ref)
+    if as_json:
+        return _echo(names, True)
+    for i, c in enumerate(names):
+        typer.echo(f"{i}\t{c}")
 
 
 def register(app: typer.Typer) -> None:

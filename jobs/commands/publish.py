@@ -5,44 +5,111 @@ from __future__ import annotations
 import typer
 
 from edgemine.jobs.commands import examples
+from edgemine.jobs.commands.review import DbOption
+
+
+def _gate_action(value: str, flag: str) -> str:
+    from edgemine.errors import ConfigError
+    from edgemine.jobs.publish_gates import GATE_ACTIONS
+
+    if value not in GATE_ACTIONS:
+        raise ConfigError(f"{flag} {value!r} is not one of {list(GATE_ACTIONS)}")
+    return value
+
+
+def _db_url(db: str | None) -> str:
+    """--db, else $EDGEMINE_DATABASE_URL (typer reads it), else the review service's default store."""
+    import os
+
+    from edgemine.errors import InputNotFoundError
+    from edgemine.jobs.commands.review import _settings
+
+    url = _settings(db).database_url
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
+        path = url.removeprefix("sqlite:///")
+        if not os.path.exists(path):
+            raise InputNotFoundError(f"no review store at {path!r} (--db {url}); give --db or "
+                                     f"EDGEMINE_DATABASE_URL")
+    return url
 
 
 def publish(
-    db: str = typer.Option(..., "--db", help="Review store URL: sqlite:///review.db or postgresql://..."),
+    db: str | None = DbOption,
     dataset: str = typer.Option(..., "--dataset", help="Delta table path (created on first publish)."),
     run: str = typer.Option(None, "--run", help="Only this mining run's confirmations."),
     splits: str = typer.Option("train=0.8,val=0.2", "--splits", help="Split ratios, by drive."),
+    frames: str = typer.Option(
+        "copy", "--frames",
+        help="copy: frames into DATASET/frames/ (the dataset stands alone: moved, or read on another machine); "
+             "link: hard links there (same filesystem, no extra space); reference: keep the source URIs "
+             "(absolute paths or object-store URIs the readers can reach)."),
+    empty_split: str = typer.Option("refuse", "--empty-split", help="A split with 0 rows: refuse|warn|off."),
+    min_agreement: str = typer.Option(
+        "none", "--min-agreement", help="Floor on each run's agreement (--agreement-metric), or 'none'."),
+    agreement_metric: str = typer.Option(
+        "krippendorff_alpha", "--agreement-metric", help="krippendorff_alpha|fleiss_kappa|cohen_kappa_mean."),
+    min_reviews: int = typer.Option(1, "--min-reviews", help="Reviews each published row needs at least."),
+    category_without_train: str = typer.Option(
+        "warn", "--category-without-train", help="A category with no train rows: refuse|warn|off."),
     watch: bool = typer.Option(False, "--watch", help="Keep publishing as confirmations arrive (Ctrl-C stops)."),
     interval: float = typer.Option(5.0, "--interval", help="--watch: publish at least this often (s)."),
     min_new: int = typer.Option(20, "--min-new", help="--watch: publish as soon as this many are waiting."),
 ) -> None:
-    """Publish consensus-confirmed edge cases as one new dataset version, with lineage."""
+    """Publish consensus-confirmed edge cases as one new dataset version, with lineage, classes and gates."""
     import statistics
     import threading
 
-    from edgemine.jobs.publish import SplitPolicy, publish_from_review, watch_and_publish
+    from edgemine.errors import ConfigError
+    from edgemine.jobs.dataset_frames import FRAME_MODES
+    from edgemine.jobs.publish import PublishGates, SplitPolicy, publish_from_review, watch_and_publish
 
+    if frames not in FRAME_MODES:
+        raise ConfigError(f"--frames {frames!r} is not one of {list(FRAME_MODES)}")
+    try:
+        floor = None if min_agreement.lower() in ("none", "off", "") else float(min_agreement)
+    except ValueError:
+        raise ConfigError(f"--min-agreement {min_agreement!r} is not a number or 'none'") from None
+    gates = PublishGates(empty_split=_gate_action(empty_split, "--empty-split"),  # type: ignore[arg-type]
+                         min_agreement=floor, agreement_metric=agreement_metric,  # type: ignore[arg-type]
+                         min_reviews=min_reviews,
+                         category_without_train=_gate_action(category_without_train,  # type: ignore[arg-type]
+                                                             "--category-without-train"))
     policy = SplitPolicy.parse(splits)
+    url = _db_url(db)
     if not watch:
-        out = publish_from_review(db, dataset, run_id=run, policy=policy)
+        out = publish_from_review(url, dataset, run_id=run, policy=policy, frames=frames,  # type: ignore[arg-type]
+                                  gates=gates)
         r = out.result
+        for w in r.warnings:
+            typer.echo(f"warning: {w}", err=True)
         if r.version is None:
             typer.echo(f"nothing new: {r.already_present} confirmed edge case(s) already in {dataset}")
         else:
-            typer.echo(f"published {dataset}@v{r.version}: +{r.added} rows ({r.already_present} already present)")
+            typer.echo(f"published {dataset}@v{r.version}: +{r.added} rows ({r.already_present} already present)"
+                       + (f"; classes added {list(r.classes_added)}" if r.classes_added else ""))
         return
+
+    last_refusal: list[str] = []
+
+    def refused(message: str) -> None:
+        if last_refusal != [message]:  # say each reason once, not at every poll
+            typer.echo(message, err=True)
+            last_refusal[:] = [message]
 
     def report(p) -> None:  # noqa: ANN001 - ReviewPublish
         lat = p.latencies_s
         med = statistics.median(lat) if lat else float("nan")
+        last_refusal.clear()
+        for w in p.result.warnings:
+            typer.echo(f"warning: {w}", err=True)
         typer.echo(f"published {dataset}@v{p.result.version}: +{p.result.added} rows; "
                    f"decision->dataset median {med:.1f}s, max {max(lat, default=float('nan')):.1f}s")
 
     stop = threading.Event()
-    typer.echo(f"watching {db} -> {dataset} (every {interval:g}s or {min_new} new); Ctrl-C stops")
+    typer.echo(f"watching {url} -> {dataset} (every {interval:g}s or {min_new} new); Ctrl-C stops")
     try:
-        watch_and_publish(db, dataset, interval_s=interval, min_new=min_new, policy=policy, stop=stop,
-                          on_publish=report)
+        watch_and_publish(url, dataset, interval_s=interval, min_new=min_new, policy=policy, stop=stop,
+                          on_publish=report, frames=frames, gates=gates, on_refused=refused)  # type: ignore[arg-type]
     except KeyboardInterrupt:
         stop.set()
 
@@ -50,6 +117,7 @@ def publish(
 def register(app: typer.Typer) -> None:
     app.command("publish", epilog=examples(
         "edgemine publish --db sqlite:///review.db --dataset data/edge_cases --run RUN_ID",
-        "edgemine publish --db sqlite:///review.db --dataset data/edge_cases --splits train=0.8,val=0.2",
+        "EDGEMINE_DATABASE_URL=sqlite:///review.db edgemine publish --dataset data/edge_cases --frames link",
+        "edgemine publish --db sqlite:///review.db --dataset data/edge_cases --min-agreement 0.4 --min-reviews 2",
         "edgemine publish --db sqlite:///review.db --dataset data/edge_cases --watch --interval 30 --min-new 10",
     ))(publish)

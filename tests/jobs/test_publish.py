@@ -54,9 +54,10 @@ def confirmed(ids: list[int], *, run: str = "run-1", extra_meta: dict | None = N
 def test_publish_then_read_each_version_returns_exactly_the_confirmed_rows(tmp_path: Path) -> None:
     ds = str(tmp_path / "edge_cases")
     policy = SplitPolicy()
-    r0 = publish(training_rows(confirmed(list(range(10))), policy=policy), ds, lineage={"mining_runs": ["run-1"]})
+    r0 = publish(training_rows(confirmed(list(range(10))), policy=policy), ds, frames="reference",
+                 lineage={"mining_runs": ["run-1"]})
     r1 = publish(training_rows(confirmed(list(range(5, 18)), run="run-2"), policy=policy), ds,
-                 lineage={"mining_runs": ["run-2"], "encoder": "builtin"})
+                 frames="reference", lineage={"mining_runs": ["run-2"], "encoder": "builtin"})
     assert (r0.version, r0.added) == (0, 10)
     assert (r1.version, r1.added, r1.already_present) == (1, 8, 5)
     v0 = read_dataset(f"{ds}@v0")
@@ -72,8 +73,8 @@ def test_publish_then_read_each_version_returns_exactly_the_confirmed_rows(tmp_p
 def test_republishing_adds_no_rows_and_no_version(tmp_path: Path) -> None:
     ds = str(tmp_path / "edge_cases")
     rows = training_rows(confirmed(list(range(6))), policy=SplitPolicy())
-    publish(rows, ds, lineage={})
-    again = publish(rows, ds, lineage={})
+    publish(rows, ds, frames="reference", lineage={})
+    again = publish(rows, ds, frames="reference", lineage={})
     assert again.version is None and again.added == 0 and again.already_present == 6
     assert [e["version"] for e in dataset_log(ds)] == [0]
 
@@ -82,7 +83,7 @@ def test_commit_metadata_carries_the_lineage(tmp_path: Path) -> None:
     ds = str(tmp_path / "edge_cases")
     lineage = {"mining_runs": ["run-1"], "encoder_id": "torchscript:abc", "review_policy": {"overlap": 0.2},
                "reviewers": 3, "agreement": {"fleiss_kappa": 0.71}, "code_version": "0.1.0+g1234"}
-    publish(training_rows(confirmed([1, 2]), policy=SplitPolicy()), ds, lineage=lineage)
+    publish(training_rows(confirmed([1, 2]), policy=SplitPolicy()), ds, frames="reference", lineage=lineage)
     entry = dataset_log(ds)[0]
     assert entry["lineage"]["mining_runs"] == ["run-1"]
     assert entry["lineage"]["agreement"] == {"fleiss_kappa": 0.71}
@@ -93,8 +94,9 @@ def test_commit_metadata_carries_the_lineage(tmp_path: Path) -> None:
 
 def test_time_travel_after_a_schema_change(tmp_path: Path) -> None:
     ds = str(tmp_path / "edge_cases")
-    publish(training_rows(confirmed([1, 2, 3]), policy=SplitPolicy()), ds, lineage={})
-    publish(training_rows(confirmed([4, 5], extra_meta={"lidar_ok": True}), policy=SplitPolicy()), ds, lineage={})
+    publish(training_rows(confirmed([1, 2, 3]), policy=SplitPolicy()), ds, frames="reference", lineage={})
+    publish(training_rows(confirmed([4, 5], extra_meta={"lidar_ok": True}), policy=SplitPolicy()), ds,
+            frames="reference", lineage={})
     v0, v1 = read_dataset(ds, version=0), read_dataset(ds, version=1)
     assert "lidar_ok" not in v0.column_names and v0.num_rows == 3
     assert v1.num_rows == 5
@@ -108,8 +110,8 @@ def test_an_independent_reader_agrees(tmp_path: Path) -> None:
     import duckdb
 
     ds = str(tmp_path / "edge_cases")
-    publish(training_rows(confirmed(list(range(7))), policy=SplitPolicy()), ds, lineage={})
-    publish(training_rows(confirmed(list(range(7, 12))), policy=SplitPolicy()), ds, lineage={})
+    publish(training_rows(confirmed(list(range(7))), policy=SplitPolicy()), ds, frames="reference", lineage={})
+    publish(training_rows(confirmed(list(range(7, 12))), policy=SplitPolicy()), ds, frames="reference", lineage={})
     for v in (0, 1):
         files = version_files(f"{ds}@v{v}")
         con = duckdb.connect()
@@ -127,7 +129,7 @@ def _publisher(args: tuple[str, list[int], int]) -> int:
     added = 0
     for chunk in np.array_split(rng.permutation(ids), 4):
         r = publish(training_rows(confirmed(sorted(int(i) for i in chunk)), policy=SplitPolicy()), ds,
-                    lineage={"publisher": str(seed)})
+                    frames="reference", lineage={"publisher": str(seed)})
         added += r.added
     return added
 
@@ -135,7 +137,7 @@ def _publisher(args: tuple[str, list[int], int]) -> int:
 @pytest.mark.integration
 def test_concurrent_publishers_neither_lose_nor_duplicate_rows(tmp_path: Path) -> None:
     ds = str(tmp_path / "edge_cases")
-    publish(training_rows(confirmed([0]), policy=SplitPolicy()), ds, lineage={})
+    publish(training_rows(confirmed([0]), policy=SplitPolicy()), ds, frames="reference", lineage={})
     jobs = [(ds, list(range(1, 41)), 1), (ds, list(range(20, 61)), 2), (ds, list(range(30, 71)), 3)]
     with mp.get_context("spawn").Pool(3) as pool:
         added = pool.map(_publisher, jobs)
@@ -151,7 +153,7 @@ def _first_publisher(args: tuple[str, float]) -> int | None:
     ds, start_at = args
     rows = training_rows(confirmed(list(range(14))), policy=SplitPolicy())
     time.sleep(max(0.0, start_at - time.time()))  # the three start their create at the same moment
-    return publish(rows, ds, lineage={}).version
+    return publish(rows, ds, frames="reference", lineage={}).version
 
 
 @pytest.mark.integration
@@ -175,7 +177,7 @@ def test_show_and_diff_name_duplicate_frame_ids(tmp_path: Path) -> None:
     from deltalake import write_deltalake
 
     ds = str(tmp_path / "edge_cases")
-    publish(training_rows(confirmed([1, 2, 3]), policy=SplitPolicy()), ds, lineage={})
+    publish(training_rows(confirmed([1, 2, 3]), policy=SplitPolicy()), ds, frames="reference", lineage={})
     assert dataset_show(ds)["duplicate_frame_ids"] == []
     # a table written by something other than publish (or a publisher before the race fix)
     write_deltalake(ds, read_dataset(ds).filter(pa.compute.equal(read_dataset(ds).column("frame_id"), "f0002")),
@@ -217,7 +219,7 @@ def test_bad_split_policies_name_the_value(text: str, message: str) -> None:
 
 def test_bad_refs_and_rows_are_refused(tmp_path: Path) -> None:
     ds = str(tmp_path / "edge_cases")
-    publish(training_rows(confirmed([1]), policy=SplitPolicy()), ds, lineage={})
+    publish(training_rows(confirmed([1]), policy=SplitPolicy()), ds, frames="reference", lineage={})
     with pytest.raises(NotFoundError, match="v5 does not exist"):
         read_dataset(f"{ds}@v5")
     with pytest.raises(NotFoundError, match="split 'test'"):
@@ -226,9 +228,9 @@ def test_bad_refs_and_rows_are_refused(tmp_path: Path) -> None:
         parse_ref(f"{ds}@v0", version=2)
     rows = training_rows(confirmed([1, 2]), policy=SplitPolicy())
     with pytest.raises(SchemaError, match="repeat frame_id 'f0001'"):
-        publish(pa.concat_tables([rows, rows]), ds, lineage={})
+        publish(pa.concat_tables([rows, rows]), ds, frames="reference", lineage={})
     with pytest.raises(SchemaError, match="lack column"):
-        publish(rows.drop(["split"]), ds, lineage={})
+        publish(rows.drop(["split"]), ds, frames="reference", lineage={})
 
 
 def test_torch_dataset_loads_frames_and_labels(tmp_path: Path) -> None:
@@ -236,7 +238,7 @@ def test_torch_dataset_loads_frames_and_labels(tmp_path: Path) -> None:
         Image.new("RGB", (20, 20), (i * 40, 10, 10)).save(tmp_path / f"{i}.png")
     ds = str(tmp_path / "edge_cases")
     publish(training_rows(confirmed(list(range(6)), uri_dir=tmp_path), policy=SplitPolicy(ratios={"train": 1.0})),
-            ds, lineage={})
+            ds, frames="reference", lineage={})
     data = EdgeCaseDataset(f"{ds}@v0", split="train", size=16, classes=list(CATS))
     assert len(data) == 6
     x, y = data[0]
@@ -251,8 +253,8 @@ def test_ray_reads_the_pinned_version(tmp_path: Path, ray_local: str) -> None:
     import ray
 
     ds = str(tmp_path / "edge_cases")
-    publish(training_rows(confirmed(list(range(4))), policy=SplitPolicy()), ds, lineage={})
-    publish(training_rows(confirmed(list(range(4, 9))), policy=SplitPolicy()), ds, lineage={})
+    publish(training_rows(confirmed(list(range(4))), policy=SplitPolicy()), ds, frames="reference", lineage={})
+    publish(training_rows(confirmed(list(range(4, 9))), policy=SplitPolicy()), ds, frames="reference", lineage={})
     rows = ray.data.read_delta(ds, version=0).take_all()
     latest = ray.data.read_delta(ds).count()
     assert sorted(r["frame_id"] for r in rows) == [f"f{i:04d}" for i in range(4)]
@@ -264,9 +266,10 @@ def test_datasets_cli_log_show_diff(tmp_path: Path) -> None:
     import sys
 
     ds = str(tmp_path / "edge_cases")
-    publish(training_rows(confirmed([1, 2, 3]), policy=SplitPolicy()), ds, lineage={"mining_runs": ["run-1"]})
+    publish(training_rows(confirmed([1, 2, 3]), policy=SplitPolicy()), ds, frames="reference",
+            lineage={"mining_runs": ["run-1"]})
     publish(training_rows(confirmed([4, 5], extra_meta={"lidar_ok": True}), policy=SplitPolicy()), ds,
-            lineage={"mining_runs": ["run-2"]})
+            frames="reference", lineage={"mining_runs": ["run-2"]})
     cli = [sys.executable, "-m", "edgemine", "datasets"]
     log = subprocess.run([*cli, "log", ds], capture_output=True, text=True, check=True).stdout
     assert log.index("v1") < log.index("v0") and "+2" in log and "+3" in log
@@ -282,7 +285,7 @@ def test_datasets_cli_log_show_diff(tmp_path: Path) -> None:
 def test_reading_one_split_returns_exactly_its_rows(tmp_path: Path) -> None:
     ds = str(tmp_path / "edge_cases")
     rows = training_rows(confirmed(list(range(60))), policy=SplitPolicy())
-    publish(rows, ds, lineage={})
+    publish(rows, ds, frames="reference", lineage={})
     want = {f for f, s in zip(rows.column("frame_id").to_pylist(), rows.column("split").to_pylist(), strict=True)
             if s == "val"}
     got = read_dataset(f"{ds}@v0", split="val", columns=["frame_id", "uri"])
@@ -311,6 +314,8 @@ def test_a_frame_confirmed_by_two_runs_is_published_once_from_the_latest_consens
     assert cats == {"f0001": "debris", "f0002": "debris", "f0003": "animal_on_road", "f0004": "animal_on_road"}
     assert superseded == 2
     with pytest.raises(SchemaError, match="repeat frame_id"):  # the direct API still refuses repeats
-        publish(training_rows(both.drop(["decided_at"]), policy=SplitPolicy()), str(tmp_path / "d"), lineage={})
-    r = publish(training_rows(kept.drop(["decided_at"]), policy=SplitPolicy()), str(tmp_path / "d"), lineage={})
+        publish(training_rows(both.drop(["decided_at"]), policy=SplitPolicy()), str(tmp_path / "d"),
+                frames="reference", lineage={})
+    r = publish(training_rows(kept.drop(["decided_at"]), policy=SplitPolicy()), str(tmp_path / "d"),
+                frames="reference", lineage={})
     assert r.added == 4
