@@ -37,6 +37,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    inspect,
     text,
 )
 from sqlalchemy.engine import Engine
@@ -104,6 +105,9 @@ class Run(Base):
     min_agreement: Mapped[float] = mapped_column(Float)
     ds_min_confidence: Mapped[float] = mapped_column(Float)
     info: Mapped[dict[str, Any]]  # run.json's small fields (encoder, counts, ...)
+    # how long after a decision its reviewer may still amend or undo it (added after the first release: a
+    # store made before gets the column from `Database.create_all`, with this default for its runs)
+    amend_window_seconds: Mapped[int] = mapped_column(Integer, default=600, server_default=text("600"))
 
 
 class Item(Base):
@@ -212,6 +216,47 @@ class Decision(Base):
     )
 
 
+AUDIT_ACTIONS = ("decide", "amend", "undo", "resolve")
+
+
+class DecisionEvent(Base):
+    """The audit trail: every version of every decision and every lead resolution, never changed or deleted.
+
+    `decisions` holds only the latest version of each reviewer's decision (what consensus, metrics and exports
+    read); an undo deletes that row and keeps it here. `before`/`after` are {verdict, category, root_causes,
+    notes} (null before a first decision and after an undo).
+    """
+
+    __tablename__ = "decision_events"
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"))
+    run_id: Mapped[str] = mapped_column(String(200))
+    reviewer_id: Mapped[int] = mapped_column(ForeignKey("reviewers.id"))  # who acted (the lead for "resolve")
+    decision_id: Mapped[int | None] = mapped_column(IdType)  # no foreign key: an undo deletes the decision
+    action: Mapped[str] = mapped_column(String(16))  # one of AUDIT_ACTIONS
+    at: Mapped[datetime]
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+
+    __table_args__ = (
+        Index("ix_decision_events_item", "item_id", "id"),
+        Index("ix_decision_events_decision", "decision_id"),
+    )
+
+
+class Publication(Base):
+    """An item published into a dataset version (jobs/publish.py records them after its commit): final."""
+
+    __tablename__ = "publications"
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"))
+    dataset: Mapped[str] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer)
+    published_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_publications_item", "item_id", "id"),)
+
+
 def normalize_url(url: str) -> str:
     """Accept `postgresql://` and `postgres://` for psycopg 3; reject anything but SQLite and PostgreSQL."""
     for prefix in ("postgresql://", "postgres://"):
@@ -221,6 +266,37 @@ def normalize_url(url: str) -> str:
         return url
     scheme = url.split("://", 1)[0] if "://" in url else url
     raise ConfigError(f"database url scheme {scheme!r} is not supported; use sqlite:///FILE or postgresql://...")
+
+
+def add_missing_columns(engine: Engine) -> list[str]:
+    """`ALTER TABLE ... ADD COLUMN` for model columns an existing table lacks (a store made by an older version).
+
+    Only columns a table can gain in place qualify: nullable or with a server default (existing rows take it).
+    Idempotent; returns the "table.column" names it added. The same statement works on SQLite and PostgreSQL.
+    """
+    added: list[str] = []
+    with engine.begin() as conn:
+        present = inspect(conn)
+        tables = set(present.get_table_names())
+        for table in Base.metadata.sorted_tables:
+            if table.name not in tables:
+                continue
+            have = {c["name"] for c in present.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in have:
+                    continue
+                if not column.nullable and column.server_default is None:
+                    raise ConfigError(f"the review store's table {table.name!r} lacks column {column.name!r}, "
+                                      "which has no default to add it with; recreate the store")
+                ddl = f"{column.type.compile(dialect=conn.dialect)}"
+                default = column.server_default
+                if default is not None:
+                    ddl += f" DEFAULT {default.arg.text if hasattr(default.arg, 'text') else default.arg}"  # type: ignore[attr-defined]
+                    if not column.nullable:
+                        ddl += " NOT NULL"
+                conn.exec_driver_sql(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {ddl}')
+                added.append(f"{table.name}.{column.name}")
+    return added
 
 
 class Database:
@@ -289,9 +365,10 @@ class Database:
                 continue
 
     def create_all(self) -> None:
-        """Create missing tables, and indexes added to existing tables since they were made."""
+        """Create missing tables, columns and indexes added to existing tables since they were made."""
         with self._lock():
             Base.metadata.create_all(self.write_engine)
+            add_missing_columns(self.write_engine)
             for table in Base.metadata.sorted_tables:
                 for index in table.indexes:
                     index.create(self.write_engine, checkfirst=True)

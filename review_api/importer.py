@@ -35,7 +35,7 @@ from edgemine.review_api.storage import EDGE, NOT_EDGE, unit_hash
 REQUIRED = ("frame_id", "rank", "uri", "drive_id", "timestamp")
 KNOWN = {
     *REQUIRED, "score", "reasons", "scenario_id", "event_id", "selected_by", "label", *SIGNAL_COLUMNS,
-    "neighbor_ids", "neighbor_uris", "neighbor_distances", "context_uris",
+    "neighbor_ids", "neighbor_uris", "neighbor_distances", "context_uris", "context_offsets_s",
 }
 NOT_METADATA = {"probs", "embedding", "logits"}  # per-frame arrays, not reviewer-facing metadata
 MAX_LISTED_SKIPS = 1000
@@ -70,6 +70,7 @@ class Policy:
     lease_seconds: int
     min_agreement: float
     ds_min_confidence: float
+    amend_window_seconds: int = 600
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> Policy:
@@ -79,6 +80,7 @@ class Policy:
             "gold_fraction": settings.gold_fraction, "gold_rate": settings.gold_rate,
             "lease_seconds": settings.lease_seconds, "min_agreement": settings.min_agreement,
             "ds_min_confidence": settings.ds_min_confidence,
+            "amend_window_seconds": settings.amend_window_seconds,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         policy = cls(**values)
@@ -97,7 +99,7 @@ class Policy:
             raise ConfigError(f"categories may not use the verdict name(s) {sorted(reserved)}")
         ranges = {"overlap_fraction": (0, 1), "gold_fraction": (0, 1), "gold_rate": (0, 0.5),
                   "min_agreement": (0, 1), "ds_min_confidence": (0, 1), "overlap_reviews": (2, 3),
-                  "lease_seconds": (10, 86_400)}
+                  "lease_seconds": (10, 86_400), "amend_window_seconds": (0, 86_400)}
         for name, (lo, hi) in ranges.items():
             value = getattr(self, name)
             if not lo <= value <= hi:
@@ -223,7 +225,7 @@ def import_run(
                       overlap_fraction=policy.overlap_fraction, overlap_reviews=policy.overlap_reviews,
                       gold_rate=policy.gold_rate, lease_seconds=policy.lease_seconds,
                       min_agreement=policy.min_agreement, ds_min_confidence=policy.ds_min_confidence,
-                      info=_jsonable(small_info))
+                      amend_window_seconds=policy.amend_window_seconds, info=_jsonable(small_info))
             s.add(run)
         categories = tuple(run.categories)
         overlap_fraction, overlap_reviews = run.overlap_fraction, run.overlap_reviews
@@ -342,6 +344,9 @@ def _rows(
             "neighbor_distances": _jsonable(cols["neighbor_distances"][i] or []),
             "context_uris": [_resolve(u, base) if u else u for u in (cols["context_uris"][i] or [])],
         }
+        if cols["context_offsets_s"][i] is not None:  # signed seconds from the candidate, as context_uris
+            evidence["context_offsets_s"] = _jsonable([float(x) if x is not None else None
+                                                       for x in cols["context_offsets_s"][i]])
         rows.append({
             "run_id": run_id, "frame_id": fid, "rank": int(cols["rank"][i]),
             "score": _jsonable(cols["score"][i]),

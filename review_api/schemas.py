@@ -87,6 +87,9 @@ class ItemPublic(BaseModel):
     frame: ImageRef
     neighbors: list[ImageRef]  # nearest reference frames: "why is this novel"
     context: list[ImageRef]  # frames around this one in its drive (its event)
+    # each `context` frame's signed offset in seconds from this one, in the same order (null: the run was
+    # imported without candidates.parquet's context_offsets_s)
+    context_offsets_s: list[float | None] | None = None
     scenario: list[ImageRef]  # other candidates of its scenario
     taxonomy: Taxonomy
 
@@ -120,7 +123,65 @@ class DecisionPublic(BaseModel):
     root_causes: list[str]
     notes: str | None
     seconds: float | None
+    decided_at: datetime  # when it was first made (an amendment keeps it: the change window runs from it)
+    version: int = 1  # 1, plus one per amendment
+
+
+class MyDecision(BaseModel):
+    """One of your decisions, and whether you may still amend or undo it (`change_until`, or `why_not`)."""
+
+    decision_id: int
+    item_id: int
+    run_id: str
+    frame_id: str
+    verdict: Verdict
+    category: str | None
+    root_causes: list[str]
+    notes: str | None
     decided_at: datetime
+    version: int
+    can_change: bool
+    change_until: datetime | None  # the end of the window; null when the item is final for another reason
+    why_not: str | None  # in words, when can_change is false
+
+
+class DecisionContent(BaseModel):
+    verdict: str | None
+    category: str | None
+    root_causes: list[str]
+    notes: str | None
+
+
+class HistoryEntry(BaseModel):
+    """One entry of an item's audit trail (decide / amend / undo by a reviewer, resolve by a lead)."""
+
+    at: datetime
+    reviewer_id: int
+    reviewer_name: str
+    action: Literal["decide", "amend", "undo", "resolve"]
+    before: DecisionContent | None
+    after: DecisionContent | None
+
+
+class WaitingReason(BaseModel):
+    reason: Literal["needs_more_reviewers", "leased_by_others", "escalated", "skipped_by_you", "decided_by_you",
+                    "paused"]
+    count: int
+    text: str
+
+
+class ProgressPublic(BaseModel):
+    """Where you stand in a run (see storage.progress for each figure's definition)."""
+
+    run_id: str
+    total_items: int
+    done_items: int
+    position: int
+    mine_in_run: int
+    mine_today: int
+    pace_s: float | None
+    queue_empty: bool
+    waiting: list[WaitingReason]
 
 
 class DecisionLead(DecisionPublic):
@@ -157,9 +218,47 @@ class EscalationPublic(BaseModel):
     frame_id: str
     rank: int
     reason: str | None
+    reason_text: str | None  # the reason in words
     n_decisions: int
     escalated_at: datetime | None
     votes: dict[str, int]  # label -> how many reviewers chose it
+
+
+class ItemReview(BaseModel):
+    reviewer_id: int
+    reviewer_name: str
+    verdict: Verdict
+    category: str | None
+    root_causes: list[str]
+    notes: str | None
+    decided_at: datetime
+    version: int
+
+
+class BrowseItem(BaseModel):
+    """An item in the lead's item browser, with every current review side by side."""
+
+    item_id: int
+    frame_id: str
+    rank: int
+    status: str
+    required_reviews: int
+    n_decisions: int
+    consensus_verdict: str | None
+    consensus_category: str | None
+    confidence: float | None
+    consensus_method: str | None
+    escalation_reason: str | None
+    escalation_text: str | None
+    is_gold: bool
+    disagreement: bool  # two of its reviews have different labels (the category for edge_case, else the verdict)
+    reviews: list[ItemReview]
+
+
+class ItemPage(BaseModel):
+    total: int  # items matching the filters, on every page
+    next_after_id: int | None  # pass as after_id for the next page; null on the last one
+    items: list[BrowseItem]
 
 
 class Resolution(Strict):
@@ -185,6 +284,7 @@ class RunImport(Strict):
     lease_seconds: int | None = Field(None, ge=10, le=86_400)
     min_agreement: float | None = Field(None, ge=0, le=1)
     ds_min_confidence: float | None = Field(None, ge=0, le=1)
+    amend_window_seconds: int | None = Field(None, ge=0, le=86_400)
 
 
 class ImportPublic(BaseModel):
@@ -207,6 +307,8 @@ class RunUpdate(Strict):
     lease_seconds: int | None = Field(None, ge=10, le=86_400)
     min_agreement: float | None = Field(None, ge=0, le=1)
     ds_min_confidence: float | None = Field(None, ge=0, le=1)
+    amend_window_seconds: int | None = Field(None, ge=0, le=86_400, description="How long after a decision its "
+                                             "reviewer may amend or undo it (0: never).")
 
 
 class RunPublic(BaseModel):
@@ -224,6 +326,8 @@ class RunPublic(BaseModel):
     lease_seconds: int
     min_agreement: float
     ds_min_confidence: float
+    amend_window_seconds: int
+    warnings: list[str]  # what keeps the run from finishing, in words (e.g. too few reviewers for its overlap)
 
 
 class ConsensusRefresh(BaseModel):
@@ -248,3 +352,4 @@ class MetricsPublic(BaseModel):
     review_hours: float
     cost: float | None
     cost_per_confirmed_edge_case: float | None
+    warnings: list[str]

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
 
     # Queue policy defaults for runs imported without their own (each run stores its own copy).
     lease_seconds: int = Field(600, ge=10, le=86_400)  # how long `next` holds an item for one reviewer
+    # how long after a decision its reviewer may still amend or undo it (0: never); never once the item is
+    # resolved by a lead, gold, or published (storage/audit.py)
+    amend_window_seconds: int = Field(600, ge=0, le=86_400)
     overlap_fraction: float = Field(0.2, ge=0.0, le=1.0)  # share of items reviewed by several people, blind
     overlap_reviews: int = Field(3, ge=2, le=3)  # reviews per overlap item
     gold_rate: float = Field(0.1, ge=0.0, le=0.5)  # chance that `next` serves a gold item the reviewer lacks

@@ -1,9 +1,10 @@
-"""Items: the reviewer's view, frames by item id, decisions, and the lead's view and resolution."""
+"""Items: the reviewer's view, frames by item id, decisions (and amending or undoing your own), an item's audit
+trail, and the lead's view and resolution."""
 
 from __future__ import annotations
 
 import time
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Header, Path, Query, Response, status
 from fastapi.responses import FileResponse
@@ -66,8 +67,7 @@ async def decide(
                                                   description="Makes retries safe: same key, same result.")] = None,
 ) -> Response:
     now = state.clock()
-    decision = storage.DecisionInput(verdict=body.verdict, category=body.category,
-                                     root_causes=tuple(body.root_causes), notes=body.notes, seconds=body.seconds)
+    decision = _decision_input(body)
 
     def record(s: Session) -> tuple[storage.SubmitResult, schemas.DecisionPublic]:
         result = storage.submit_decision(s, item_id=item_id, reviewer_id=me.id, decision=decision, now=now,
@@ -82,6 +82,55 @@ async def decide(
     # serialised once here (FastAPI would validate a returned model again); a replay answers 200
     return Response(out.model_dump_json(), media_type="application/json", background=background,
                     status_code=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
+
+
+def _decision_input(body: schemas.DecisionCreate) -> storage.DecisionInput:
+    return storage.DecisionInput(verdict=body.verdict, category=body.category, root_causes=tuple(body.root_causes),
+                                 notes=body.notes, seconds=body.seconds)
+
+
+CHANGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: {"description": "You have no decision on this item."},
+    409: {"description": "Your decision can no longer change; `detail` says why (window over, a lead resolved "
+                         "it, gold, published)."},
+}
+
+
+@router.put("/items/{item_id}/decisions/mine", response_model=schemas.DecisionPublic, responses=CHANGE_RESPONSES,
+            summary="Amend your decision on an item, within the run's amend window")
+async def amend(item_id: ItemId, body: schemas.DecisionCreate, me: AnyReviewer, state: State) -> Response:
+    now = state.clock()
+
+    def change(s: Session) -> schemas.DecisionPublic:
+        record, version = storage.amend_decision(s, item_id=item_id, reviewer_id=me.id,
+                                                 decision=_decision_input(body), now=now)
+        return views.decision_public(record, version)
+
+    out = await state.db.run_write(change)
+    return Response(out.model_dump_json(), media_type="application/json")
+
+
+@router.delete("/items/{item_id}/decisions/mine", response_model=schemas.NextPublic, responses=CHANGE_RESPONSES,
+               summary="Undo your decision on an item: it is withdrawn (the audit trail keeps it) and the item is "
+                       "leased back to you")
+async def undo(item_id: ItemId, me: AnyReviewer, state: State) -> Response:
+    now = state.clock()
+
+    def withdraw(s: Session) -> schemas.NextPublic:
+        lease = storage.undo_decision(s, item_id=item_id, reviewer_id=me.id, now=now)
+        item = storage.item_row(s, item_id=item_id)
+        run = storage.run_rules(s, run_id=lease.run_id)
+        return schemas.NextPublic(lease=views.lease_public(lease), item=views.item_public(s, item, run))
+
+    out = await state.db.run_write(withdraw)
+    return Response(out.model_dump_json(), media_type="application/json")
+
+
+@router.get("/items/{item_id}/history", response_model=list[schemas.HistoryEntry],
+            summary="An item's audit trail, oldest first (a reviewer sees their own entries, a lead everyone's)")
+def history(item_id: ItemId, me: AnyReviewer, db: Db) -> list[dict[str, Any]]:
+    with db.read() as s:
+        return storage.item_history(s, item_id=item_id, reviewer_id=me.id, role=me.role)
 
 
 DS_MAX_SHARE = 0.1  # a run's background Dawid-Skene refreshes may be busy at most this share of the time
@@ -142,5 +191,6 @@ def list_escalations(
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> list[schemas.EscalationPublic]:
     with db.read() as s:
-        return [views.escalation_public(s, i) for i in storage.escalations(s, run_id=run_id, limit=limit,
-                                                                            offset=offset)]
+        found = storage.escalations(s, run_id=run_id, limit=limit, offset=offset)
+        runs = {r: storage.get_run(s, run_id=r) for r in {i.run_id for i in found}}
+        return [views.escalation_public(s, i, runs[i.run_id]) for i in found]

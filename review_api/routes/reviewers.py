@@ -1,8 +1,10 @@
-"""People: who am I, and (admin) list and add reviewers."""
+"""People: who am I, my decisions and progress, and (admin) list and add reviewers."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, status
 
 from edgemine.review_api import schemas, storage, views
 from edgemine.review_api.deps import Admin, AnyReviewer, Db, Now
@@ -15,6 +17,34 @@ def me(me: AnyReviewer, db: Db) -> schemas.ReviewerPublic:
     with db.read() as s:
         reviewer = storage.get_reviewer(s, reviewer_id=me.id)
         return views.reviewer_public(reviewer)
+
+
+@router.get("/me/decisions", response_model=list[schemas.MyDecision],
+            summary="Your latest decisions, newest first, and whether (until when, or why not) each may change")
+def my_decisions(
+    me: AnyReviewer,
+    db: Db,
+    now: Now,
+    run_id: Annotated[str | None, Query(max_length=200, description="Only decisions in this run.")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 20,
+) -> list[dict[str, Any]]:
+    with db.read() as s:
+        if run_id is not None:
+            storage.get_run(s, run_id=run_id)
+        return storage.my_decisions(s, reviewer_id=me.id, now=now(), run_id=run_id, limit=limit)
+
+
+@router.get("/me/progress", response_model=schemas.ProgressPublic,
+            summary="Where you stand in a run: item k of N, your count and pace, and what still waits and why")
+def my_progress(
+    me: AnyReviewer,
+    db: Db,
+    now: Now,
+    run_id: Annotated[str | None, Query(max_length=200, description="Default: your current lease's run, else "
+                                                                     "your last decision's.")] = None,
+) -> dict[str, Any]:
+    with db.read() as s:
+        return storage.progress(s, reviewer_id=me.id, now=now(), run_id=run_id)
 
 
 @router.get("/reviewers", response_model=list[schemas.ReviewerPublic], summary="Admin: everyone")

@@ -10,7 +10,11 @@ Nothing here commits: the caller's transaction does.
 - `leases`: the queue: who gets which item next, lease expiry and release.
 - `items`: items as reviewers see them, and who may see which.
 - `decisions`: a reviewer's decision, idempotent retries, and the majority consensus it completes.
-- `leads`: escalations and a lead's final answer (which may make an item gold).
+- `leads`: escalations (with their reason in words) and a lead's final answer (which may make an item gold).
+- `events`, `audit`: the audit trail (every version of every decision, and lead resolutions); a reviewer's
+  amend and undo within the run's window; `mark_published` (published items are final).
+- `progress`: where a reviewer stands in a run, what waits and why; a run's warnings.
+- `browse`: the lead's item browser (filters, keyset pages, reviews side by side).
 - `consensus`: Dawid-Skene over a run, planned from a snapshot and applied where nothing changed since.
 - `metrics`: agreement, per-reviewer figures and queue figures.
 - `exports`: confirmed edge cases (the publish step) and decisions as Arrow batches.
@@ -23,6 +27,17 @@ public surface.
 
 from edgemine.contracts import CONFIRMED_ITEMS_SCHEMA
 from edgemine.review_api.storage._common import EDGE, NOT_EDGE, decision_label, unit_hash
+from edgemine.review_api.storage.audit import (
+    amend_decision,
+    change_blocker,
+    decision_versions,
+    item_history,
+    mark_published,
+    my_decisions,
+    publications_of,
+    undo_decision,
+)
+from edgemine.review_api.storage.browse import browse_items
 from edgemine.review_api.storage.consensus import (
     ConsensusPlan,
     ConsensusReport,
@@ -41,9 +56,10 @@ from edgemine.review_api.storage.decisions import (
 )
 from edgemine.review_api.storage.exports import confirmed_items, iter_confirmed_items, iter_decisions
 from edgemine.review_api.storage.items import Peer, get_item, image_uri, item_for_reviewer, item_row, scenario_peers
-from edgemine.review_api.storage.leads import escalations, resolve_item
+from edgemine.review_api.storage.leads import escalation_text, escalations, resolve_item
 from edgemine.review_api.storage.leases import Lease, lease_next, release_lease, renew_lease
 from edgemine.review_api.storage.metrics import agreement_metrics, queue_stats, reviewer_metrics, run_metrics
+from edgemine.review_api.storage.progress import active_reviewers, progress, run_warnings
 from edgemine.review_api.storage.reviewers import (
     create_reviewer,
     deactivate_reviewer,
@@ -67,28 +83,39 @@ __all__ = [
     "Peer",
     "RunRules",
     "SubmitResult",
+    "active_reviewers",
     "agreement_metrics",
+    "amend_decision",
     "apply_consensus",
+    "browse_items",
+    "change_blocker",
     "confirmed_items",
     "create_reviewer",
     "deactivate_reviewer",
     "decision_label",
+    "decision_versions",
     "decisions_of",
     "ensure_reviewer_with_token",
+    "escalation_text",
     "escalations",
     "get_item",
     "get_reviewer",
     "get_run",
     "image_uri",
     "item_for_reviewer",
+    "item_history",
     "item_row",
     "iter_confirmed_items",
     "iter_decisions",
     "lease_next",
     "list_reviewers",
     "list_runs",
+    "mark_published",
+    "my_decisions",
     "plan_consensus",
     "plan_consensus_job",
+    "progress",
+    "publications_of",
     "queue_stats",
     "refresh_consensus",
     "release_lease",
@@ -98,8 +125,10 @@ __all__ = [
     "reviewer_metrics",
     "run_metrics",
     "run_rules",
+    "run_warnings",
     "scenario_peers",
     "submit_decision",
+    "undo_decision",
     "unit_hash",
     "update_run_policy",
 ]

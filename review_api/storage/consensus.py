@@ -2,8 +2,9 @@
 
 Planning reads a snapshot and computes (`plan_consensus`, in a process of its own on a server:
 `plan_consensus_job`); applying writes the changed answers (`apply_consensus`), guarded so that an item
-which got another review or a lead's answer since the snapshot is left alone. Gold and lead-resolved items
-anchor the estimate and never change; answers below the run's `ds_min_confidence` are escalated.
+which got another review, an amended or withdrawn review, or a lead's answer since the snapshot is left
+alone. Gold and lead-resolved items anchor the estimate and never change; answers below the run's
+`ds_min_confidence` are escalated.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class ItemAnswer:
 
     item_id: int
     n_seen: int  # the item's review count in the snapshot; the answer is written only if it is still that
+    seen_at: datetime | None  # and only if its consensus is still the one of the snapshot (no amend/undo since)
     label: str
     confidence: float  # the posterior of `label`
     root_cause: str | None
@@ -106,7 +108,7 @@ def plan_consensus(session: Session, *, run_id: str, min_reviews: int = 3) -> Co
         state.update((r[0], r[1:]) for r in session.execute(
             select(Item.id, Item.is_gold, Item.gold_verdict, Item.gold_category, Item.status,
                    Item.consensus_verdict, Item.consensus_category, Item.n_decisions, Item.consensus_method,
-                   Item.consensus_root_cause, Item.confidence)
+                   Item.consensus_root_cause, Item.confidence, Item.consensus_at)
             .where(Item.id.in_(ids[start:start + 500]))
         ).all())
     fixed = np.full(len(item_ids), -1, np.int64)
@@ -124,7 +126,7 @@ def plan_consensus(session: Session, *, run_id: str, min_reviews: int = 3) -> Co
     answers: list[ItemAnswer] = []
     best, confidence = ds.labels, ds.confidence  # computed once: they are properties over all items
     for pos, iid in enumerate(item_ids.tolist()):
-        is_gold, _, _, status, *stored, n_decisions, method, stored_root, stored_conf = state[iid]
+        is_gold, _, _, status, *stored, n_decisions, method, stored_root, stored_conf, seen_at = state[iid]
         if fixed[pos] >= 0 or is_gold or n_decisions < min_reviews or status not in ("complete", "escalated"):
             continue
         label, conf = classes[int(best[pos])], float(confidence[pos])
@@ -134,7 +136,7 @@ def plan_consensus(session: Session, *, run_id: str, min_reviews: int = 3) -> Co
         changed = (new["status"], new["consensus_verdict"], new["consensus_category"], "dawid_skene",
                    new["consensus_root_cause"]) != (status, *stored, method, stored_root) or abs(
                        conf - (stored_conf or 0.0)) > 1e-3
-        answers.append(ItemAnswer(iid, int(n_decisions), label, conf, root, changed))
+        answers.append(ItemAnswer(iid, int(n_decisions), seen_at, label, conf, root, changed))
     names = reviewer_names(session, reviewer_ids.tolist())
     accuracy = {names[int(r)]: float(np.diagonal(ds.confusion[k]) @ ds.priors) for k, r in enumerate(reviewer_ids)}
     return ConsensusPlan(run_id, run.ds_min_confidence, answers, ds.converged, ds.n_iter, accuracy)
@@ -142,6 +144,7 @@ def plan_consensus(session: Session, *, run_id: str, min_reviews: int = 3) -> Co
 
 _APPLY_ANSWER = update(ITEMS).where(
     ITEMS.c.id == bindparam("iid"), ITEMS.c.n_decisions == bindparam("n_seen"),
+    ITEMS.c.consensus_at == bindparam("seen_at"),
     or_(ITEMS.c.status == "complete", ITEMS.c.status == "escalated"))
 
 
@@ -157,7 +160,7 @@ def apply_consensus(session: Session, *, plan: ConsensusPlan, now: datetime) -> 
         values = consensus_values(label=a.label, confidence=a.confidence, method="dawid_skene",
                                   root_cause=a.root_cause, now=now,
                                   reason="low_confidence" if a.confidence < plan.ds_min_confidence else "")
-        updated += q.rowcount(_APPLY_ANSWER, {"iid": a.item_id, "n_seen": a.n_seen, **values})
+        updated += q.rowcount(_APPLY_ANSWER, {"iid": a.item_id, "n_seen": a.n_seen, "seen_at": a.seen_at, **values})
     escalated_n = sum(a.confidence < plan.ds_min_confidence for a in plan.answers)
     return ConsensusReport(plan.run_id, "dawid_skene", len(plan.answers), updated, escalated_n, plan.converged,
                            plan.n_iter, plan.reviewer_accuracy)

@@ -5,9 +5,10 @@ commits in groups with `synchronous=FULL`), and the API answers only after that 
 it acknowledged survives a kill of the server (tests/review_api/test_crash.py). Submitting closes the lease
 (`decided`) in the same transaction; a retried request with the same Idempotency-Key returns the first
 decision instead of recording a second. A reviewer decides an item at most once
-(uq_decisions_item_reviewer). The decision that completes an item's reviews writes its majority consensus
-(escalated when agreement is below the run's `min_agreement`); Dawid-Skene may revise it later
-(consensus.py).
+(uq_decisions_item_reviewer); each decision adds its "decide" event to the audit trail (events.py), and its
+reviewer may amend or undo it for a while (audit.py). The decision that completes an item's reviews writes
+its majority consensus (escalated when agreement is below the run's `min_agreement`); Dawid-Skene may revise
+it later (consensus.py).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from edgemine.review_api.storage._common import (
     decision_label,
     top_tag,
 )
+from edgemine.review_api.storage.events import record_event, snapshot
 from edgemine.review_api.storage.runs import RunRules, run_rules
 
 MAX_NOTES = 2000
@@ -183,9 +185,12 @@ def submit_decision(
     })[0]
     record = DecisionRecord(id=int(decision_id), **values)
     q.rowcount(_CLOSE_LEASE, {"lid": lease_id, "now": now})
+    record_event(session, item_id=item_id, run_id=run.run_id, reviewer_id=reviewer_id, decision_id=record.id,
+                 action="decide", at=now, before=None,
+                 after=snapshot(decision.verdict, decision.category, decision.root_causes, decision.notes))
     completed = not is_gold and n_done >= required
     if completed:  # a single review is its own consensus: no need to read it back
-        _majority_consensus(session, item_id=item_id, run=run, now=now,
+        majority_consensus(session, item_id=item_id, run=run, now=now,
                             decisions=[record] if n_done == 1 else None)
     return SubmitResult(record, True, completed, run.run_id, int(required))
 
@@ -199,7 +204,7 @@ def _root_cause(decisions: Sequence[Any], label: str) -> str | None:
     return top_tag([d.root_causes for d in decisions if decision_label(d.verdict, d.category) == label])
 
 
-def _majority_consensus(session: Session, *, item_id: int, run: RunRules, now: datetime,
+def majority_consensus(session: Session, *, item_id: int, run: RunRules, now: datetime,
                         decisions: Sequence[DecisionRecord] | None = None) -> None:
     if decisions is None:
         decisions = decisions_of(session, item_id=item_id)

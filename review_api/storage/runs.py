@@ -1,4 +1,5 @@
-"""Runs: one imported mining run each, with its review policy (taxonomy, overlap, gold rate, lease length).
+"""Runs: one imported mining run each, with its review policy (taxonomy, overlap, gold rate, lease length, how long
+a reviewer may amend or undo a decision).
 
 The taxonomy (categories, root-cause tags) and the overlap are fixed at import (`importer.py`);
 `update_run_policy` changes the rest. `run_rules` is the hot path's read of what validating
@@ -42,6 +43,7 @@ def update_run_policy(
     lease_seconds: int | None = None,
     min_agreement: float | None = None,
     ds_min_confidence: float | None = None,
+    amend_window_seconds: int | None = None,
 ) -> Run:
     """Change the parts of a run's policy that may change after import (overlap is fixed at import)."""
     run = get_run(session, run_id=run_id)
@@ -50,6 +52,7 @@ def update_run_policy(
         "lease_seconds": (lease_seconds, 10, 86_400),
         "min_agreement": (min_agreement, 0.0, 1.0),
         "ds_min_confidence": (ds_min_confidence, 0.0, 1.0),
+        "amend_window_seconds": (amend_window_seconds, 0, 86_400),
     }
     for name, (value, lo, hi) in checks.items():
         if value is None:

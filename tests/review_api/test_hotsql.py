@@ -16,11 +16,11 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql import Executable
 
 from edgemine.review_api import storage
-from edgemine.review_api.db import Assignment, Database, Decision, Item, Reviewer, Run
+from edgemine.review_api.db import Assignment, Database, Decision, DecisionEvent, Item, Reviewer, Run
 from edgemine.review_api.hotsql import HotSQL, hot
 from edgemine.review_api.importer import Policy, import_run
 from edgemine.review_api.settings import load_settings
-from edgemine.review_api.storage import DecisionInput, consensus, decisions, items, leases, runs
+from edgemine.review_api.storage import DecisionInput, consensus, decisions, events, items, leases, runs
 from edgemine.review_api.storage._common import consensus_values
 from tests.support.review import T0
 
@@ -61,7 +61,8 @@ def db(tmp_path: Path, run_dirs: dict[str, Path], synth_logs: Path) -> Iterator[
 
 def _snapshot(s: Session) -> dict[str, list[tuple[Any, ...]]]:
     return {t.__tablename__: [tuple(r) for r in s.execute(select(t.__table__).order_by(t.__table__.c.id))]
-            for t in (Item, Assignment, Decision)} | {"runs": [tuple(r) for r in s.execute(select(Run.__table__))]}
+            for t in (Item, Assignment, Decision, DecisionEvent)} | {
+                "runs": [tuple(r) for r in s.execute(select(Run.__table__))]}
 
 
 def _both(db: Database, call: Callable[[HotSQL], Any]) -> tuple[Any, Any]:
@@ -138,7 +139,12 @@ def cases(db: Database) -> dict[str, list[tuple[str, Executable, dict[str, Any]]
             ("_CLOSE_LEASE", decisions._CLOSE_LEASE, {"lid": live.id, "now": away}),
             ("_SET_CONSENSUS", decisions._SET_CONSENSUS, {"iid": item.id, **columns}),
             ("_APPLY_ANSWER", consensus._APPLY_ANSWER, {"iid": ids["complete"].id,
-                                                        "n_seen": ids["complete"].n_decisions, **columns}),
+                                                        "n_seen": ids["complete"].n_decisions,
+                                                        "seen_at": ids["complete"].consensus_at, **columns}),
+            ("_INSERT_EVENT", events._INSERT_EVENT, {
+                "item_id": item.id, "reviewer_id": ids["dee"], "run_id": run, "decision_id": decided.id,
+                "action": "amend", "at": away, "before": None,
+                "after": {"verdict": "edge_case", "category": "debris", "root_causes": ["ü"], "notes": None}}),
         ],
     }
 

@@ -1,0 +1,270 @@
+"""The audit trail, and a reviewer's second thoughts: amend or undo their own decision while it may change.
+
+Every decision, amendment, undo and lead resolution adds a row to `decision_events` (who, when, before and
+after); the `decisions` table keeps only the latest version of each reviewer's decision, so consensus,
+metrics, Dawid-Skene and `confirmed_items` read the latest without knowing about versions. An undo deletes
+the decision (the trail keeps it) and leases the item back to its reviewer for a new decision.
+
+The window: a reviewer may amend or undo only their own decision, within the run's `amend_window_seconds`
+of making it, and never once the item is beyond a reviewer's reach — resolved by a lead, a gold item (the
+answer was scored against the known one), or published into a dataset version (`mark_published`).
+Nothing here commits: the caller's write transaction does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import Table, delete, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from edgemine.errors import ConfigError, NotFoundError, ReviewError
+from edgemine.review_api.db import Publication, Reviewer
+from edgemine.review_api.storage._common import ASSIGNMENTS, DECISIONS, ITEMS, RUNS
+from edgemine.review_api.storage.decisions import (
+    DecisionInput,
+    DecisionRecord,
+    majority_consensus,
+    validate_decision,
+)
+from edgemine.review_api.storage.events import EVENTS, record_event, snapshot
+from edgemine.review_api.storage.items import item_for_reviewer
+from edgemine.review_api.storage.leases import Lease
+from edgemine.review_api.storage.runs import run_rules
+
+PUBLICATIONS = cast(Table, Publication.__table__)
+FINAL_STATUSES = ("resolved", "gold")  # a lead's answer: no reviewer changes it
+
+
+def describe_seconds(seconds: float) -> str:
+    """600 -> "10 min", 90 -> "90 s", 7200 -> "2 h": how long a window or a wait is, in words."""
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{int(seconds // 3600)} h"
+    if seconds >= 120 and seconds % 60 == 0:
+        return f"{int(seconds // 60)} min"
+    return f"{seconds:g} s"
+
+
+def change_blocker(*, item_id: int, status: str, is_gold: bool, published: tuple[str, int] | None,
+                   decided_at: datetime, window_seconds: int, now: datetime) -> str | None:
+    """Why a reviewer may no longer amend or undo their decision on an item, in words; None when they may."""
+    if is_gold:
+        return (f"item {item_id} is a gold item: your answer was scored against its known answer, so it cannot "
+                "change")
+    if status in FINAL_STATUSES:
+        return f"a lead resolved item {item_id}; their answer is final"
+    if published is not None:
+        return f"item {item_id} is already published in dataset {published[0]!r} version {published[1]}"
+    until = decided_at + timedelta(seconds=window_seconds)
+    if now >= until:
+        return (f"the {describe_seconds(window_seconds)} window to change your decision on item {item_id} ended at "
+                f"{until:%Y-%m-%d %H:%M:%S} UTC")
+    return None
+
+
+def publications_of(session: Session, item_ids: Sequence[int]) -> dict[int, tuple[str, int]]:
+    """The first dataset version each item was published in (items never published are absent)."""
+    out: dict[int, tuple[str, int]] = {}
+    ids = sorted(set(item_ids))
+    for start in range(0, len(ids), 500):
+        rows = session.execute(
+            select(PUBLICATIONS.c.item_id, PUBLICATIONS.c.dataset, PUBLICATIONS.c.version)
+            .where(PUBLICATIONS.c.item_id.in_(ids[start:start + 500])).order_by(PUBLICATIONS.c.id)).all()
+        for item_id, dataset, version in rows:
+            out.setdefault(int(item_id), (str(dataset), int(version)))
+    return out
+
+
+def decision_versions(session: Session, decision_ids: Sequence[int]) -> dict[int, int]:
+    """Each decision's version: 1, plus one per amendment."""
+    ids = sorted(set(decision_ids))
+    out = dict.fromkeys(ids, 1)
+    for start in range(0, len(ids), 500):
+        rows = session.execute(
+            select(EVENTS.c.decision_id, func.count()).where(EVENTS.c.decision_id.in_(ids[start:start + 500]),
+                                                             EVENTS.c.action == "amend")
+            .group_by(EVENTS.c.decision_id)).all()
+        out.update((int(d), 1 + int(n)) for d, n in rows)
+    return out
+
+
+def mark_published(session: Session, *, item_ids: Iterable[int], dataset: str, version: int, now: datetime) -> int:
+    """Record that these items are in `dataset` at `version` (after that version's commit): their reviewers can
+    no longer amend or undo their decisions. Recording the same (item, dataset, version) twice keeps one row.
+    Returns how many rows were added."""
+    if not dataset or not isinstance(dataset, str):
+        raise ConfigError(f"dataset={dataset!r} must be a non-empty string")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise ConfigError(f"version={version!r} must be an integer >= 0")
+    ids = sorted({int(i) for i in item_ids})
+    added = 0
+    for start in range(0, len(ids), 500):
+        part = ids[start:start + 500]
+        known = set(session.scalars(select(ITEMS.c.id).where(ITEMS.c.id.in_(part))))
+        missing = [i for i in part if i not in known]
+        if missing:
+            raise NotFoundError(f"item(s) {missing[:5]}{' ...' if len(missing) > 5 else ''} do not exist")
+        already = set(session.scalars(select(PUBLICATIONS.c.item_id).where(
+            PUBLICATIONS.c.item_id.in_(part), PUBLICATIONS.c.dataset == dataset, PUBLICATIONS.c.version == version)))
+        rows = [{"item_id": i, "dataset": dataset, "version": version, "published_at": now}
+                for i in part if i not in already]
+        if rows:
+            session.execute(insert(PUBLICATIONS), rows)
+            added += len(rows)
+    return added
+
+
+# ---------------------------------------------------------------- amend and undo
+@dataclass(frozen=True)
+class _Own:
+    """A reviewer's decision on an item, with what deciding whether it may change needs."""
+
+    decision: DecisionRecord
+    assignment_id: int
+    status: str
+    is_gold: bool
+    n_decisions: int
+    required_reviews: int
+    window_seconds: int
+    lease_seconds: int
+
+
+_OWN_COLUMNS = ("id", "item_id", "reviewer_id", "run_id", "verdict", "category", "root_causes", "notes", "seconds",
+                "decided_at", "idempotency_key", "is_gold", "gold_correct")
+
+
+def _own_decision(session: Session, *, item_id: int, reviewer_id: int, now: datetime) -> _Own:
+    """The reviewer's decision on the item, if it may still change; 404 when there is none, 409 (why) if not."""
+    row = session.execute(
+        select(*(DECISIONS.c[c] for c in _OWN_COLUMNS), DECISIONS.c.assignment_id, ITEMS.c.status, ITEMS.c.is_gold,
+               ITEMS.c.n_decisions, ITEMS.c.required_reviews, RUNS.c.amend_window_seconds, RUNS.c.lease_seconds)
+        .join(ITEMS, ITEMS.c.id == DECISIONS.c.item_id).join(RUNS, RUNS.c.run_id == DECISIONS.c.run_id)
+        .where(DECISIONS.c.item_id == item_id, DECISIONS.c.reviewer_id == reviewer_id)).first()
+    if row is None:
+        raise NotFoundError(f"you have no decision on item {item_id}")
+    record = DecisionRecord(*row[:len(_OWN_COLUMNS)])
+    own = _Own(record, *row[len(_OWN_COLUMNS):])
+    why = change_blocker(item_id=item_id, status=own.status, is_gold=own.is_gold or record.is_gold,
+                         published=publications_of(session, [item_id]).get(item_id), decided_at=record.decided_at,
+                         window_seconds=own.window_seconds, now=now)
+    if why is not None:
+        raise ReviewError(why)
+    return own
+
+
+def amend_decision(session: Session, *, item_id: int, reviewer_id: int, decision: DecisionInput,
+                   now: datetime) -> tuple[DecisionRecord, int]:
+    """Change your decision on an item (see the module docstring for the window); returns it and its version.
+
+    The decision keeps its `decided_at` (the window runs from the first answer); `seconds` adds the time spent
+    amending. An item that had all its reviews gets its majority consensus again."""
+    own = _own_decision(session, item_id=item_id, reviewer_id=reviewer_id, now=now)
+    rules = run_rules(session, run_id=own.decision.run_id)
+    validate_decision(rules, decision)
+    old = own.decision
+    seconds = old.seconds if decision.seconds is None else (old.seconds or 0.0) + decision.seconds
+    values = {"verdict": decision.verdict, "category": decision.category,
+              "root_causes": list(decision.root_causes), "notes": decision.notes, "seconds": seconds}
+    session.execute(update(DECISIONS).where(DECISIONS.c.id == old.id).values(**values))
+    record_event(session, item_id=item_id, run_id=old.run_id, reviewer_id=reviewer_id, decision_id=old.id,
+                 action="amend", at=now, before=snapshot(old.verdict, old.category, old.root_causes, old.notes),
+                 after=snapshot(decision.verdict, decision.category, decision.root_causes, decision.notes))
+    if own.n_decisions >= own.required_reviews:
+        majority_consensus(session, item_id=item_id, run=rules, now=now)
+    fields = {**old.__dict__, **values}
+    return DecisionRecord(**fields), decision_versions(session, [old.id])[old.id]
+
+
+_UNDONE_CONSENSUS = {"status": "queued", "consensus_verdict": None, "consensus_category": None,
+                     "consensus_root_cause": None, "confidence": None, "consensus_method": None,
+                     "escalation_reason": None, "consensus_at": None}
+
+
+def undo_decision(session: Session, *, item_id: int, reviewer_id: int, now: datetime) -> Lease:
+    """Withdraw your decision on an item (the trail keeps it) and get the item leased back for a new decision.
+
+    The item loses that review: it is queued again, without a consensus, until it has all its reviews. A lease
+    you held on another item is dropped as if never taken (that item goes back to the queue, and may come to you
+    again), since a reviewer holds one lease at a time."""
+    own = _own_decision(session, item_id=item_id, reviewer_id=reviewer_id, now=now)
+    old = own.decision
+    session.execute(delete(DECISIONS).where(DECISIONS.c.id == old.id))
+    record_event(session, item_id=item_id, run_id=old.run_id, reviewer_id=reviewer_id, decision_id=old.id,
+                 action="undo", at=now, before=snapshot(old.verdict, old.category, old.root_causes, old.notes),
+                 after=None)
+    session.execute(update(ITEMS).where(ITEMS.c.id == item_id)
+                    .values(n_decisions=ITEMS.c.n_decisions - 1, **_UNDONE_CONSENSUS))
+    held = session.execute(select(ASSIGNMENTS.c.id, ASSIGNMENTS.c.item_id, ASSIGNMENTS.c.is_gold).where(
+        ASSIGNMENTS.c.reviewer_id == reviewer_id, ASSIGNMENTS.c.state == "leased")).first()
+    if held is not None:
+        session.execute(delete(ASSIGNMENTS).where(ASSIGNMENTS.c.id == held.id))
+        if not held.is_gold:
+            session.execute(update(ITEMS).where(ITEMS.c.id == held.item_id)
+                            .values(slots_free=ITEMS.c.slots_free + 1))
+    expires = now + timedelta(seconds=own.lease_seconds)
+    session.execute(update(ASSIGNMENTS).where(ASSIGNMENTS.c.id == own.assignment_id).values(
+        state="leased", leased_at=now, expires_at=expires, closed_at=None))
+    return Lease(own.assignment_id, item_id, reviewer_id, old.run_id, False, now, expires)
+
+
+# ---------------------------------------------------------------- reading the trail
+def item_history(session: Session, *, item_id: int, reviewer_id: int, role: str) -> list[dict[str, Any]]:
+    """An item's audit trail, oldest first: a reviewer sees their own entries (404 if the item was never theirs),
+    leads and admins see everyone's. Decisions made before the trail existed appear as a "decide" at their time."""
+    item_for_reviewer(session, item_id=item_id, reviewer_id=reviewer_id, role=role)
+    mine_only = role == "reviewer"
+    query = (select(EVENTS.c.at, EVENTS.c.reviewer_id, Reviewer.name, EVENTS.c.action, EVENTS.c.before,
+                    EVENTS.c.after, EVENTS.c.decision_id)
+             .join(Reviewer, Reviewer.id == EVENTS.c.reviewer_id).where(EVENTS.c.item_id == item_id))
+    if mine_only:
+        query = query.where(EVENTS.c.reviewer_id == reviewer_id)
+    entries = [{"at": at, "reviewer_id": rid, "reviewer_name": name, "action": action, "before": before,
+                "after": after, "_decision": did}
+               for at, rid, name, action, before, after, did in session.execute(query.order_by(EVENTS.c.id))]
+    traced = {e["_decision"] for e in entries}
+    legacy = select(DECISIONS.c.id, DECISIONS.c.decided_at, DECISIONS.c.reviewer_id, Reviewer.name,
+                    DECISIONS.c.verdict, DECISIONS.c.category, DECISIONS.c.root_causes, DECISIONS.c.notes).join(
+        Reviewer, Reviewer.id == DECISIONS.c.reviewer_id).where(DECISIONS.c.item_id == item_id)
+    if mine_only:
+        legacy = legacy.where(DECISIONS.c.reviewer_id == reviewer_id)
+    for did, at, rid, name, verdict, category, tags, notes in session.execute(legacy):
+        if did not in traced:
+            entries.append({"at": at, "reviewer_id": rid, "reviewer_name": name, "action": "decide", "before": None,
+                            "after": snapshot(verdict, category, tags, notes), "_decision": did})
+    entries.sort(key=lambda e: e["at"])  # stable: events keep their order among equal times
+    for e in entries:
+        del e["_decision"]
+    return entries
+
+
+def my_decisions(session: Session, *, reviewer_id: int, now: datetime, run_id: str | None = None,
+                 limit: int = 20) -> list[dict[str, Any]]:
+    """A reviewer's latest decisions, newest first, each with whether (until when, or why not) it may change."""
+    query = (select(DECISIONS.c.id, DECISIONS.c.item_id, DECISIONS.c.run_id, ITEMS.c.frame_id, DECISIONS.c.verdict,
+                    DECISIONS.c.category, DECISIONS.c.root_causes, DECISIONS.c.notes, DECISIONS.c.decided_at,
+                    DECISIONS.c.is_gold, ITEMS.c.status, ITEMS.c.is_gold, RUNS.c.amend_window_seconds)
+             .join(ITEMS, ITEMS.c.id == DECISIONS.c.item_id).join(RUNS, RUNS.c.run_id == DECISIONS.c.run_id)
+             .where(DECISIONS.c.reviewer_id == reviewer_id))
+    if run_id is not None:
+        query = query.where(DECISIONS.c.run_id == run_id)
+    rows = session.execute(query.order_by(DECISIONS.c.decided_at.desc(), DECISIONS.c.id.desc()).limit(limit)).all()
+    published = publications_of(session, [r[1] for r in rows])
+    versions = decision_versions(session, [r[0] for r in rows])
+    out = []
+    for (did, item_id, run, frame_id, verdict, category, tags, notes, decided_at, gold_decision, status,
+         is_gold, window) in rows:
+        why = change_blocker(item_id=item_id, status=status, is_gold=bool(is_gold or gold_decision),
+                             published=published.get(item_id), decided_at=decided_at, window_seconds=window,
+                             now=now)
+        timed = why is None or not (is_gold or gold_decision or status in FINAL_STATUSES or item_id in published)
+        out.append({
+            "decision_id": did, "item_id": item_id, "run_id": run, "frame_id": frame_id, "verdict": verdict,
+            "category": category, "root_causes": list(tags or []), "notes": notes, "decided_at": decided_at,
+            "version": versions[did], "can_change": why is None,
+            "change_until": decided_at + timedelta(seconds=window) if timed else None, "why_not": why,
+        })
+    return out
+
