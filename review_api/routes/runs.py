@@ -83,7 +83,7 @@ def browse(
                                         after_id=after_id)
         except InvalidFieldError as exc:  # a query parameter: say so, in FastAPI's own 422 shape
             detail = [{"loc": ["query", exc.field], "msg": str(exc), "type": "value_error"}]
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, detail=detail) from None
+            raise HTTPException(422, detail=detail) from None
 
 
 @router.post("/runs/{run_id}/consensus", response_model=schemas.ConsensusRefresh,
