@@ -74,6 +74,10 @@ function escapeHtml(s) {
 
 function words(s) { return s == null ? "" : String(s).replace(/_/g, " "); }
 
+const STATUS_WORDS = { queued: "waiting reviews", complete: "complete", escalated: "escalated", resolved: "resolved by a lead", gold: "gold" };
+
+function statusText(s) { return STATUS_WORDS[s] || words(s); }
+
 function label(verdict, category) {
   if (verdict === "edge_case") return category ? `edge case · ${words(category)}` : "edge case";
   return words(verdict);
@@ -439,8 +443,9 @@ async function showSummary() {
         : (left ? "" : `<p>Nothing waits: every item has its consensus.</p>`));
   }
   $("#recent").innerHTML = recent.length ? recent.map((d, i) =>
-    `<li><b>${escapeHtml(d.frame_id)}</b> ${escapeHtml(label(d.verdict, d.category))} <span class="muted">at ${clock(d.decided_at)} · ` +
-    `${escapeHtml(decisionState(d))}</span>${i === 0 && d.can_change ? ` <button type="button" id="recent-undo">Undo <kbd>Z</kbd></button>` : ""}</li>`).join("")
+    `<li><b>${escapeHtml(d.frame_id)}</b> ${escapeHtml(label(d.verdict, d.category))}` +
+    `${i === 0 && d.can_change ? ` <button type="button" id="recent-undo" class="small-button">Undo <kbd>Z</kbd></button>` : ""}` +
+    `<span class="muted small block">at ${clock(d.decided_at)} · ${escapeHtml(decisionState(d))}</span></li>`).join("")
     : `<li class="muted">none yet</li>`;
   const b = $("#recent-undo");
   if (b) b.onclick = undoLast;
@@ -513,10 +518,7 @@ async function loadLead() {
   await loadRunMetrics(sel.value);
 }
 
-function consensusN(r) {
-  for (const k of ["agreement_n", "agreement_with_consensus_n", "consensus_n", "consensus_compared"]) if (r[k] != null) return r[k];
-  return null;
-}
+function consensusN(r) { return r.agreement_n ?? r.consensus_compared ?? null; }
 
 async function loadRunMetrics(runId) {
   const [res, runRes] = await Promise.all([api("GET", `/runs/${encodeURIComponent(runId)}/metrics`),
@@ -667,7 +669,7 @@ async function loadItems(more) {
       (it.confidence != null ? ` <span class="muted">${it.confidence.toFixed(2)}</span>` : "") : `<span class="muted">–</span>`;
     return `<tr class="item-row${it.disagreement ? " disagree" : ""}" tabindex="0" data-item-id="${it.item_id}">` +
       `<td>${escapeHtml(it.frame_id)}${it.is_gold ? ' <span class="tag">gold</span>' : ""}${it.disagreement ? ' <span class="tag bad">disagree</span>' : ""}</td>` +
-      `<td>${it.rank}</td><td>${escapeHtml(words(it.status))}${it.escalation_text || it.escalation_reason ? `<div class="muted small">${escapeHtml(it.escalation_text || words(it.escalation_reason))}</div>` : ""}</td>` +
+      `<td>${it.rank}</td><td>${escapeHtml(statusText(it.status))}${it.escalation_text || it.escalation_reason ? `<div class="muted small">${escapeHtml(it.escalation_text || words(it.escalation_reason))}</div>` : ""}</td>` +
       `<td>${cons}</td>${cells}</tr>`;
   }).join("") : `<tr><td colspan="${4 + width}" class="muted">no item matches</td></tr>`);
   $$("#items-table .item-row").forEach((tr) => { tr.onclick = () => openDetail(+tr.dataset.itemId, tr); });
@@ -683,7 +685,7 @@ async function openDetail(itemId, opener) {
   if (!res.ok) { toast(detail(it)); return; }
   const history = hres.ok ? await hres.json() : [];
   state.detailReturn = opener || document.activeElement;
-  $("#detail-title").textContent = `${it.frame_id} · rank ${it.rank} · ${words(it.consensus.status)}`;
+  $("#detail-title").textContent = `${it.frame_id} · rank ${it.rank} · ${statusText(it.consensus.status)}`;
   const c = it.consensus;
   $("#detail-consensus").textContent = c.verdict ? `Consensus: ${label(c.verdict, c.category)} (${c.method || "?"}` +
     (c.confidence != null ? `, confidence ${c.confidence.toFixed(2)}` : "") + `), ${it.n_decisions} of ${it.required_reviews} reviews` :

@@ -207,6 +207,7 @@ def test_evidence_enlarges_by_click_and_key_with_time_offsets_and_metadata(brows
     first = page.locator("#lightbox-caption").inner_text()
     assert first.startswith(f"context · {caps[0]}")
     wait_until(page, "document.querySelector('#lightbox-img').naturalWidth > 0")
+    page.screenshot(path=str(SHOTS / "lightbox.png"))
     big = page.evaluate("document.querySelector('#lightbox-img').getBoundingClientRect().width")
     small = page.evaluate("document.querySelector('#context img').getBoundingClientRect().width")
     assert big > 3 * small, (big, small)
@@ -357,6 +358,9 @@ def test_lead_lands_on_the_lead_view_and_resolves_an_escalation_by_keyboard(brow
     expect(rows).to_have_count(n - 1)
     if n > 1:  # the focus moves on to the next escalation, so a lead can keep going
         assert page.evaluate("document.activeElement.classList.contains('escalation')")
+    p.press("r")  # the Review tab asks before it leases anything to a lead
+    expect(page.locator("#start")).to_be_visible()
+    assert page.locator("#item").is_hidden()
     p.close()
     with db.read() as s:
         item = storage.get_item(s, item_id=held.item_id)
@@ -397,6 +401,12 @@ def test_end_of_queue_says_what_you_did_and_what_waits(browser: Any, crowd: Live
     expect(page.locator("#recent li")).to_have_count(5)
     expect(page.locator("#recent-undo")).to_be_visible()
     page.screenshot(path=str(SHOTS / "review-done.png"))
+    last = page.locator("#recent li b").first.inner_text()
+    p.press("z")  # undo from the end of the queue: the last item comes back, then the summary again
+    expect(page.locator("#frame-caption")).to_contain_text(last, timeout=10_000)
+    expect(page.locator(".verdicts button.on")).to_have_attribute("data-verdict", "not_edge_case")
+    p.press("Enter")
+    expect(page.locator("#summary-mine")).to_contain_text("You decided 12 items of run-other", timeout=10_000)
     p.close()
 
 
@@ -414,6 +424,13 @@ def test_lead_item_browser_filters_and_opens_an_item_with_its_history(browser: A
     pair = page.locator("#pairs-table tr", has_text="dee · eve")
     expect(pair.locator("td").last).to_have_text("6")  # dee and eve share 6 items: κ with its n
     expect(rows.first.locator("td")).to_have_count(4 + 3)  # frame, rank, status, consensus, 3 reviews side by side
+    # agreement with the OTHER reviewer's vote, on the 6 shared items only: they differ on 3
+    for name in ("dee", "eve"):
+        expect(page.locator("#reviewer-table tr", has_text=name)).to_contain_text("0.50 n=6")
+    page.select_option("#f-status", "escalated")
+    expect(page.locator("#items-table")).to_contain_text("no item matches")
+    page.select_option("#f-status", "queued")
+    expect(rows).to_have_count(12)
     page.select_option("#f-disagreement", "true")
     expect(rows).to_have_count(3)
     for text in rows.all_inner_texts():
