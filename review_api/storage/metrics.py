@@ -1,12 +1,17 @@
 """Quality metrics a lead reads: agreement between reviewers, each reviewer's pace and accuracy, the queue.
 
-Read only. Agreement is computed over multiply-reviewed regular items, with "unsure" as a class of its own;
-gold accuracy over gold items; agreement with consensus over items whose consensus is final and not gold.
+Read only. Agreement is computed over multiply-reviewed regular items, with "unsure" as a class of its own
+(each Cohen's kappa with its `n`, the items both reviewers reviewed); gold accuracy over gold items. A
+reviewer's agreement with consensus is leave-one-out over those same overlap items: their label against the
+plurality of the OTHER reviewers' votes ("unsure" is no vote; a tie or no vote leaves the item out), with its
+`agreement_n`. Comparing against a consensus the reviewer formed alone would flatter everyone: on a
+single-review item the consensus is their own answer.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from datetime import datetime
 from typing import Any
 
@@ -64,7 +69,8 @@ def agreement_metrics(session: Session, *, run_id: str) -> dict[str, Any]:
     out["items"] = len(item_ids)
     out["cohen_kappa_mean"] = _nan_to_none(pk.mean())
     out["cohen_kappa_pairs"] = [
-        {"a": names[reviewer_ids[a]], "b": names[reviewer_ids[b]], "kappa": _nan_to_none(k), "items": int(n)}
+        {"a": names[reviewer_ids[a]], "b": names[reviewer_ids[b]], "kappa": _nan_to_none(k), "items": int(n),
+         "n": int(n)}
         for a, b, k, n in zip(pk.rater_a, pk.rater_b, pk.kappa, pk.n_items, strict=True)
     ]
     per_item = (ratings >= 0).sum(axis=1)
@@ -77,40 +83,65 @@ def agreement_metrics(session: Session, *, run_id: str) -> dict[str, Any]:
     return out
 
 
+def leave_one_out_agreement(votes: dict[Any, list[tuple[int, str]]]) -> dict[int, tuple[int, int]]:
+    """Per reviewer (agreeing, compared): on each item with >= 2 reviews, does their label equal the plurality
+    label of the other reviewers' votes? "unsure" is no vote (but is a label of its own for the one compared);
+    an item whose other votes tie, or are all unsure, is not compared for that reviewer."""
+    out: dict[int, list[int]] = {}
+    for reviews in votes.values():
+        if len(reviews) < 2:
+            continue
+        for k, (rid, label) in enumerate(reviews):
+            others = Counter(lab for j, (_, lab) in enumerate(reviews) if j != k and lab != UNSURE)
+            if not others:
+                continue
+            (top, n_top), *rest = others.most_common(2)
+            if rest and rest[0][1] == n_top:
+                continue
+            tally = out.setdefault(rid, [0, 0])
+            tally[0] += label == top
+            tally[1] += 1
+    return {rid: (a, n) for rid, (a, n) in out.items()}
+
+
 def reviewer_metrics(
     session: Session, *, run_id: str | None = None, cost_per_hour: float = 0.0
 ) -> list[dict[str, Any]]:
     """Per reviewer: decisions, items per hour, median seconds per item, gold accuracy, agreement with consensus.
 
     Time per item is what the page reported (`seconds`) or else the server's lease-to-decision time;
-    items per hour is 3600 / mean time per item (the pace while reviewing, breaks excluded).
+    items per hour is 3600 / mean time per item (the pace while reviewing, breaks excluded). Agreement with
+    consensus is `leave_one_out_agreement` over the regular items with >= 2 reviews (`agreement_n` of them;
+    `consensus_compared` is the same number, kept for older clients).
     """
     query = (
         select(Decision.reviewer_id, Decision.verdict, Decision.category, Decision.seconds,
-               Decision.handling_seconds, Decision.is_gold, Decision.gold_correct, Item.status,
-               Item.consensus_verdict, Item.consensus_category)
+               Decision.handling_seconds, Decision.is_gold, Decision.gold_correct, Decision.item_id,
+               Item.n_decisions, Item.is_gold)
         .join(Item, Item.id == Decision.item_id)
     )
     if run_id is not None:
         get_run(session, run_id=run_id)
         query = query.where(Decision.run_id == run_id)
     stats: dict[int, dict[str, Any]] = {}
+    overlap: dict[int, list[tuple[int, str]]] = {}
     for row in session.execute(query):
-        rid, verdict, category, seconds, handling, is_gold, correct, status, c_verdict, c_category = row
-        s = stats.setdefault(rid, {"times": [], "gold": 0, "gold_ok": 0, "cons": 0, "cons_ok": 0, "unsure": 0})
+        rid, verdict, category, seconds, handling, is_gold, correct, item_id, n_decisions, item_gold = row
+        s = stats.setdefault(rid, {"times": [], "gold": 0, "gold_ok": 0, "unsure": 0})
         s["times"].append(seconds if seconds is not None else handling)
         s["unsure"] += verdict == UNSURE
         if is_gold:
             s["gold"] += 1
             s["gold_ok"] += bool(correct)
-        elif status in ("complete", "resolved") and c_verdict:
-            s["cons"] += 1
-            s["cons_ok"] += decision_label(verdict, category) == decision_label(c_verdict, c_category)
+        elif n_decisions >= 2 and not item_gold:
+            overlap.setdefault(item_id, []).append((rid, decision_label(verdict, category)))
+    agreement = leave_one_out_agreement(overlap)
     reviewers = {r.id: r for r in session.scalars(select(Reviewer).where(Reviewer.id.in_(list(stats))))}
     out = []
     for rid, s in sorted(stats.items(), key=lambda kv: reviewers[kv[0]].name):
         times = np.array(s["times"], float)
         total = float(times.sum())
+        agree, compared = agreement.get(rid, (0, 0))
         out.append({
             "reviewer": reviewers[rid].name,
             "role": reviewers[rid].role,
@@ -122,8 +153,9 @@ def reviewer_metrics(
             "unsure_rate": round(s["unsure"] / times.size, 4),
             "gold_reviewed": s["gold"],
             "gold_accuracy": round(s["gold_ok"] / s["gold"], 4) if s["gold"] else None,
-            "consensus_compared": s["cons"],
-            "agreement_with_consensus": round(s["cons_ok"] / s["cons"], 4) if s["cons"] else None,
+            "agreement_with_consensus": round(agree / compared, 4) if compared else None,
+            "agreement_n": compared,
+            "consensus_compared": compared,
         })
     return out
 

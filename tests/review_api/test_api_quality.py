@@ -74,6 +74,11 @@ def test_majority_consensus_escalations_and_lead_resolution(env: ReviewEnv, run_
             assert (c["status"], c["escalation_reason"]) == ("escalated", "low_agreement")
     escalations = env.client.get("/escalations", params={"run_id": "run-small"}, headers=lead).json()
     assert sorted(e["rank"] for e in escalations) == sorted(r for r in views if r % 4 in (2, 3))
+    assert {e["reason"]: e["reason_text"] for e in escalations} == {
+        "tie": "the reviews tie: two or more answers got the same number of votes",
+        "low_agreement": "the reviewers disagree: the most chosen answer got 33% of the votes, below the run's "
+                         "min_agreement of 60%",
+    }
     tie = next(e for e in escalations if e["reason"] == "tie")
     assert tie["votes"] == {"debris": 1, "other": 1, "not_edge_case": 1}
     r = env.client.post(f"/items/{tie['item_id']}/resolve", headers=lead,
@@ -160,7 +165,7 @@ def test_agreement_and_reviewer_metrics_equal_reference_libraries(env: ReviewEnv
     for pair in agreement["cohen_kappa_pairs"]:
         a, b = names.index(pair["a"]), names.index(pair["b"])
         ref = cohen_kappa_score(matrix[:, a], matrix[:, b], labels=list(range(len(space))))
-        assert pair["kappa"] == pytest.approx(ref, abs=1e-12) and pair["items"] == 24
+        assert pair["kappa"] == pytest.approx(ref, abs=1e-12) and pair["items"] == pair["n"] == 24
     assert len(agreement["cohen_kappa_pairs"]) == 3
     assert agreement["cohen_kappa_mean"] == pytest.approx(np.mean([p["kappa"] for p in agreement["cohen_kappa_pairs"]]))
     table, _ = aggregate_raters(matrix, n_cat=len(space))
@@ -173,12 +178,18 @@ def test_agreement_and_reviewer_metrics_equal_reference_libraries(env: ReviewEnv
         assert row["decisions"] == 24 and row["median_seconds"] == 6.0
         assert row["items_per_hour"] == pytest.approx(600.0)
         assert row["gold_accuracy"] is None
-    consensus = {i: env.client.get(f"/items/{i}/review", headers=env.auth("lead")).json()["consensus"] for i in items}
-    for row in metrics["reviewers"]:
-        decided = [i for i in items if consensus[i]["status"] == "complete"]
-        agree = [labels[i][row["reviewer"]] == (consensus[i]["category"] or consensus[i]["verdict"]) for i in decided]
-        assert row["consensus_compared"] == len(decided)
-        assert row["agreement_with_consensus"] == pytest.approx(round(sum(agree) / len(agree), 4))
+    for row in metrics["reviewers"]:  # leave-one-out: against the plurality of the other two, when there is one
+        me = row["reviewer"]
+        compared = agree = 0
+        for i in items:
+            others = [labels[i][n] for n in names if n != me and labels[i][n] != "unsure"]
+            counts = sorted(((others.count(x), x) for x in set(others)), reverse=True)
+            if not counts or (len(counts) > 1 and counts[0][0] == counts[1][0]):
+                continue
+            compared += 1
+            agree += labels[i][me] == counts[0][1]
+        assert row["agreement_n"] == row["consensus_compared"] == compared > 0
+        assert row["agreement_with_consensus"] == pytest.approx(round(agree / compared, 4))
     queue = metrics["queue"]
     assert queue["waiting_reviews"] == 0 and queue["leased"] == 0 and queue["oldest_waiting_seconds"] is None
     assert not math.isnan(agreement["krippendorff_alpha"])
@@ -258,3 +269,48 @@ def test_dawid_skene_reruns_in_the_background_after_a_third_review(tmp_path: Pat
         assert not _consensus_refresh_due(env.app_state, "run-other")
         env.app_state.ds_last_refresh["run-other"] = time.monotonic() - 10.0 / DS_MAX_SHARE - 1.0
         assert _consensus_refresh_due(env.app_state, "run-other")
+
+
+def test_agreement_with_consensus_counts_overlap_items_only(env: ReviewEnv, run_dirs: dict[str, Path]) -> None:
+    """Two reviewers who disagree on every overlap item agree with consensus 0.00 (n = the overlap items),
+    not 1.00 from the single-review items where the consensus is their own answer; kappa carries its n."""
+    report = env.import_run(run_dirs["other"], overlap_fraction=0.5, overlap_reviews=2, gold_fraction=0.0)
+    k = report["overlap"]
+    assert 0 < k < 12
+    review_all(env, ["ana", "ben"], lambda name, item: edge("debris") if name == "ana" else NOT)
+    m = env.client.get("/runs/run-other/metrics", headers=env.auth("lead")).json()
+    rows = {r["reviewer"]: r for r in m["reviewers"]}
+    for name in ("ana", "ben"):
+        assert (rows[name]["agreement_with_consensus"], rows[name]["agreement_n"]) == (0.0, k)
+    (pair,) = m["agreement"]["cohen_kappa_pairs"]
+    assert (pair["n"], pair["kappa"]) == (k, 0.0)
+    # with nothing but single reviews there is nothing to compare: null, n = 0
+    env.import_run(run_dirs["small"], overlap_fraction=0.0, gold_fraction=0.0)
+    review_all(env, ["ana"], lambda name, item: NOT)
+    (row,) = env.client.get("/runs/run-small/metrics", headers=env.auth("lead")).json()["reviewers"]
+    assert (row["agreement_with_consensus"], row["agreement_n"], row["decisions"]) == (None, 0, 24)
+
+
+def test_leave_one_out_agreement_reference() -> None:
+    from edgemine.review_api.storage.metrics import leave_one_out_agreement
+
+    votes = {
+        1: [(1, "debris"), (2, "debris"), (3, "not_edge_case")],  # 1 and 2 face a tie; 3 disagrees with debris
+        2: [(1, "unsure"), (2, "other"), (3, "other")],  # 1's unsure disagrees; 2 and 3 agree (unsure: no vote)
+        3: [(1, "debris"), (2, "unsure")],  # 2 disagrees with debris; 1 faces no vote at all
+        4: [(1, "debris")],  # a single review: never compared
+        5: [(1, "a"), (2, "b"), (3, "c")],  # each faces a tie among the others
+    }
+    assert leave_one_out_agreement(votes) == {1: (0, 1), 2: (1, 2), 3: (1, 2)}
+
+
+def test_every_escalation_reason_has_words() -> None:
+    from edgemine.mining.consensus import ESCALATION_REASONS
+    from edgemine.review_api.storage import escalation_text
+
+    texts = {r: escalation_text(r, confidence=0.5, min_agreement=0.6, ds_min_confidence=0.7)
+             for r in (*ESCALATION_REASONS, "low_confidence")}
+    assert texts["no_votes"] == "every review said unsure, so there is no vote to count"
+    assert "50%" in texts["low_confidence"] and "70%" in texts["low_confidence"]
+    assert all(t and "_" not in t.replace("min_agreement", "").replace("ds_min_confidence", "") for t in texts.values())
+    assert escalation_text(None) is None
