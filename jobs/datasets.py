@@ -95,10 +95,9 @@ def classes_of(dt: Any, categories: list[str] | None = None) -> list[str]:
     racing publisher added. Categories in the rows that no commit lists (a table written by something else,
     or before class lists) follow, sorted.
     """
-    version = dt.version()
     out: list[str] = []
-    for h in sorted(dt.history(), key=lambda h: h.get("version", -1)):
-        if h.get("version", -1) > version or CLASSES_KEY not in h:
+    for h in reversed(_history(dt)):
+        if CLASSES_KEY not in h:
             continue
         for c in _maybe_json(h[CLASSES_KEY]) or []:
             if c not in out:
@@ -107,6 +106,20 @@ def classes_of(dt: Any, categories: list[str] | None = None) -> list[str]:
         categories = arrow_dataset(dt).to_table(columns=["category"]).column("category").to_pylist()
     out += sorted({str(c) for c in categories if c is not None} - set(out))
     return out
+
+
+def _history(dt: Any) -> list[dict[str, Any]]:
+    """Commit infos of versions 0..dt.version(), newest first.
+
+    Read from the table's latest state: `history()` of a time-travelled DeltaTable (deltalake 1.x) returns
+    the newest commits numbered down from the pinned version (0, -1, -2 ...), not the pinned version's own.
+    """
+    from deltalake import DeltaTable
+
+    version = dt.version()
+    latest = DeltaTable(dt.table_uri)
+    return sorted((h for h in latest.history() if 0 <= h.get("version", -1) <= version),
+                  key=lambda h: -h["version"])
 
 
 def dataset_classes(ref: str | DatasetRef, *, version: int | None = None) -> list[str]:
@@ -165,9 +178,7 @@ def dataset_log(ref: str | DatasetRef) -> list[dict[str, Any]]:
     r = parse_ref(ref) if isinstance(ref, str) else ref
     dt = _open(r)
     out = []
-    for h in sorted(dt.history(), key=lambda h: -h.get("version", -1)):
-        if h.get("version", -1) > dt.version():
-            continue
+    for h in _history(dt):
         metrics = h.get("operationMetrics") or {}
         added = metrics.get("num_target_rows_inserted", metrics.get("num_added_rows"))
         out.append({

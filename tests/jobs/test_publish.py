@@ -23,32 +23,7 @@ from edgemine.jobs.datasets import (
     version_files,
 )
 from edgemine.jobs.publish import SplitPolicy, assign_split, publish, training_rows
-
-CATS = ("debris", "animal_on_road", "construction_zone")
-
-
-def confirmed(ids: list[int], *, run: str = "run-1", extra_meta: dict | None = None, uri_dir: Path | None = None
-              ) -> pa.Table:
-    n = len(ids)
-    meta = [json.dumps({"weather": "rain" if i % 2 else "clear", "speed_mps": 10.0 + i, **(extra_meta or {})})
-            for i in ids]
-    return pa.table({
-        "frame_id": [f"f{i:04d}" for i in ids],
-        "uri": [str(uri_dir / f"{i}.png") if uri_dir else f"/data/{i}.png" for i in ids],
-        "drive_id": [f"d{i // 5}" for i in ids],
-        "timestamp": pa.array([1_700_000_000_000_000 + i for i in ids], pa.int64()).cast(TIMESTAMP),
-        "category": [CATS[i % 3] for i in ids],
-        "root_cause": ["novel scene"] * n,
-        "confidence": [0.9] * n,
-        "n_reviews": [2] * n,
-        "run_id": [run] * n,
-        "score": [0.5] * n,
-        "novelty": [0.7] * n,
-        "uncertainty": [0.1] * n,
-        "rarity": [0.2] * n,
-        "trigger": [0.0] * n,
-        "metadata": meta,
-    })
+from tests.support.datasets import CATS, confirmed
 
 
 def test_publish_then_read_each_version_returns_exactly_the_confirmed_rows(tmp_path: Path) -> None:
