@@ -8,10 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from tests.support.review import ReviewEnv
+from tests.support.review import ReviewEnv, env_on_both_stores
 
 CHOICES = [{"verdict": "not_edge_case"}, {"verdict": "edge_case", "category": "debris"},
            {"verdict": "edge_case", "category": "other"}, {"verdict": "unsure"}]
+
+env = env_on_both_stores()  # each test runs on SQLite and on PostgreSQL
 
 
 def _all_pages(env: ReviewEnv, limit: int = 5, **filters: Any) -> tuple[int, list[dict[str, Any]]]:

@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from edgemine.review_api import storage
-from tests.support.review import ReviewEnv
+from tests.support.review import ReviewEnv, env_on_both_stores
 
 NOT = {"verdict": "not_edge_case"}
+
+env = env_on_both_stores()  # each test runs on SQLite and on PostgreSQL
 
 
 def _progress(env: ReviewEnv, name: str, **params: Any) -> dict[str, Any]:

@@ -208,3 +208,35 @@ def test_item_view_has_evidence_and_serves_frames_by_id(env: ReviewEnv, run_dirs
     assert env.client.get(f"/items/{item['id']}/images/neighbor/9", headers=env.auth("ana")).status_code == 404
     r = env.client.get(f"/items/{item['id']}/images/..%2F..%2Fetc%2Fpasswd/0", headers=env.auth("ana"))
     assert r.status_code in (404, 422)
+
+
+def test_context_time_offsets_reach_the_item_view(env: ReviewEnv, run_dirs: dict[str, Path], tmp_path: Path) -> None:
+    """candidates.parquet's context_offsets_s (signed seconds, in context_uris order) is served beside the
+    context frames; a run imported without it says null."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(run_dirs["other"] / "candidates.parquet")
+    offsets = [[0.5 * (k - len(uris) // 2) - (0.0 if k < len(uris) // 2 else -0.5) for k in range(len(uris))]
+               for uris in table.column("context_uris").to_pylist()]
+    out = tmp_path / "with-offsets"
+    out.mkdir()
+    pq.write_table(table.append_column("context_offsets_s", pa.array(offsets, pa.list_(pa.float32()))),
+                   out / "candidates.parquet")
+    (out / "run.json").write_text(json.dumps({"run_id": "run-offsets"}))
+    env.import_run(out, overlap_fraction=0.0, gold_fraction=0.0)
+    env.import_run(run_dirs["small"], overlap_fraction=0.0, gold_fraction=0.0)
+    held = env.next("ana", run_id="run-offsets")
+    item = held["item"]  # type: ignore[index]
+    expected = offsets[item["rank"] - 1]
+    assert item["context_offsets_s"] == expected and len(item["context"]) == len(expected) >= 2
+    assert 0.0 not in expected and min(expected) < 0 < max(expected)
+    assert env.client.get(f"/items/{item['id']}", headers=env.auth("ana")).json()["context_offsets_s"] == expected
+    env.decide("ana", item["id"], verdict="unsure")
+    undone = env.client.delete(f"/items/{item['id']}/decisions/mine", headers=env.auth("ana")).json()
+    assert undone["item"]["context_offsets_s"] == expected  # the lease+item body of an undo, like /queue/next
+    env.decide("ana", item["id"], verdict="unsure")
+    plain = env.next("ana", run_id="run-small")
+    assert plain["item"]["context_offsets_s"] is None  # type: ignore[index]

@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from edgemine.review_api import storage
-from tests.support.review import T0, ReviewEnv
+from tests.support.review import T0, ReviewEnv, env_on_both_stores
 
 DEBRIS = {"verdict": "edge_case", "category": "debris"}
 NOT = {"verdict": "not_edge_case"}
+
+env = env_on_both_stores()  # each test runs on SQLite and on PostgreSQL
 
 
 def _put(env: ReviewEnv, name: str, item_id: int, **body: Any) -> Any:

@@ -165,3 +165,19 @@ def make_env(url: str, tmp_path: Path, **settings: Any) -> ReviewEnv:
     return env
 
 
+
+
+def env_on_both_stores() -> Any:
+    """A module-level `env` fixture (assign it: `env = env_on_both_stores()`) that runs each test of the module
+    on SQLite and on a real PostgreSQL (marked `postgres`), with the people of `make_env`."""
+    import pytest
+
+    @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.integration])])
+    def env(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+        url = (f"sqlite:///{tmp_path / 'review.db'}" if request.param == "sqlite"
+               else fresh_postgres_db(request.getfixturevalue("postgres_url")))
+        e = make_env(url, tmp_path)
+        with e.client:
+            yield e
+
+    return env
