@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from edgemine.jobs.datasets import dataset_log, read_dataset
-from edgemine.jobs.publish import SplitPolicy, publish_from_review, watch_and_publish
+from edgemine.jobs.publish import PublishGates, SplitPolicy, publish_from_review, watch_and_publish
 from tests.support.review import ReviewEnv, make_env, make_run_dir
 
 
@@ -101,3 +101,112 @@ def test_continuous_publishing_makes_decisions_readable_within_seconds(review: t
     assert len(latencies) == len(rare) > 0
     assert max(latencies) < 10.0, latencies
     assert len(dataset_log(ds)) >= 1
+
+
+def test_manifest_metadata_keeps_its_types_through_the_review_store(tmp_path: Path, synth_logs: Path,
+                                                                     reference_logs: Path) -> None:
+    import pyarrow as pa
+
+    run = make_run_dir(tmp_path / "run", synth_logs, reference_logs, run_id="run-typed", n=12)
+    cand = pq.read_table(run / "candidates.parquet")
+    n = cand.num_rows
+    extra = {  # what a mining run's candidates carry besides the manifest's columns
+        "triggers_fired": pa.array([["hard_brake"] if i % 2 else [] for i in range(n)], pa.list_(pa.string())),
+        "trigger_raw": pa.array([0.5 * i if i % 3 else None for i in range(n)], pa.float64()),
+        "uncertainty_raw": pa.array([1.0 + i for i in range(n)], pa.float32()),
+    }
+    for k, v in extra.items():
+        cand = cand.append_column(k, v)
+    pq.write_table(cand, run / "candidates.parquet")
+    url = f"sqlite:///{tmp_path / 'review.db'}"
+    env = make_env(url, tmp_path)
+    with env.client:
+        env.import_run(run, overlap_fraction=0.0, gold_fraction=0.0, gold_rate=0.0)
+        _triage(env, _truth(synth_logs))
+        ds = str(tmp_path / "edge_cases")
+        out = publish_from_review(env.app_state.db, ds, gates=PublishGates(empty_split="off"))
+    assert out.result.added > 0
+    t = read_dataset(f"{ds}@v0")
+    types = {f.name: f.type for f in t.schema}
+    assert types["triggers_fired"] == pa.list_(pa.string())
+    assert types["trigger_raw"] == types["uncertainty_raw"] == pa.float64()
+    assert types["frame_index"] == pa.int64()  # the manifest's int32 stays an integer
+    by_id = {r["frame_id"]: r for r in cand.to_pylist()}
+    for row in t.to_pylist():
+        src = by_id[row["frame_id"]]
+        assert row["triggers_fired"] == src["triggers_fired"] and row["trigger_raw"] == src["trigger_raw"]
+        assert row["frame_index"] == src["frame_index"]
+
+
+def test_publish_seeds_classes_from_the_run_taxonomy_copies_frames_and_marks_items_published(
+        review: tuple[ReviewEnv, Path, str], tmp_path: Path) -> None:
+    import os
+
+    from edgemine.review_api import storage
+
+    env, logs, _ = review
+    _triage(env, _truth(logs))
+    ds = str(tmp_path / "edge_cases")
+    out = publish_from_review(env.app_state.db, ds)  # library default: gates warn (every row here is train)
+    assert out.result.warnings and "split 'val' would have 0 rows" in out.result.warnings[0]
+    with env.app_state.db.read() as s:
+        taxonomy = list(storage.get_run(s, run_id="run-pub").categories)
+        item_ids = storage.confirmed_items(s).column("item_id").to_pylist()
+        published = storage.publications_of(s, item_ids)
+    assert list(out.result.classes[: len(taxonomy)]) == taxonomy  # the run's taxonomy, in its order
+    assert published == {i: (os.path.abspath(ds), 0) for i in item_ids}
+    t = read_dataset(ds, resolve_uris=False)
+    assert all(u.startswith("frames/") for u in t.column("uri").to_pylist())
+    assert all(Path(ds, u).is_file() for u in t.column("uri").to_pylist())
+
+
+def test_a_watcher_refused_by_a_gate_keeps_waiting_and_loses_nothing(review: tuple[ReviewEnv, Path, str],
+                                                                     tmp_path: Path) -> None:
+    from edgemine.jobs.publish import assign_split
+
+    env, logs, url = review
+    policy = SplitPolicy(ratios={"train": 0.99, "test": 0.01})
+    drives = sorted({r["drive_id"] for r in pq.read_table(tmp_path / "run" / "candidates.parquet").to_pylist()})
+    assert "test" not in assign_split(drives, policy).to_pylist()  # so 'test' stays empty: every try is refused
+    ds = str(tmp_path / "edge_cases")
+    stop = threading.Event()
+    refusals: list[str] = []
+    worker = threading.Thread(target=lambda: watch_and_publish(
+        url, ds, interval_s=0.5, min_new=2, stop=stop, poll_s=0.1, policy=policy, gates=PublishGates(),
+        on_refused=refusals.append))
+    worker.start()
+    try:
+        acked = _triage(env, _truth(logs))
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        worker.join(timeout=60)
+    assert not worker.is_alive() and refusals  # refused, logged, and the watcher did not crash
+    assert all("split 'test' would have 0 rows" in m and "--empty-split warn" in m for m in refusals)
+    assert not Path(ds).exists()
+    # nothing refused was lost: a publish that allows the empty split takes every confirmation
+    out = publish_from_review(url, ds, policy=policy, gates=PublishGates(empty_split="warn"))
+    rare = {f for f in acked if _truth(logs)[f]["is_rare"]}
+    assert set(read_dataset(ds).column("frame_id").to_pylist()) == rare and out.result.added == len(rare)
+
+
+def test_publish_cli_reads_the_database_url_from_the_environment_and_refuses_by_default(
+        review: tuple[ReviewEnv, Path, str], tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env, logs, url = review
+    _triage(env, _truth(logs))
+    ds = str(tmp_path / "edge_cases")
+    cmd = [sys.executable, "-m", "edgemine", "publish", "--dataset", ds]
+    environ = {**os.environ, "EDGEMINE_DATABASE_URL": url}
+    refused = subprocess.run(cmd, capture_output=True, text=True, env=environ)
+    assert refused.returncode == 1 and "Missing option" not in refused.stderr
+    assert "publish refused: split 'val' would have 0 rows" in refused.stderr and not Path(ds).exists()
+    ok = subprocess.run([*cmd, "--empty-split", "warn"], capture_output=True, text=True, env=environ)
+    assert ok.returncode == 0, ok.stderr
+    assert f"published {ds}@v0" in ok.stdout and "warning: split 'val' would have 0 rows" in ok.stderr
+    missing = subprocess.run(cmd, capture_output=True, text=True,
+                             env={**environ, "EDGEMINE_DATABASE_URL": f"sqlite:///{tmp_path / 'nope.db'}"})
+    assert missing.returncode == 1 and "no review store at" in missing.stderr

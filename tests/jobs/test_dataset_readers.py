@@ -1,0 +1,107 @@
+"""What publish writes, other real readers read back: a pinned version's rows and types through pyarrow,
+deltalake, polars, duckdb (over the version's Arrow dataset; its delta extension would need a download) and Ray."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from edgemine.contracts import TIMESTAMP, canonical_schema
+from edgemine.jobs.datasets import DatasetRef, _open, arrow_dataset, read_dataset, version_files
+from edgemine.jobs.publish import SplitPolicy, publish, training_rows
+from tests.support.datasets import confirmed, write_frames
+
+COLUMNS = ["frame_id", "uri", "category", "split", "n_reviews", "confidence", "timestamp", "triggers_fired",
+           "trigger_raw", "frame_index", "lidar_ok"]
+
+
+def _meta(i: int) -> dict[str, object]:
+    return {"triggers_fired": ["hard_brake"] if i % 2 else [], "trigger_raw": 0.25 * i if i % 3 else None,
+            "frame_index": i * 10, "lidar_ok": i % 2 == 0}
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> str:
+    """Two versions: v0 = f0000..f0006, v1 adds f0007..f0011; frames copied in (uri relative to the root)."""
+    write_frames(tmp_path / "src", list(range(12)))
+    ds = str(tmp_path / "edge_cases")
+    for ids in (list(range(7)), list(range(7, 12))):
+        rows = confirmed(ids, uri_dir=tmp_path / "src", meta=[_meta(i) for i in ids])
+        publish(training_rows(rows, policy=SplitPolicy()), ds, lineage={}, frames="copy")
+    return ds
+
+
+def _want(ds: str) -> pa.Table:
+    """Our reader's v0, with the stored (relative) uris: what every other reader must return."""
+    return read_dataset(f"{ds}@v0", resolve_uris=False).select(COLUMNS)
+
+
+def _same(got: pa.Table, want: pa.Table) -> None:
+    got = got.select(COLUMNS)
+    got = got.cast(canonical_schema(got.schema)).sort_by("frame_id")
+    ts = got.schema.field("timestamp").type
+    if ts.tz == "Etc/UTC":  # duckdb's name for UTC
+        got = got.set_column(got.column_names.index("timestamp"), "timestamp", got.column("timestamp").cast(TIMESTAMP))
+    assert [(f.name, f.type) for f in got.schema] == [(f.name, f.type) for f in want.schema]
+    assert got.to_pylist() == want.to_pylist()
+
+
+def test_our_reader_returns_v0_in_frame_id_order_at_the_contract_types(dataset: str) -> None:
+    want = _want(dataset)
+    assert want.column("frame_id").to_pylist() == [f"f{i:04d}" for i in range(7)]
+    types = {f.name: f.type for f in want.schema}
+    assert types["triggers_fired"] == pa.list_(pa.string()) and types["frame_index"] == pa.int64()
+    assert types["trigger_raw"] == pa.float64() and types["lidar_ok"] == pa.bool_()
+    assert types["n_reviews"] == pa.int32() and types["timestamp"] == pa.timestamp("us", tz="UTC")
+
+
+def test_pyarrow_reads_the_version_files(dataset: str) -> None:
+    _same(pq.ParquetDataset(version_files(f"{dataset}@v0")).read(), _want(dataset))
+
+
+def test_deltalake_reads_the_pinned_version(dataset: str) -> None:
+    from deltalake import DeltaTable, QueryBuilder
+
+    dt = DeltaTable(dataset, version=0)
+    got = pa.table(QueryBuilder().register("t", dt).execute("select * from t").read_all())
+    _same(got, _want(dataset))
+
+
+def test_polars_reads_the_pinned_version(dataset: str) -> None:
+    import polars as pl
+
+    _same(pl.read_delta(dataset, version=0).to_arrow(), _want(dataset))
+    lazy = pl.scan_delta(dataset, version=0).filter(pl.col("split") == "train").collect().to_arrow()
+    assert sorted(lazy.column("frame_id").to_pylist()) == [
+        r["frame_id"] for r in _want(dataset).to_pylist() if r["split"] == "train"]
+
+
+def test_duckdb_reads_the_pinned_version_over_its_arrow_dataset(dataset: str) -> None:
+    import duckdb
+
+    pinned = arrow_dataset(_open(DatasetRef(dataset, 0)))
+    con = duckdb.connect()
+    con.register("v0", pinned)
+    got = con.sql("select * from v0 order by frame_id").to_arrow_table()
+    _same(got, _want(dataset))
+    fired = con.execute("select frame_id from v0 where list_contains(triggers_fired, 'hard_brake') "
+                        "and frame_index >= 30 order by frame_id").fetchall()
+    assert fired == [("f0003",), ("f0005",)]  # lists and ints are queryable as lists and ints
+
+
+@pytest.mark.ray
+def test_ray_reads_the_pinned_version(dataset: str, ray_local: str) -> None:
+    import ray
+
+    rows = ray.data.read_delta(dataset, version=0).take_all()
+    want = _want(dataset).to_pylist()
+    got = sorted(rows, key=lambda r: r["frame_id"])
+    assert [r["frame_id"] for r in got] == [r["frame_id"] for r in want]
+    for g, w in zip(got, want, strict=True):
+        assert list(g["triggers_fired"]) == w["triggers_fired"] and g["frame_index"] == w["frame_index"]
+        assert g["trigger_raw"] == w["trigger_raw"] or (g["trigger_raw"] != g["trigger_raw"] and w["trigger_raw"]
+                                                        is None)
+    assert ray.data.read_delta(dataset, version=1).count() == 12
