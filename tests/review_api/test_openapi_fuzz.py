@@ -70,6 +70,7 @@ POISONS: dict[str, Any] = {
 # the lowest valid body of every JSON-body operation; each hostile case poisons one field of it
 BASES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/items/{item_id}/decisions"): {"verdict": "unsure"},
+    ("PUT", "/items/{item_id}/decisions/mine"): {"verdict": "unsure"},
     ("POST", "/items/{item_id}/resolve"): {"verdict": "not_edge_case"},
     ("POST", "/runs/import"): {"run_dir": "/nonexistent"},
     ("PATCH", "/runs/{run_id}"): {"gold_rate": 0.1},
