@@ -492,16 +492,15 @@ def publish_from_review(
 
 def _mark_published(database: Any, item_ids: list[int], dataset: str, version: int | None, now: Any) -> None:
     """Record in the review store which items a version published (reviewers cannot undo those decisions)."""
-    from edgemine.review_api import storage
-
     import os
 
-    mark = getattr(storage, "mark_published", None)  # the review store records publications from schema v?
-    if mark is None or version is None or not item_ids:
+    from edgemine.review_api import storage
+
+    if version is None or not item_ids:
         return
     name = dataset if "://" in dataset else os.path.abspath(dataset)
     with database.write() as s:
-        mark(s, item_ids=sorted(item_ids), dataset=name, version=version, now=now)
+        storage.mark_published(s, item_ids=sorted(item_ids), dataset=name, version=version, now=now)
 
 
 def watch_and_publish(

@@ -1,0 +1,70 @@
+"""`edgemine datasets`: one version syntax (PATH@vN) in every command, deterministic output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgemine.jobs.datasets import dataset_diff, dataset_show
+from edgemine.jobs.publish import SplitPolicy, publish, training_rows
+from tests.support.datasets import confirmed
+
+CLI = [sys.executable, "-m", "edgemine", "datasets"]
+
+
+@pytest.fixture
+def ds(tmp_path: Path) -> str:
+    path = str(tmp_path / "edge_cases")
+    publish(training_rows(confirmed(list(range(6))), policy=SplitPolicy()), path, frames="reference",
+            lineage={"mining_runs": ["run-1"], "zeta": 1, "alpha": 2}, taxonomy=["debris", "animal_on_road"])
+    publish(training_rows(confirmed(list(range(4, 10)), categories=["other"] * 6), policy=SplitPolicy()), path,
+            frames="reference", lineage={"mining_runs": ["run-2"]}, taxonomy=["debris", "animal_on_road"])
+    return path
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True)
+
+
+def test_diff_takes_two_pinned_refs(ds: str) -> None:
+    new = run("diff", f"{ds}@v0", f"{ds}@v1", "--json")
+    assert new.returncode == 0, new.stderr
+    d = json.loads(new.stdout)
+    assert (d["from"], d["to"], d["rows_added"]) == (0, 1, 4) and d["classes_added"] == ["other"]
+    assert d["added_frame_ids"] == ["f0006", "f0007", "f0008", "f0009"]
+    assert json.loads(run("diff", f"{ds}@v0", "v1", "--json").stdout) == d  # the second on the same path
+    old = run("diff", ds, "0", "1", "--json")  # the old form still works, and says how to write it
+    assert json.loads(old.stdout) == d and f"write 'datasets diff {ds}@v0 {ds}@v1'" in old.stderr
+    assert json.loads(run("diff", ds, "v0", "v1", "--json").stdout) == d
+    assert dataset_diff(f"{ds}@v0", f"{ds}@v1") == dataset_diff(ds, 0, 1) == d
+    text = run("diff", f"{ds}@v0", f"{ds}@v1").stdout
+    assert "v0 -> v1: +4 rows" in text and "classes added: ['other']" in text
+    unpinned = run("diff", ds, f"{ds}@v1")
+    assert unpinned.returncode == 1 and "has no @vN" in unpinned.stderr
+
+
+def test_show_log_and_classes_take_path_at_vn_and_print_in_a_fixed_order(ds: str) -> None:
+    a = run("show", f"{ds}@v0", "--json").stdout
+    assert a == run("show", f"{ds}@v0", "--json").stdout  # byte-identical twice
+    info = json.loads(a)
+    assert list(info) == sorted(info) and list(info["lineage"]) == sorted(info["lineage"])
+    assert info["version"] == 0 and info["classes"] == ["debris", "animal_on_road", "construction_zone"]
+    assert [c["name"] for c in info["schema"]][:3] == ["frame_id", "uri", "drive_id"]  # columns in table order
+    assert info == json.loads(json.dumps(dataset_show(f"{ds}@v0"), default=str))
+    text = run("show", f"{ds}@v0").stdout
+    assert text.index("alpha:") < text.index("mining_runs:") < text.index("zeta:")
+    assert "classes:    0=debris, 1=animal_on_road, 2=construction_zone" in text
+    log = run("log", f"{ds}@v0").stdout
+    assert log.startswith("v0 ") and "v1" not in log  # the history up to the pinned version
+    full = run("log", ds).stdout.splitlines()
+    assert full[0].startswith("v1 ") and "classes+=[\"other\"]" in full[0]
+    assert run("classes", f"{ds}@v1").stdout.splitlines() == [
+        "0\tdebris", "1\tanimal_on_road", "2\tconstruction_zone", "3\tother"]
+    assert json.loads(run("classes", f"{ds}@v0", "--json").stdout) == ["debris", "animal_on_road",
+                                                                      "construction_zone"]
+    bad = run("show", f"{ds}@v7")
+    assert bad.returncode == 1 and "v7 does not exist" in bad.stderr
