@@ -277,7 +277,13 @@ def publish(
     from deltalake import CommitProperties, DeltaTable, write_deltalake
     from deltalake.exceptions import CommitFailedError
 
+    from edgemine.jobs.datasets import parse_ref
+
     t0 = time.perf_counter()
+    pinned = parse_ref(dataset).version
+    if pinned is not None:
+        raise ConfigError(f"dataset={dataset!r} names a version (@v{pinned}); a publish makes the next version "
+                          f"of a path: give it without @vN")
     if "source_uri" not in rows.column_names:
         rows = rows.append_column("source_uri", pa.nulls(rows.num_rows, pa.string()))
     missing = [f.name for f in TRAINING_SCHEMA if f.name not in rows.column_names]
@@ -322,8 +328,8 @@ def publish(
                 "edgemine.frames": frame_stats.lineage(),
                 **({"edgemine.gates": gates.lineage(), "edgemine.gate_warnings": warnings} if gates else {}),
             }))
-            done = dict(classes=tuple(classes), classes_added=tuple(classes[len(before):]),
-                        warnings=tuple(warnings), frames=frame_stats.lineage())
+            done: dict[str, Any] = dict(classes=tuple(classes), classes_added=tuple(classes[len(before):]),
+                                        warnings=tuple(warnings), frames=frame_stats.lineage())
             if state is None:
                 # max_commit_retries=0: a creator that loses the race for version 0 must not retry its
                 # commit as version 1 (delta-rs would: a blind append does not conflict), which would add

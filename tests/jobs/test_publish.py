@@ -204,6 +204,8 @@ def test_bad_refs_and_rows_are_refused(tmp_path: Path) -> None:
     rows = training_rows(confirmed([1, 2]), policy=SplitPolicy())
     with pytest.raises(SchemaError, match="repeat frame_id 'f0001'"):
         publish(pa.concat_tables([rows, rows]), ds, frames="reference", lineage={})
+    with pytest.raises(ConfigError, match=r"names a version \(@v0\); a publish makes the next version"):
+        publish(rows, f"{ds}@v0", frames="reference", lineage={})
     with pytest.raises(SchemaError, match="lack column"):
         publish(rows.drop(["split"]), ds, frames="reference", lineage={})
 
