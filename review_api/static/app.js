@@ -698,6 +698,8 @@ async function openDetail(itemId, opener) {
     `<li><span class="muted">${new Date(h.at).toLocaleString()}</span> <b>${escapeHtml(h.reviewer_name)}</b> ${ACTIONS[h.action] || escapeHtml(h.action)}: ` +
     (h.before ? `${escapeHtml(entryText(h.before))} → ` : "") + `${escapeHtml(entryText(h.after))}</li>`).join("")
     : `<li class="muted">${hres.ok ? "no history" : "history unavailable"}</li>`;
+  $("#detail-meta").textContent = `${it.drive_id} · ${new Date(it.timestamp).toISOString().replace("T", " ").slice(0, 19)} UTC · ` +
+    keyMeta(it.metadata || {});
   $("#detail").hidden = false;
   loadImage($("#detail-img"), `/items/${itemId}/images/frame/0`);
   $("#detail-close").focus();
@@ -758,7 +760,8 @@ function onKey(ev) {
     }
     return;
   }
-  if (ev.target.classList && ev.target.classList.contains("thumb") && (k === "enter" || k === " ")) return; // opens it
+  // Space on a focused frame enlarges it (the button's own click); Enter still submits, wherever focus is
+  if (ev.target.classList && ev.target.classList.contains("thumb") && k === " ") return;
   const cats = state.current.item.taxonomy.categories;
   const roots = state.current.item.taxonomy.root_causes;
   if (k === "e") pickVerdict("edge_case");

@@ -17,7 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from edgemine.review_api import storage
 from edgemine.review_api.db import Assignment, Decision, Item
@@ -224,13 +224,21 @@ def test_evidence_enlarges_by_click_and_key_with_time_offsets_and_metadata(brows
     p.press("n", "Escape")
     assert page.evaluate("state.verdict") is None
     # a selected chip's key badge stays legible: light text on a dark badge
-    p.press("2")
+    p.press("2", "a")
+    wait_until(page, "[...document.querySelectorAll('#context img, #frame-img')].every((i) => i.naturalWidth > 0)")
+    page.screenshot(path=str(SHOTS / "review-picked.png"))
     colors = page.evaluate("""(() => { const k = getComputedStyle(document.querySelector('#categories .chip.on kbd'));
         return [k.color, k.backgroundColor]; })()""")
     assert contrast(*colors) >= 4.5, colors
     link = page.evaluate("""(() => { const a = getComputedStyle(document.querySelector('#help-link'));
         return [a.color, getComputedStyle(document.querySelector('.side')).backgroundColor]; })()""")
     assert contrast(*link) >= 4.5, link
+    # the focus went back to the enlarged frame's button; Enter still submits rather than enlarging again
+    assert page.evaluate("document.activeElement.classList.contains('thumb')")
+    shown = p.frame_id()
+    p.press("Enter")
+    expect(page.locator("#frame-caption")).not_to_contain_text(shown, timeout=10_000)
+    expect(box).to_be_hidden()
     p.close()
 
 
@@ -379,6 +387,10 @@ def decide_what_is_left(p: Page) -> None:
     expect(page.locator("#frame-caption:visible, #empty:visible").first).to_be_visible(timeout=10_000)
     while page.locator("#item").is_visible():
         shown = p.frame_id()
+        # run-other was imported without context_offsets_s: its context frames are labelled by position
+        caps = page.locator("#context figcaption").all_inner_texts()
+        assert caps and caps == [f"#{k + 1}" for k in range(len(caps))], caps
+        expect(page.locator("#context figure.current")).to_have_count(0)
         p.press("n", "Enter")
         wait_until(page, f"!document.querySelector('#empty').hidden || "
                          f"!document.querySelector('#frame-caption').textContent.startsWith({shown!r})")
@@ -403,11 +415,19 @@ def test_end_of_queue_says_what_you_did_and_what_waits(browser: Any, crowd: Live
     page.screenshot(path=str(SHOTS / "review-done.png"))
     last = page.locator("#recent li b").first.inner_text()
     p.press("z")  # undo from the end of the queue: the last item comes back, then the summary again
-    expect(page.locator("#frame-caption")).to_contain_text(last, timeout=10_000)
+    expect(page.locator("#amend-note")).to_be_visible(timeout=10_000)
+    expect(page.locator("#frame-caption")).to_contain_text(last)
     expect(page.locator(".verdicts button.on")).to_have_attribute("data-verdict", "not_edge_case")
     p.press("Enter")
-    expect(page.locator("#summary-mine")).to_contain_text("You decided 12 items of run-other", timeout=10_000)
+    expect(summary).to_be_visible(timeout=10_000)
+    expect(page.locator("#summary-mine")).to_contain_text("You decided 12 items of run-other")
     p.close()
+    assert crowd.get("dee", "/me/progress?run_id=run-other")["mine_in_run"] == 12
+    dee = crowd.ids["dee"]
+    with crowd.db.read() as s:  # decided again, and nothing left leased to her
+        assert s.scalar(select(func.count()).select_from(Decision).where(Decision.reviewer_id == dee)) == 12
+        live_leases = select(Assignment).where(Assignment.reviewer_id == dee, Assignment.state == "leased")
+        assert not s.scalars(live_leases).all()
 
 
 def test_lead_item_browser_filters_and_opens_an_item_with_its_history(browser: Any, crowd: LiveServer) -> None:
@@ -454,6 +474,8 @@ def test_lead_item_browser_filters_and_opens_an_item_with_its_history(browser: A
     expect(page.locator("#detail-history li")).to_have_count(2)  # dee and eve decided it
     expect(page.locator("#detail-history")).to_contain_text("dee decided")
     expect(page.locator("#detail-reviews tr")).to_have_count(3)
+    wait_until(page, "document.querySelector('#detail-img').naturalWidth > 0")
+    page.screenshot(path=str(SHOTS / "lead-item.png"))
     p.press("Escape")
     expect(detail).to_be_hidden()
     p.close()
