@@ -6,9 +6,13 @@ metrics, Dawid-Skene and `confirmed_items` read the latest without knowing about
 the decision (the trail keeps it) and leases the item back to its reviewer for a new decision.
 
 The window: a reviewer may amend or undo only their own decision, within the run's `amend_window_seconds`
-of making it, and never once the item is beyond a reviewer's reach — resolved by a lead, a gold item (the
-answer was scored against the known one), or published into a dataset version (`mark_published`).
-Nothing here commits: the caller's write transaction does.
+of making it, and never once the item is beyond a reviewer's reach — resolved by a lead (also: made gold by a
+lead after the review) or published into a dataset version (`mark_published`).
+
+A decision on an item served as gold follows the window alone, like any other: refusing it, or saying it is
+published (gold answers are confirmed from the start), would tell the reviewer the item was gold, and gold items
+must look exactly like the others. Its change touches only the reviewer's score (`gold_correct` is scored
+again); the item's known answer never moves. Nothing here commits: the caller's write transaction does.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from edgemine.errors import ConfigError, NotFoundError, ReviewError
 from edgemine.review_api.db import Publication, Reviewer
-from edgemine.review_api.storage._common import ASSIGNMENTS, DECISIONS, ITEMS, RUNS
+from edgemine.review_api.storage._common import ASSIGNMENTS, DECISIONS, EDGE, ITEMS, RUNS
 from edgemine.review_api.storage.decisions import (
     DecisionInput,
     DecisionRecord,
@@ -48,15 +52,14 @@ def describe_seconds(seconds: float) -> str:
     return f"{seconds:g} s"
 
 
-def change_blocker(*, item_id: int, status: str, is_gold: bool, published: tuple[str, int] | None,
+def change_blocker(*, item_id: int, status: str, gold_decision: bool, published: tuple[str, int] | None,
                    decided_at: datetime, window_seconds: int, now: datetime) -> str | None:
-    """Why a reviewer may no longer amend or undo their decision on an item, in words; None when they may."""
-    if is_gold:
-        return (f"item {item_id} is a gold item: your answer was scored against its known answer, so it cannot "
-                "change")
-    if status in FINAL_STATUSES:
+    """Why a reviewer may no longer amend or undo their decision on an item, in words; None when they may.
+
+    `gold_decision`: the decision was made on the item served as gold (only the window applies; see above)."""
+    if not gold_decision and status in FINAL_STATUSES:
         return f"a lead resolved item {item_id}; their answer is final"
-    if published is not None:
+    if not gold_decision and published is not None:
         return f"item {item_id} is already published in dataset {published[0]!r} version {published[1]}"
     until = decided_at + timedelta(seconds=window_seconds)
     if now >= until:
@@ -147,7 +150,7 @@ def _own_decision(session: Session, *, item_id: int, reviewer_id: int, now: date
         raise NotFoundError(f"you have no decision on item {item_id}")
     record = DecisionRecord(*row[:len(_OWN_COLUMNS)])
     own = _Own(record, *row[len(_OWN_COLUMNS):])
-    why = change_blocker(item_id=item_id, status=own.status, is_gold=own.is_gold or record.is_gold,
+    why = change_blocker(item_id=item_id, status=own.status, gold_decision=record.is_gold,
                          published=publications_of(session, [item_id]).get(item_id), decided_at=record.decided_at,
                          window_seconds=own.window_seconds, now=now)
     if why is not None:
@@ -160,19 +163,24 @@ def amend_decision(session: Session, *, item_id: int, reviewer_id: int, decision
     """Change your decision on an item (see the module docstring for the window); returns it and its version.
 
     The decision keeps its `decided_at` (the window runs from the first answer); `seconds` adds the time spent
-    amending. An item that had all its reviews gets its majority consensus again."""
+    amending. A regular item that had all its reviews gets its majority consensus again; a gold decision is
+    scored again against the known answer."""
     own = _own_decision(session, item_id=item_id, reviewer_id=reviewer_id, now=now)
     rules = run_rules(session, run_id=own.decision.run_id)
     validate_decision(rules, decision)
     old = own.decision
     seconds = old.seconds if decision.seconds is None else (old.seconds or 0.0) + decision.seconds
-    values = {"verdict": decision.verdict, "category": decision.category,
-              "root_causes": list(decision.root_causes), "notes": decision.notes, "seconds": seconds}
+    values: dict[str, Any] = {"verdict": decision.verdict, "category": decision.category,
+                              "root_causes": list(decision.root_causes), "notes": decision.notes, "seconds": seconds}
+    if old.is_gold:
+        gold = session.execute(select(ITEMS.c.gold_verdict, ITEMS.c.gold_category).where(ITEMS.c.id == item_id)).one()
+        values["gold_correct"] = decision.verdict == gold[0] and (decision.verdict != EDGE or
+                                                                  decision.category == gold[1])
     session.execute(update(DECISIONS).where(DECISIONS.c.id == old.id).values(**values))
     record_event(session, item_id=item_id, run_id=old.run_id, reviewer_id=reviewer_id, decision_id=old.id,
                  action="amend", at=now, before=snapshot(old.verdict, old.category, old.root_causes, old.notes),
                  after=snapshot(decision.verdict, decision.category, decision.root_causes, decision.notes))
-    if own.n_decisions >= own.required_reviews:
+    if not own.is_gold and own.n_decisions >= own.required_reviews:
         majority_consensus(session, item_id=item_id, run=rules, now=now)
     fields = {**old.__dict__, **values}
     return DecisionRecord(**fields), decision_versions(session, [old.id])[old.id]
@@ -195,8 +203,8 @@ def undo_decision(session: Session, *, item_id: int, reviewer_id: int, now: date
     record_event(session, item_id=item_id, run_id=old.run_id, reviewer_id=reviewer_id, decision_id=old.id,
                  action="undo", at=now, before=snapshot(old.verdict, old.category, old.root_causes, old.notes),
                  after=None)
-    session.execute(update(ITEMS).where(ITEMS.c.id == item_id)
-                    .values(n_decisions=ITEMS.c.n_decisions - 1, **_UNDONE_CONSENSUS))
+    session.execute(update(ITEMS).where(ITEMS.c.id == item_id)  # a gold item keeps its known answer
+                    .values(n_decisions=ITEMS.c.n_decisions - 1, **({} if own.is_gold else _UNDONE_CONSENSUS)))
     held = session.execute(select(ASSIGNMENTS.c.id, ASSIGNMENTS.c.item_id, ASSIGNMENTS.c.is_gold).where(
         ASSIGNMENTS.c.reviewer_id == reviewer_id, ASSIGNMENTS.c.state == "leased")).first()
     if held is not None:
@@ -207,7 +215,7 @@ def undo_decision(session: Session, *, item_id: int, reviewer_id: int, now: date
     expires = now + timedelta(seconds=own.lease_seconds)
     session.execute(update(ASSIGNMENTS).where(ASSIGNMENTS.c.id == own.assignment_id).values(
         state="leased", leased_at=now, expires_at=expires, closed_at=None))
-    return Lease(own.assignment_id, item_id, reviewer_id, old.run_id, False, now, expires)
+    return Lease(own.assignment_id, item_id, reviewer_id, old.run_id, bool(old.is_gold), now, expires)
 
 
 # ---------------------------------------------------------------- reading the trail
@@ -245,7 +253,7 @@ def my_decisions(session: Session, *, reviewer_id: int, now: datetime, run_id: s
     """A reviewer's latest decisions, newest first, each with whether (until when, or why not) it may change."""
     query = (select(DECISIONS.c.id, DECISIONS.c.item_id, DECISIONS.c.run_id, ITEMS.c.frame_id, DECISIONS.c.verdict,
                     DECISIONS.c.category, DECISIONS.c.root_causes, DECISIONS.c.notes, DECISIONS.c.decided_at,
-                    DECISIONS.c.is_gold, ITEMS.c.status, ITEMS.c.is_gold, RUNS.c.amend_window_seconds)
+                    DECISIONS.c.is_gold, ITEMS.c.status, RUNS.c.amend_window_seconds)
              .join(ITEMS, ITEMS.c.id == DECISIONS.c.item_id).join(RUNS, RUNS.c.run_id == DECISIONS.c.run_id)
              .where(DECISIONS.c.reviewer_id == reviewer_id))
     if run_id is not None:
@@ -255,11 +263,11 @@ def my_decisions(session: Session, *, reviewer_id: int, now: datetime, run_id: s
     versions = decision_versions(session, [r[0] for r in rows])
     out = []
     for (did, item_id, run, frame_id, verdict, category, tags, notes, decided_at, gold_decision, status,
-         is_gold, window) in rows:
-        why = change_blocker(item_id=item_id, status=status, is_gold=bool(is_gold or gold_decision),
+         window) in rows:
+        why = change_blocker(item_id=item_id, status=status, gold_decision=bool(gold_decision),
                              published=published.get(item_id), decided_at=decided_at, window_seconds=window,
                              now=now)
-        timed = why is None or not (is_gold or gold_decision or status in FINAL_STATUSES or item_id in published)
+        timed = bool(gold_decision) or not (status in FINAL_STATUSES or item_id in published)
         out.append({
             "decision_id": did, "item_id": item_id, "run_id": run, "frame_id": frame_id, "verdict": verdict,
             "category": category, "root_causes": list(tags or []), "notes": notes, "decided_at": decided_at,

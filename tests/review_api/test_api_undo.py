@@ -97,8 +97,8 @@ def test_amend_and_undo_your_own_decision_within_the_window(env: ReviewEnv, run_
     assert "window" in row["why_not"]
 
 
-def test_lead_resolution_gold_and_publication_are_final(env: ReviewEnv, run_dirs: dict[str, Path],
-                                                        synth_logs: Path) -> None:
+def test_lead_resolution_and_publication_are_final(env: ReviewEnv, run_dirs: dict[str, Path],
+                                                   synth_logs: Path) -> None:
     env.import_run(run_dirs["small"], ground_truth=str(synth_logs / "ground_truth.parquet"), gold_fraction=0.25,
                    gold_rate=0.5, overlap_fraction=0.0)
     lead = env.auth("lead")
@@ -114,10 +114,9 @@ def test_lead_resolution_gold_and_publication_are_final(env: ReviewEnv, run_dirs
     r = env.client.post(f"/items/{resolved}/resolve", headers=lead, json=DEBRIS)
     assert r.status_code == 200
     with env.app_state.db.write() as s:
-        assert storage.mark_published(s, item_ids=[published], dataset="/data/edge", version=3, now=T0) == 1
+        assert storage.mark_published(s, item_ids=[published, gold], dataset="/data/edge", version=3, now=T0) == 2
         assert storage.mark_published(s, item_ids=[published], dataset="/data/edge", version=3, now=T0) == 0
-    expected = {gold: "gold item", resolved: "a lead resolved",
-                published: "published in dataset '/data/edge' version 3"}
+    expected = {resolved: "a lead resolved", published: "published in dataset '/data/edge' version 3"}
     for item_id, words in expected.items():
         for r in (_put(env, "ana", item_id, **DEBRIS), _undo(env, "ana", item_id)):
             assert r.status_code == 409 and words in r.json()["detail"], r.text
@@ -133,6 +132,28 @@ def test_lead_resolution_gold_and_publication_are_final(env: ReviewEnv, run_dirs
     assert trail[1]["after"]["category"] == "debris"
     assert [h["action"] for h in env.client.get(f"/items/{resolved}/history", headers=env.auth("ana")).json()] == [
         "decide"]  # a reviewer sees only their own entries
+
+    # a gold item looks like any other to its reviewer, here too: the window alone applies (even though its known
+    # answer is published), and a change is scored again; the item's known answer never moves
+    assert rows[gold] == {**rows[free], **{k: rows[gold][k] for k in ("decision_id", "item_id", "frame_id",
+                                                                       "decided_at", "change_until", "version")}}
+    answer = env.client.get(f"/items/{gold}/review", headers=lead).json()
+    right = {"verdict": answer["gold_verdict"], **({"category": answer["gold_category"]}
+                                                   if answer["gold_category"] else {})}
+    wrong = NOT if right != NOT else DEBRIS
+
+    def scored() -> tuple[Any, Any]:
+        view = env.client.get(f"/items/{gold}/review", headers=lead).json()
+        return view["decisions"][0]["gold_correct"], (view["consensus"]["status"], view["consensus"]["verdict"])
+
+    known = scored()[1]
+    assert _put(env, "ana", gold, **right).status_code == 200 and scored() == (True, known)
+    assert _put(env, "ana", gold, **wrong).status_code == 200 and scored() == (False, known)
+    r = _undo(env, "ana", gold)
+    assert r.status_code == 200 and r.json()["item"]["id"] == gold
+    view = env.client.get(f"/items/{gold}/review", headers=lead).json()
+    assert (view["decisions"], view["consensus"]["status"]) == ([], "gold")
+    assert env.decide("ana", gold, **right).status_code == 201 and scored() == (True, known)
 
     # the window is a run policy setting: 0 closes it
     r = env.client.patch("/runs/run-small", json={"amend_window_seconds": 0}, headers=lead)
