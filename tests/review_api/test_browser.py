@@ -269,7 +269,9 @@ def test_undo_by_key_gives_the_item_back_and_keys_never_type_into_notes(browser:
     first = p.frame_id()
     first_id = page.evaluate("state.current.item.id")
     p.press("/")
-    page.keyboard.type("looks like a tarp")
+    page.keyboard.type("looks like a tarp")  # k, e, a, s are shortcuts outside the field: none may fire
+    assert page.evaluate("[state.verdict, state.roots.size, document.activeElement.id]") == [None, 0, "notes"]
+    assert p.frame_id() == first
     p.press("Escape", "n", "Enter")
     expect(caption).not_to_contain_text(first, timeout=10_000)
     second = p.frame_id()
