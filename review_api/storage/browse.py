@@ -1,6 +1,7 @@
 """The lead's item browser: a run's items filtered by status, category, reviewer, disagreement and gold, each
-with its current reviews side by side. Read only; pages by item id (keyset: `after_id`), so any page of a big
-run costs the same.
+with its current reviews side by side. Read only; pages by item id (keyset: `after_id`), so a late page costs
+what the first does; `total`, and the category and disagreement filters, read the run's items and decisions (a
+lead's query, not the reviewers' hot path).
 
 A review's label is its category for `edge_case`, else its verdict ("unsure" included); an item is in
 disagreement when two of its reviews have different labels. `category` matches an item whose consensus or any

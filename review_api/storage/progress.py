@@ -1,9 +1,10 @@
 """Where a reviewer stands in a run, what still waits and why, and a run's warnings — read only.
 
 `progress` answers "item k of N", your counts and pace, and, when nothing is left for you, why the run is not
-finished (`waiting`: each reason with a count and a line of words). Its counts use the items' status index and
-the reviewer's own decisions and leases, never a walk of the run's items, except where the run needs more
-distinct reviewers than it has (`short_of_reviewers`), which is the misconfiguration it exists to report.
+finished (`waiting`: each reason with a count and a line of words). Its counts read the items' status index
+(done, escalated, paused), the reviewer's own decisions and leases, and the live leases; they never walk the
+run's items, except where the run needs more distinct reviewers than it has (`short_of_reviewers`), the
+misconfiguration it exists to report. Not the hot path: the page asks on load and at the end of the queue.
 """
 
 from __future__ import annotations
@@ -95,8 +96,9 @@ def progress(session: Session, *, reviewer_id: int, now: datetime, run_id: str |
                                                                                  now=now))
     rid, mine = run.run_id, DECISIONS.c.reviewer_id == reviewer_id
     total = max(0, run.n_items - run.n_gold)
-    done = int(session.scalar(select(func.count()).where(
-        ITEMS.c.run_id == rid, ITEMS.c.status.in_(DONE_STATUSES), not_(ITEMS.c.is_gold))) or 0)
+    # never a gold item: gold items keep the status "gold" (so this is a count over ix_items_status alone)
+    done = int(session.scalar(select(func.count()).where(ITEMS.c.run_id == rid,
+                                                         ITEMS.c.status.in_(DONE_STATUSES))) or 0)
     mine_in_run = int(session.scalar(select(func.count()).where(mine, DECISIONS.c.run_id == rid)) or 0)
     today = datetime.combine(now.date(), time(0), tzinfo=now.tzinfo)
     mine_today = int(session.scalar(select(func.count()).where(mine, DECISIONS.c.decided_at >= today)) or 0)
