@@ -10,6 +10,7 @@ misconfiguration it exists to report. Not the hot path: the page asks on load an
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import datetime, time
 from statistics import median
 from typing import Any
@@ -130,7 +131,6 @@ def waiting(session: Session, *, run: Run, reviewer_id: int, now: datetime) -> l
     order: needs_more_reviewers, decided_by_you, skipped_by_you, leased_by_others; escalated items apart)."""
     rid = run.run_id
     queued = and_(ITEMS.c.run_id == rid, ITEMS.c.status == "queued", not_(ITEMS.c.is_gold))
-    mine_a = ASSIGNMENTS.alias("mine")
     out: list[dict[str, Any]] = []
     escalated = int(session.scalar(select(func.count()).where(ITEMS.c.run_id == rid,
                                                               ITEMS.c.status == "escalated")) or 0)
@@ -150,19 +150,28 @@ def waiting(session: Session, *, run: Run, reviewer_id: int, now: datetime) -> l
             out.append({"reason": "needs_more_reviewers", "count": short,
                         "text": f"{_plural(short, 'item waits', 'items wait')} for a {_ordinal(run.overlap_reviews)} "
                                 f"reviewer; {who}"})
-        decided = int(session.scalar(select(func.count()).select_from(DECISIONS.join(ITEMS, ITEMS.c.id ==
-                                                                                     DECISIONS.c.item_id))
-                                     .where(DECISIONS.c.reviewer_id == reviewer_id, reachable)) or 0)
-        skipped = int(session.scalar(select(func.count()).select_from(ASSIGNMENTS.join(ITEMS, ITEMS.c.id ==
-                                                                                       ASSIGNMENTS.c.item_id))
-                                     .where(ASSIGNMENTS.c.reviewer_id == reviewer_id,
-                                            ASSIGNMENTS.c.state.in_(("released", "expired")), reachable)) or 0)
-        others = session.execute(
-            select(func.count(func.distinct(ITEMS.c.id)), func.max(ASSIGNMENTS.c.expires_at))
-            .select_from(ASSIGNMENTS.join(ITEMS, ITEMS.c.id == ASSIGNMENTS.c.item_id))
-            .where(ASSIGNMENTS.c.run_id == rid, ASSIGNMENTS.c.state == "leased", ASSIGNMENTS.c.expires_at > now,
-                   ASSIGNMENTS.c.reviewer_id != reviewer_id, ITEMS.c.slots_free <= 0, reachable,
-                   ~exists().where(mine_a.c.item_id == ITEMS.c.id, mine_a.c.reviewer_id == reviewer_id))).one()
+        # each count starts from the reviewer's own rows (or the few live leases) and looks their items up by
+        # id; filtering on the items' side would let the planner walk every queued item of the run instead
+        def waiting_ids(item_ids: Sequence[int]) -> set[int]:
+            found: set[int] = set()
+            ids = sorted(set(item_ids))
+            for start in range(0, len(ids), 500):
+                found.update(session.scalars(select(ITEMS.c.id).where(ITEMS.c.id.in_(ids[start:start + 500]),
+                                                                      reachable)))
+            return found
+
+        decided = len(waiting_ids(session.scalars(select(DECISIONS.c.item_id).where(
+            DECISIONS.c.reviewer_id == reviewer_id, DECISIONS.c.run_id == rid)).all()))
+        mine = session.execute(select(ASSIGNMENTS.c.item_id, ASSIGNMENTS.c.state).where(
+            ASSIGNMENTS.c.reviewer_id == reviewer_id, ASSIGNMENTS.c.run_id == rid)).all()
+        skipped = len(waiting_ids([i for i, state in mine if state in ("released", "expired")]))
+        held_by_me = {i for i, _ in mine}
+        live = session.execute(select(ASSIGNMENTS.c.item_id, ASSIGNMENTS.c.expires_at).where(
+            ASSIGNMENTS.c.state == "leased", ASSIGNMENTS.c.expires_at > now, ASSIGNMENTS.c.run_id == rid,
+            ASSIGNMENTS.c.reviewer_id != reviewer_id)).all()
+        full = set(session.scalars(select(ITEMS.c.id).where(
+            ITEMS.c.id.in_(sorted({i for i, _ in live} - held_by_me)), ITEMS.c.slots_free <= 0, reachable)))
+        others = (len(full), max((t for i, t in live if i in full), default=None))
         if decided:
             out.append({"reason": "decided_by_you", "count": decided,
                         "text": f"{_plural(decided, 'item you decided waits', 'items you decided wait')} for "
