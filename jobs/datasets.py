@@ -239,15 +239,13 @@ def dataset_show(ref: str | DatasetRef, *, version: int | None = None) -> dict[s
 
 def _diff_refs(a: str | DatasetRef, b: str | DatasetRef | int, c: int | None) -> tuple[DatasetRef, DatasetRef]:
     if c is not None or isinstance(b, int):  # the old form: (path, a, b)
-        if c is None:
-            raise ConfigError(f"dataset_diff({a!r}, {b!r}) needs two pinned refs: PATH@vA, PATH@vB")
+        if c is None or not isinstance(b, int):
+            raise ConfigError(f"dataset_diff({a!r}, {b!r}, {c!r}) needs two pinned refs: PATH@vA, PATH@vB")
         path = a.path if isinstance(a, DatasetRef) else parse_ref(a).path
-        return DatasetRef(path, int(b)), DatasetRef(path, int(c))
+        return DatasetRef(path, b), DatasetRef(path, int(c))
     ra = parse_ref(a) if isinstance(a, str) else a
-    if isinstance(b, str) and _OLD_VERSION.match(b):  # `PATH@v0 v1`: the second on the same path
-        rb = DatasetRef(ra.path, int(_OLD_VERSION.match(b).group("version")))  # type: ignore[union-attr]
-    else:
-        rb = parse_ref(b) if isinstance(b, str) else b
+    short = _OLD_VERSION.match(b) if isinstance(b, str) else None  # `PATH@v0 v1`: the second on the same path
+    rb = DatasetRef(ra.path, int(short.group("version"))) if short else parse_ref(b) if isinstance(b, str) else b
     for r in (ra, rb):
         if r.version is None:
             raise ConfigError(f"diff needs pinned versions: {str(r)!r} has no @vN (e.g. {r.path}@v0 {r.path}@v1)")
