@@ -129,3 +129,19 @@ def test_bad_filters_are_422_naming_them(env: ReviewEnv, run_dirs: dict[str, Pat
     page = env.client.get("/runs/run-small/items", params={"limit": 10}, headers=lead).json()
     assert (page["total"], len(page["items"]), page["next_after_id"]) == (24, 10, page["items"][-1]["item_id"])
     assert page["items"][0]["reviews"] == [] and page["items"][0]["disagreement"] is False
+
+
+def test_nothing_a_lead_reads_leases_them_an_item(env: ReviewEnv, run_dirs: dict[str, Path]) -> None:
+    """Only POST /queue/next leases; the lead view's reads (and a lead's progress) leave the queue alone."""
+    from sqlalchemy import func, select
+
+    from edgemine.review_api.db import Assignment
+
+    env.import_run(run_dirs["small"], overlap_fraction=0.0)
+    lead = env.auth("lead")
+    for path in ("/me", "/me/progress", "/me/decisions", "/runs", "/runs/run-small", "/runs/run-small/metrics",
+                 "/runs/run-small/items", "/escalations", "/items/1/review", "/items/1/history"):
+        assert env.client.get(path, headers=lead).status_code == 200, path
+    with env.app_state.db.read() as s:
+        assert s.scalar(select(func.count()).select_from(Assignment)) == 0
+    assert env.next("lead") is not None  # when the lead chooses to review, they get an item like anyone
