@@ -342,7 +342,13 @@ class ConsensusRefresh(BaseModel):
 
 
 class MetricsPublic(BaseModel):
-    """A run's quality and queue figures (see storage.run_metrics for their definitions)."""
+    """A run's quality and queue figures (see storage.run_metrics for their definitions).
+
+    `reviewers` rows carry `agreement_with_consensus` (leave-one-out over overlap items: the reviewer's label
+    against the plurality of the other reviewers' votes; null when `agreement_n` is 0) and `agreement_n`;
+    `agreement.cohen_kappa_pairs` entries are {a, b, kappa, n} (n: items both reviewed; `items` is the same).
+    `warnings`: what keeps the run from finishing, in words (as RunPublic.warnings).
+    """
 
     run_id: str
     queue: dict[str, Any]

@@ -100,8 +100,9 @@ def test_amend_and_undo_your_own_decision_within_the_window(env: ReviewEnv, run_
 def test_lead_resolution_and_publication_are_final(env: ReviewEnv, run_dirs: dict[str, Path],
                                                    synth_logs: Path) -> None:
     env.import_run(run_dirs["small"], ground_truth=str(synth_logs / "ground_truth.parquet"), gold_fraction=0.25,
-                   gold_rate=0.5, overlap_fraction=0.0)
+                   gold_rate=0.5, overlap_fraction=0.0, amend_window_seconds=900)
     lead = env.auth("lead")
+    assert env.client.get("/runs/run-small", headers=lead).json()["amend_window_seconds"] == 900
     decided: dict[str, list[int]] = {"gold": [], "regular": []}
     while len(decided["regular"]) < 3 or not decided["gold"]:
         held = env.next("ana")
