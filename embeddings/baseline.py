@@ -106,6 +106,7 @@ class _Frames:
     images: np.ndarray  # uint8 [n, S, S, 3]
     labels: list[str | None]
     drives: list[str | None]
+    rows: np.ndarray  # int64 [n]: each frame's row in the input table
 
 
 def _column(rows: pa.Table, name: str) -> list:
@@ -140,7 +141,8 @@ def _load_frames(rows: pa.Table, *, label_column: str, size: int, threads: int, 
             ok_rows.extend(part[j] for j in dec.ok)
             skipped.extend((ids[part[j]], stage, reason) for j, stage, reason in dec.errors)
     frames = _Frames([ids[i] for i in ok_rows], images[: len(ok_rows)],
-                     [None if labels[i] is None else str(labels[i]) for i in ok_rows], [drives[i] for i in ok_rows])
+                     [None if labels[i] is None else str(labels[i]) for i in ok_rows], [drives[i] for i in ok_rows],
+                     np.asarray(ok_rows, dtype=np.int64))
     return frames, skipped
 
 
@@ -269,6 +271,10 @@ def train_classifier(
     width: int = DEFAULT_WIDTH,
     threads: int | None = None,
     progress: bool = False,
+    freeze_trunk_epochs: int = 0,
+    trunk_lr: float | None = None,
+    class_weight_power: float = 0.5,
+    sample_weights: np.ndarray | None = None,
 ) -> TrainResult:
     """Train (or fine-tune) the baseline CNN on `rows` (`uri` + label column) and export TorchScript to `out`.
 
@@ -277,6 +283,13 @@ def train_classifier(
     init_from: a previous baseline; its conv trunk and the head rows of classes it knows are kept, new
       classes start from fresh head rows (how the closed loop adds confirmed rare categories).
     val_rows: held-out rows; default: whole drives hashed out of `rows` (20%).
+    freeze_trunk_epochs: the first N epochs train only the head (the conv trunk and its BatchNorm statistics
+      stay as `init_from` left them), so fresh head rows for new classes settle before the trunk moves.
+    trunk_lr: peak learning rate of the conv trunk once it trains (default: `lr`); lower keeps a fine-tuned
+      trunk closer to `init_from`.
+    class_weight_power: loss weight of a class is count ** -power (0.5: inverse square root, 0: unweighted).
+    sample_weights: one non-negative weight per row of `rows` (a row's share of the loss relative to the
+      others); default: 1 for every row.
     Rows without a label or whose image does not decode are skipped and listed in `TrainResult.skipped`.
     """
     t0 = time.perf_counter()
@@ -286,6 +299,18 @@ def train_classifier(
         raise ConfigError(f"input_size={input_size} must be between 16 and 512")
     if batch_size < 2:
         raise ConfigError(f"batch_size={batch_size} must be >= 2")
+    if not 0 <= freeze_trunk_epochs <= epochs:
+        raise ConfigError(f"freeze_trunk_epochs={freeze_trunk_epochs} must be between 0 and epochs={epochs}")
+    if trunk_lr is not None and not trunk_lr >= 0:
+        raise ConfigError(f"trunk_lr={trunk_lr} must be >= 0")
+    if not 0 <= class_weight_power <= 1:
+        raise ConfigError(f"class_weight_power={class_weight_power} must be between 0 and 1")
+    if sample_weights is not None:
+        sample_weights = np.asarray(sample_weights, dtype=np.float64)
+        if sample_weights.shape != (rows.num_rows,) or not np.all(np.isfinite(sample_weights)) or (
+                sample_weights < 0).any():
+            raise ConfigError(f"sample_weights must be {rows.num_rows} finite non-negative numbers (one per row); "
+                              f"got shape {sample_weights.shape}")
     threads = threads or max(1, os.cpu_count() or 1)
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -329,24 +354,40 @@ def train_classifier(
     _init_head(model, old, old_classes, classes)
     # Inverse-sqrt-frequency class weights: rare classes (pedestrian, cyclist, new rare categories) still
     # move the loss without a resampler.
-    counts = np.bincount(y_train, minlength=len(classes)).astype(np.float64)
-    weights = np.where(counts > 0, 1.0 / np.sqrt(np.maximum(counts, 1.0)), 0.0)
+    row_w = np.ones(len(frames.ids)) if sample_weights is None else sample_weights[frames.rows]
+    counts = np.bincount(y_train, weights=row_w[train_idx], minlength=len(classes))
+    weights = np.where(counts > 0, 1.0 / np.maximum(counts, 1e-12) ** class_weight_power, 0.0)
     weights = weights / weights[counts > 0].mean()
-    loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32))
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    class_w = torch.tensor(weights, dtype=torch.float32)
+    loss_fn = nn.CrossEntropyLoss(weight=class_w, reduction="none" if sample_weights is not None else "mean")
+    if trunk_lr is None:
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+        peaks: float | list[float] = lr
+    else:
+        opt = torch.optim.AdamW([{"params": model.features.parameters(), "lr": trunk_lr},
+                                 {"params": model.head.parameters(), "lr": lr}], weight_decay=1e-4)
+        peaks = [trunk_lr, lr]
     steps = epochs * ((len(train_idx) + batch_size - 1) // batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=peaks, total_steps=steps, pct_start=0.15)
 
     correct = seen_n = 0
     for epoch in range(epochs):
+        frozen = epoch < freeze_trunk_epochs
         model.train()
+        model.features.requires_grad_(not frozen)
+        if frozen:
+            model.features.eval()  # BatchNorm keeps init_from's statistics while the trunk is frozen
         order = rng.permutation(train_idx)
         correct = seen_n = 0
         for sel, x in _batches(frames.images, order, batch_size, rng=rng):
             y = torch.from_numpy(y_all[sel])
             opt.zero_grad(set_to_none=True)
             logits = model(x)[1]
-            loss = loss_fn(logits, y)
+            if sample_weights is None:
+                loss = loss_fn(logits, y)
+            else:  # the weighted mean over the batch, each row weighing class weight x row weight
+                w = class_w[y] * torch.from_numpy(row_w[sel]).float()
+                loss = (loss_fn(logits, y) * torch.from_numpy(row_w[sel]).float()).sum() / w.sum().clamp_min(1e-12)
             loss.backward()
             opt.step()
             sched.step()
@@ -356,7 +397,10 @@ def train_classifier(
             print(f"train-baseline: epoch {epoch + 1}/{epochs} loss {float(loss.detach()):.3f} "
                   f"train acc {correct / max(seen_n, 1):.3f} ({time.perf_counter() - t0:.0f}s)", file=sys.stderr)
 
-    _recalibrate_batchnorm(model, frames.images, rng.permutation(train_idx))
+    model.features.requires_grad_(True)
+    if freeze_trunk_epochs < epochs:  # a trunk that never trained keeps init_from's statistics
+        _recalibrate_batchnorm(model, frames.images, rng.permutation(train_idx))
+    model.eval()
     majority = int(np.bincount(y_train, minlength=len(classes)).argmax())
     val_acc = bal = maj = None
     per_class: dict[str, float] = {}
