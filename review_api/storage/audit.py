@@ -141,6 +141,10 @@ _OWN_COLUMNS = ("id", "item_id", "reviewer_id", "run_id", "verdict", "category",
 
 def _own_decision(session: Session, *, item_id: int, reviewer_id: int, now: datetime) -> _Own:
     """The reviewer's decision on the item, if it may still change; 404 when there is none, 409 (why) if not."""
+    # Lock the item row first, as submit_decision does (PostgreSQL; SQLite's writers already take turns): a
+    # decision completing the item, or a second amend/undo of this one, then waits and reads this change - a
+    # completing decision would otherwise count the old answer, a second undo withdraw the review twice.
+    session.execute(select(ITEMS.c.id).where(ITEMS.c.id == item_id).with_for_update())
     row = session.execute(
         select(*(DECISIONS.c[c] for c in _OWN_COLUMNS), DECISIONS.c.assignment_id, ITEMS.c.status, ITEMS.c.is_gold,
                ITEMS.c.n_decisions, ITEMS.c.required_reviews, RUNS.c.amend_window_seconds, RUNS.c.lease_seconds)

@@ -337,3 +337,68 @@ def test_dawid_skene_ignores_single_reviews(db: Database, run_dirs: dict[str, Pa
     assert without.answers == with_single.answers
     assert without.reviewer_accuracy == pytest.approx(with_single.reviewer_accuracy)
     assert with_single.reviewer_accuracy["ana"] < with_single.reviewer_accuracy["bo"]
+
+
+def _in_flight(fn: Callable[[], object]) -> tuple[threading.Thread, list[BaseException]]:
+    """Start `fn` in a thread and give it a second: long enough to finish unless a lock makes it wait."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - the caller checks it
+            errors.append(exc)
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join(1.0)
+    return t, errors
+
+
+def test_an_amend_in_flight_is_what_the_completing_review_counts(db: Database, run_dirs: dict[str, Path]) -> None:
+    """An amend not yet committed when another reviewer's decision completes the item: the consensus is
+    computed from the amended answer (the amend holds the item row, as the completing decision does;
+    SQLite's writers take turns anyway)."""
+    import_run(db, run_dirs["small"], policy=policy(overlap_fraction=1.0, overlap_reviews=2, gold_fraction=0.0),
+               now=T0)
+    ana, ben = people(db, "ana", "ben")
+    item_id = lease(db, ana).item_id  # type: ignore[union-attr]
+    assert lease(db, ben).item_id == item_id  # type: ignore[union-attr]
+    decide(db, item_id, ana, "not_edge_case")
+    later = T0 + timedelta(seconds=5)
+    with db.write() as s:
+        storage.amend_decision(s, item_id=item_id, reviewer_id=ana, now=later,
+                               decision=DecisionInput(verdict="edge_case", category="debris"))
+        ben_decides, errors = _in_flight(lambda: decide(db, item_id, ben, "edge_case", "debris", now=later))
+    ben_decides.join(30)
+    assert not errors, errors
+    with db.read() as s:
+        item = storage.get_item(s, item_id=item_id)
+        assert (item.status, item.consensus_verdict, item.consensus_category) == ("complete", "edge_case", "debris")
+
+
+def test_a_second_undo_in_flight_finds_nothing_to_undo(db: Database, run_dirs: dict[str, Path]) -> None:
+    """Two undos of one decision at once (a double key press): the second is told there is nothing to undo,
+    and the item lost one review, not two."""
+    import_run(db, run_dirs["small"], policy=policy(overlap_fraction=1.0, overlap_reviews=2, gold_fraction=0.0),
+               now=T0)
+    ana, ben = people(db, "ana", "ben")
+    item_id = lease(db, ana).item_id  # type: ignore[union-attr]
+    assert lease(db, ben).item_id == item_id  # type: ignore[union-attr]
+    decide(db, item_id, ana, "not_edge_case")
+    decide(db, item_id, ben, "not_edge_case")
+    later = T0 + timedelta(seconds=5)
+
+    def undo() -> None:
+        with db.write() as s:
+            storage.undo_decision(s, item_id=item_id, reviewer_id=ana, now=later)
+
+    with db.write() as s:
+        storage.undo_decision(s, item_id=item_id, reviewer_id=ana, now=later)
+        second, errors = _in_flight(undo)
+    second.join(30)
+    assert len(errors) == 1 and isinstance(errors[0], NotFoundError), errors
+    with db.read() as s:
+        item = storage.get_item(s, item_id=item_id)
+        assert (item.n_decisions, item.slots_free, item.status) == (1, 0, "queued")
+        assert s.scalar(select(func.count()).select_from(Decision).where(Decision.item_id == item_id)) == 1
