@@ -22,6 +22,7 @@ NOT_EDGE, UNSURE, EDGE = "not_edge_case", "unsure", "edge_case"
 CONFIRMED_STATUSES = ("complete", "resolved", "gold")  # statuses whose consensus is final (not escalated)
 # Literal SQL (not bound parameters) so SQLite's planner can match the partial indexes' WHERE clauses.
 OPEN_ITEMS = text("items.slots_free > 0 AND NOT items.is_gold")  # ix_items_open
+FINAL_STATUSES = ("resolved", "gold")  # a lead's answer: no reviewer, and no majority of reviews, changes it
 LEASED: ColumnElement[str] = literal_column("'leased'")  # state = 'leased': uq_assignments_live, ix_assignments_expiry
 # Core tables for the hot paths
 ITEMS, ASSIGNMENTS = cast(Table, Item.__table__), cast(Table, Assignment.__table__)

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from edgemine.errors import ConfigError, NotFoundError, ReviewError
 from edgemine.review_api.db import Publication, Reviewer
-from edgemine.review_api.storage._common import ASSIGNMENTS, DECISIONS, EDGE, ITEMS, RUNS
+from edgemine.review_api.storage._common import ASSIGNMENTS, DECISIONS, EDGE, FINAL_STATUSES, ITEMS, RUNS
 from edgemine.review_api.storage.decisions import (
     DecisionInput,
     DecisionRecord,
@@ -40,7 +40,6 @@ from edgemine.review_api.storage.leases import Lease
 from edgemine.review_api.storage.runs import run_rules
 
 PUBLICATIONS = cast(Table, Publication.__table__)
-FINAL_STATUSES = ("resolved", "gold")  # a lead's answer: no reviewer changes it
 
 
 def describe_seconds(seconds: float) -> str:

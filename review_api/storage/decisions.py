@@ -32,6 +32,7 @@ from edgemine.review_api.storage._common import (
     ASSIGNMENTS,
     DECISIONS,
     EDGE,
+    FINAL_STATUSES,
     ITEMS,
     NOT_EDGE,
     UNSURE,
@@ -119,7 +120,8 @@ _CLOSE_LEASE = update(ASSIGNMENTS).where(ASSIGNMENTS.c.id == bindparam("lid")).v
     state="decided", closed_at=bindparam("now"))
 _DECISIONS_OF = (select(*(DECISIONS.c[c] for c in _DECISION_COLUMNS)).where(DECISIONS.c.item_id == bindparam("iid"))
                  .order_by(DECISIONS.c.id))
-_SET_CONSENSUS = update(ITEMS).where(ITEMS.c.id == bindparam("iid"))
+# never over a lead's answer: a lead may resolve an item while a review of it is still out (an undone one too)
+_SET_CONSENSUS = update(ITEMS).where(ITEMS.c.id == bindparam("iid"), *(ITEMS.c.status != s for s in FINAL_STATUSES))
 
 
 @dataclass(frozen=True)

@@ -402,3 +402,28 @@ def test_a_second_undo_in_flight_finds_nothing_to_undo(db: Database, run_dirs: d
         item = storage.get_item(s, item_id=item_id)
         assert (item.n_decisions, item.slots_free, item.status) == (1, 0, "queued")
         assert s.scalar(select(func.count()).select_from(Decision).where(Decision.item_id == item_id)) == 1
+
+
+def test_a_lead_answer_given_while_an_undone_item_is_back_in_review_stays_final(db: Database,
+                                                                                run_dirs: dict[str, Path]) -> None:
+    """A reviewer undoes their review of an escalated item, a lead resolves it meanwhile, then the reviewer
+    decides again: the lead's answer stands (the completing decision's majority never overwrites it)."""
+    import_run(db, run_dirs["small"], policy=policy(overlap_fraction=1.0, overlap_reviews=2, gold_fraction=0.0),
+               now=T0)
+    ana, ben = people(db, "ana", "ben")
+    (lead,) = people(db, "lead", role="lead")
+    item_id = lease(db, ana).item_id  # type: ignore[union-attr]
+    assert lease(db, ben).item_id == item_id  # type: ignore[union-attr]
+    decide(db, item_id, ana, "edge_case", "debris")
+    decide(db, item_id, ben, "not_edge_case")
+    later = T0 + timedelta(seconds=5)
+    with db.write() as s:
+        assert storage.get_item(s, item_id=item_id).status == "escalated"
+        storage.undo_decision(s, item_id=item_id, reviewer_id=ana, now=later)
+        storage.resolve_item(s, item_id=item_id, lead_id=lead, verdict="not_edge_case", category=None,
+                             root_cause=None, notes="a shadow", make_gold=False, now=later)
+    decide(db, item_id, ana, "edge_case", "debris", now=later)
+    with db.read() as s:
+        item = storage.get_item(s, item_id=item_id)
+        assert (item.status, item.consensus_verdict, item.consensus_method) == ("resolved", "not_edge_case", "lead")
+        assert item.n_decisions == 2
