@@ -99,6 +99,11 @@ def check_gates(
                  f"reviews (fewest: {min(added_reviews)}); raise the run's overlap, or lower --min-reviews")
     if gates.min_agreement is not None:
         metric = gates.agreement_metric
+        if not agreement:  # rows published without review lineage: a floor set must not pass unchecked
+            fail("min_agreement", "refuse",
+                 f"no agreement figures to check min_agreement={gates.min_agreement} against (the lineage has no "
+                 f"'agreement' per mining run); publish from the review store, or without a floor "
+                 f"(--min-agreement none)")
         for run_id in sorted(agreement):
             value = agreement[run_id].get(metric)
             if value is None:

@@ -34,6 +34,8 @@ def test_a_version_that_passes_every_gate_has_no_warnings() -> None:
      r"run 'run-1' has krippendorff_alpha=0.000, below min_agreement=0.4.*--min-agreement"),
     (PublishGates(min_agreement=0.4, agreement_metric="fleiss_kappa"), {"agreement": {"run-1": {"fleiss_kappa": None}}},
      "min_agreement", r"run 'run-1' has no fleiss_kappa \(no item was reviewed by two or more.*--min-agreement none"),
+    (PublishGates(min_agreement=0.4), {"agreement": {}}, "min_agreement",
+     r"no agreement figures to check min_agreement=0.4 against.*--min-agreement none"),
     (PublishGates(min_reviews=2), {"added_reviews": [2, 1, 1, 3]}, "min_reviews",
      r"2 of 4 row\(s\) to add have fewer than min_reviews=2 reviews \(fewest: 1\).*--min-reviews"),
     (PublishGates(category_without_train="refuse"),
