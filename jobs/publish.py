@@ -560,7 +560,10 @@ def watch_and_publish(
                 newest = max(d for d in fresh.column("decided_at").to_pylist() if d is not None)
                 watermark = newest if watermark is None else max(watermark, newest)
             elapsed = time.monotonic() - last
-            if waiting and (len(waiting) >= min_new or elapsed >= interval_s or stopping):
+            # while refused, try again every interval too: what a gate lacked (agreement, another publisher's
+            # rows) can come without a new confirmation
+            retry = bool(held) and elapsed >= interval_s
+            if (waiting and (len(waiting) >= min_new or elapsed >= interval_s or stopping)) or retry:
                 try:
                     out = publish_from_review(database, dataset, run_id=run_id, policy=policy,
                                               since=held[0] if held else since, frames=frames, gates=gates)

@@ -210,3 +210,38 @@ def test_publish_cli_reads_the_database_url_from_the_environment_and_refuses_by_
     missing = subprocess.run(cmd, capture_output=True, text=True,
                              env={**environ, "EDGEMINE_DATABASE_URL": f"sqlite:///{tmp_path / 'nope.db'}"})
     assert missing.returncode == 1 and "no review store at" in missing.stderr
+
+
+def test_a_refused_watcher_tries_again_after_the_interval(review: tuple[ReviewEnv, Path, str],
+                                                          tmp_path: Path) -> None:
+    """What a gate lacked can arrive without a new confirmation (here another publisher's 'test' row): the
+    watcher tries again every interval while refused, not only when more confirmations come."""
+    from edgemine.jobs.publish import publish, training_rows
+    from tests.support.datasets import confirmed
+
+    env, logs, url = review
+    policy = SplitPolicy(ratios={"train": 0.99, "test": 0.01})
+    ds = str(tmp_path / "edge_cases")
+    rare = {f for f in _triage(env, _truth(logs)) if _truth(logs)[f]["is_rare"]}
+    assert rare
+    stop = threading.Event()
+    refusals: list[str] = []
+    worker = threading.Thread(target=lambda: watch_and_publish(
+        url, ds, interval_s=0.5, min_new=1, stop=stop, poll_s=0.1, policy=policy, gates=PublishGates(),
+        on_refused=refusals.append))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not refusals and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert refusals and "split 'test' would have 0 rows" in refusals[0]
+        other = training_rows(confirmed([900]), policy=policy)
+        other = other.set_column(other.column_names.index("split"), "split", [["test"]])
+        publish(other, ds, lineage={}, frames="reference")
+        while time.monotonic() < deadline and read_dataset(ds).num_rows == 1:
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        worker.join(timeout=60)
+    assert not worker.is_alive()
+    assert set(read_dataset(ds).column("frame_id").to_pylist()) == rare | {"f0900"}
