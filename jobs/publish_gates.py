@@ -27,7 +27,8 @@ class PublishGates:
     # a split of the policy (ratio > 0) with no rows in the version (e.g. val empty: nothing to validate on)
     empty_split: GateAction = "refuse"
     # floor on each mining run's agreement figure (`agreement_metric`, from overlapping reviews); None: no floor.
-    # With a floor set, a run whose agreement was not measured (no overlapping reviews) is refused too.
+    # With a floor set, a run whose agreement was not measured (no overlapping reviews) is refused too, and so
+    # is a publish whose lineage has no agreement figures at all.
     min_agreement: float | None = None
     agreement_metric: AgreementMetric = "krippendorff_alpha"
     # reviews behind each added row (n_reviews; gold items count their gold answer)
