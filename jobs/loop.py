@@ -2,8 +2,9 @@
 
     train v0 on known drives -> mine new drives with v0 -> simulated reviewers triage the candidates through
     the real review API (HTTP, leases, blind overlap, gold) while a continuous publisher turns confirmations
-    into Delta versions -> fine-tune v1 on the published training split -> accuracy on a held-out rare slice
-    and on common frames, against a control that spends the same review budget on randomly chosen frames.
+    into Delta versions -> fine-tune v1 on v0's training rows (replay) plus the published training split ->
+    accuracy on a held-out rare slice and on common frames, against a control that spends the same review
+    budget on randomly chosen frames and is fine-tuned the same way.
 
 Reviewers are a noisy oracle built from the synthetic ground truth: each has its own error rate (a wrong
 verdict or a wrong category), so overlap, agreement and consensus are real. The two figures the loop
@@ -35,7 +36,7 @@ Log = Callable[[str], None]
 
 @dataclass(frozen=True)
 class LoopConfig:
-    """Sizes and knobs of one loop. The defaults are what `make demo` runs (about 6-8 minutes here)."""
+    """Sizes and knobs of one loop. The defaults are what `make demo` runs (about 2-3 minutes here)."""
 
     reference_drives: int = 24  # known drives: v0's training data and the novelty reference
     fleet_drives: int = 40  # new drives to mine
@@ -51,8 +52,16 @@ class LoopConfig:
     overlap_fraction: float = 0.2
     gold_fraction: float = 0.05
     train_epochs: int = 6
+    # v1's recipe, replay (chosen on seed 2026 only; docs/BENCHMARKS.md "Closed loop" has the measurements):
+    # fine-tune v0 on v0's own training rows, each once, plus the published train split, each edge case
+    # `edge_case_weight` times - the stated weight of a confirmed edge case against a replayed frame. The
+    # loss is unweighted by class (power 0): v0's inverse-sqrt class weights made the new classes take 5-7%
+    # of the common frames; the repeats alone give the edge cases their weight.
     finetune_epochs: int = 4
-    edge_case_weight: int = 8  # each confirmed edge case is repeated this often in the fine-tuning set
+    edge_case_weight: int = 16
+    finetune_lr: float = 3e-3  # peak learning rate (OneCycle), head and trunk
+    finetune_trunk_lr: float | None = None  # peak learning rate of v0's conv trunk (None: finetune_lr)
+    class_weight_power: float = 0.0  # a class's loss weight is count ** -power (counts after the repeats)
     publish_interval_s: float = 2.0
     publish_min_new: int = 10
 
@@ -63,6 +72,12 @@ class LoopConfig:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")
         if not 0 <= self.error_rate < 0.5:
             raise ConfigError(f"error_rate={self.error_rate} must be in [0, 0.5)")
+        if not self.finetune_lr > 0:
+            raise ConfigError(f"finetune_lr={self.finetune_lr} must be > 0")
+        if self.finetune_trunk_lr is not None and not self.finetune_trunk_lr >= 0:
+            raise ConfigError(f"finetune_trunk_lr={self.finetune_trunk_lr} must be >= 0 (or None)")
+        if not 0 <= self.class_weight_power <= 1:
+            raise ConfigError(f"class_weight_power={self.class_weight_power} must be between 0 and 1")
 
 
 @dataclass
@@ -75,6 +90,7 @@ class LoopResult:
     latency: dict[str, float] = field(default_factory=dict)
     datasets: dict[str, Any] = field(default_factory=dict)
     review: dict[str, Any] = field(default_factory=dict)
+    finetune: dict[str, dict[str, Any]] = field(default_factory=dict)  # v1_mined/v1_random -> its training set
 
     @property
     def gain(self) -> dict[str, float]:
@@ -92,13 +108,14 @@ class LoopResult:
         return "n/a: neither selection gained"
 
     def table(self) -> str:
-        rows = [("model", "rare-slice acc", "common acc", "edge cases in its data")]
+        rows = [("model", "rare-slice acc", "common acc", "common -> new class", "edge cases published")]
         found = {"v0": "0", "v1_mined": str(self.selections["mined"]["published"]),
                  "v1_random": str(self.selections["random"]["published"])}
         for k in ("v0", "v1_mined", "v1_random"):
             m = self.models[k]
-            rows.append((k, f"{m['rare_acc']:.3f}", f"{m['common_acc']:.3f}", found[k]))
-        w = [max(len(r[i]) for r in rows) for i in range(4)]
+            rows.append((k, f"{m['rare_acc']:.3f}", f"{m['common_acc']:.3f}", f"{m.get('common_as_new', 0.0):.3f}",
+                         found[k]))
+        w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(c.ljust(w[i]) for i, c in enumerate(r)) for r in rows]
         g = self.gain
         lines.append(f"rare-slice gain: mined {g['v1_mined']:+.3f}, random {g['v1_random']:+.3f} "
@@ -251,6 +268,14 @@ def accuracy(model: Path, rows: pa.Table) -> float:
     return float(np.mean(hits)) if hits else float("nan")
 
 
+def predicted_outside(model: Path, rows: pa.Table, classes: list[str]) -> float:
+    """Fraction of `rows` predicted as a class not in `classes` (on the common slice: frames a new rare class took)."""
+    from edgemine.embeddings.baseline import predict
+
+    labels = predict(model, rows).labels
+    return float(np.mean([lab not in classes for lab in labels])) if labels else float("nan")
+
+
 def random_control_run(mined_run: Path, fleet_manifest: Path, out: Path, *, budget: int, seed: int) -> str:
     """A run dir with `budget` uniformly random frames of the same fleet, in the candidates contract."""
     from edgemine.contracts import read_manifest
@@ -282,27 +307,44 @@ def random_control_run(mined_run: Path, fleet_manifest: Path, out: Path, *, budg
     return run_id
 
 
-def finetune(base: Path, reference: pa.Table, dataset: str, version: int | None, out: Path, *,
-             cfg: LoopConfig) -> dict[str, Any]:
-    """v1 = v0 fine-tuned on the known drives plus the published training split (new classes added)."""
-    from edgemine.embeddings.baseline import train_classifier
+def _edge_rows(dataset: str, version: int | None, split: str, schema: pa.Schema) -> pa.Table:
+    """One split of a published version as training rows (`label` = the confirmed category)."""
     from edgemine.jobs.datasets import read_dataset
 
-    parts = [reference.select(["frame_id", "uri", "drive_id", "label"])]
-    n_edge = 0
-    if version is not None:
-        cols = ["frame_id", "uri", "drive_id", "category"]
-        try:
-            edge = read_dataset(dataset, version=version, split="train", columns=cols)
-        except NotFoundError:  # every published drive hashed into val: nothing to train on
-            edge = pa.schema([(c, pa.string()) for c in cols]).empty_table()
-        n_edge = edge.num_rows
-        edge = edge.rename_columns(["frame_id", "uri", "drive_id", "label"]).cast(parts[0].schema)
-        parts += [edge] * cfg.edge_case_weight
-    rows = pa.concat_tables(parts)
+    if version is None:
+        return schema.empty_table()
+    try:
+        edge = read_dataset(dataset, version=version, split=split, columns=["frame_id", "uri", "drive_id",
+                                                                            "category"])
+    except NotFoundError:  # every published drive hashed into the other split
+        return schema.empty_table()
+    return edge.rename_columns(["frame_id", "uri", "drive_id", "label"]).cast(schema)
+
+
+def finetune(base: Path, reference: pa.Table, dataset: str, version: int | None, out: Path, *,
+             cfg: LoopConfig) -> dict[str, Any]:
+    """v1 = v0 fine-tuned with replay: v0's training rows plus the published train split, new classes added.
+
+    Train: v0's own training drives, every row once, and the dataset's `train` split, every row
+    `cfg.edge_case_weight` times. Held out: v0's held-out drives and the dataset's `val` split - so every
+    published train row is trained on (the dataset's split is the one that counts, not a second hash of
+    its drives) and no v0 held-out frame leaks into v1's training. The trunk learns at
+    `cfg.finetune_trunk_lr`, the head at `cfg.finetune_lr`; class weights are count ** -class_weight_power.
+    """
+    from edgemine.embeddings.baseline import split_by_drive, train_classifier
+
+    ref = reference.select(["frame_id", "uri", "drive_id", "label"])
+    held = pa.array(split_by_drive(ref.column("drive_id").to_pylist(), ref.column("frame_id").to_pylist()))
+    edge_train = _edge_rows(dataset, version, "train", ref.schema)
+    edge_val = _edge_rows(dataset, version, "val", ref.schema)
+    rows = pa.concat_tables([ref.filter(pc.invert(held))] + [edge_train] * cfg.edge_case_weight)
+    val = pa.concat_tables([ref.filter(held), edge_val])
     res = train_classifier(rows, out=out, init_from=base, epochs=cfg.finetune_epochs, input_size=cfg.size,
-                           seed=cfg.seed)
-    return {"edge_case_rows": n_edge, "classes": res.classes, "seconds": round(res.seconds, 1)}
+                           seed=cfg.seed, val_rows=val, lr=cfg.finetune_lr, trunk_lr=cfg.finetune_trunk_lr,
+                           class_weight_power=cfg.class_weight_power)
+    return {"edge_case_rows": edge_train.num_rows, "edge_case_val_rows": edge_val.num_rows,
+            "replay_rows": rows.num_rows - edge_train.num_rows * cfg.edge_case_weight, "classes": res.classes,
+            "val_accuracy": res.val_accuracy, "seconds": round(res.seconds, 1)}
 
 
 # ================================================================ the loop
@@ -451,15 +493,19 @@ def run_loop(out: Path, cfg: LoopConfig = LoopConfig(), *, log: Log = print) -> 
                               cfg=cfg),
     }
     done()
-    log(f"[5/6] fine-tuned v1 on the mined set ({ft['v1_mined']['edge_case_rows']} train rows) and on the random "
-        f"control ({ft['v1_random']['edge_case_rows']})  [{res.timings['finetune']}s]")
+    res.finetune = ft
+    w = cfg.edge_case_weight
+    log(f"[5/6] fine-tuned v1 from v0 on {ft['v1_mined']['replay_rows']} replayed v0 rows + the train split x{w}: "
+        f"{ft['v1_mined']['edge_case_rows']} mined edge cases, {ft['v1_random']['edge_case_rows']} for the random "
+        f"control  [{res.timings['finetune']}s]")
 
     # -- evaluate ------------------------------------------------------------------------------------
     done = step("evaluate")
     rare, common = eval_slices(out / "eval")
     for name in ("v0", "v1_mined", "v1_random"):
         res.models[name] = {"rare_acc": accuracy(models / f"{name}.pt", rare),
-                            "common_acc": accuracy(models / f"{name}.pt", common)}
+                            "common_acc": accuracy(models / f"{name}.pt", common),
+                            "common_as_new": predicted_outside(models / f"{name}.pt", common, v0.classes)}
     done()
     res.timings["total"] = round(time.perf_counter() - t_all, 1)
     (out / "loop.json").write_text(json.dumps({**asdict(res), "gain": res.gain}, indent=2, default=str))

@@ -39,6 +39,10 @@ def test_bad_loop_settings_name_the_value() -> None:
         LoopConfig(budget=0)
     with pytest.raises(ConfigError, match="error_rate=0.7"):
         LoopConfig(error_rate=0.7)
+    with pytest.raises(ConfigError, match="class_weight_power=1.5"):
+        LoopConfig(class_weight_power=1.5)
+    with pytest.raises(ConfigError, match="finetune_trunk_lr=-0.1"):
+        LoopConfig(finetune_trunk_lr=-0.1)
 
 
 def test_the_gain_ratio_reads_as_words_when_random_gained_nothing() -> None:
@@ -77,3 +81,19 @@ def test_a_small_loop_runs_end_to_end_through_every_engine(tmp_path: Path) -> No
     assert set(published.column("frame_id").to_pylist()) <= ids
     assert res.latency["max_s"] < 10.0
     assert res.review["decisions_mined"] >= mined["candidates"]
+    # v1 is replay: v0's own training rows once plus every published train row edge_case_weight times, and
+    # it is held out on v0's held-out drives plus the dataset's val split
+    from edgemine.embeddings.baseline import read_model_metadata
+
+    v0 = read_model_metadata(tmp_path / "models" / "v0.pt")["metrics"]
+    for name, ds in (("v1_mined", "mined"), ("v1_random", "random")):
+        ft, meta = res.finetune[name], read_model_metadata(tmp_path / "models" / f"{name}.pt")
+        ref = res.datasets[ds]
+        rows = read_dataset(ref["path"], version=ref["version"]) if ref["version"] is not None else None
+        splits = rows.column("split").to_pylist() if rows is not None else []
+        assert ft["edge_case_rows"] == splits.count("train") and ft["edge_case_val_rows"] == splits.count("val")
+        assert ft["replay_rows"] == v0["n_train"]
+        assert meta["metrics"]["n_train"] == v0["n_train"] + cfg.edge_case_weight * ft["edge_case_rows"]
+        assert meta["metrics"]["n_val"] == v0["n_val"] + ft["edge_case_val_rows"]
+        assert meta["class_names"][:len(v0["classes"])] == v0["classes"]  # v0's classes keep their indices
+    assert 0.0 <= res.models["v1_mined"]["common_as_new"] <= 1.0 and res.models["v0"]["common_as_new"] == 0.0
