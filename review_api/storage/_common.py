@@ -27,6 +27,9 @@ LEASED: ColumnElement[str] = literal_column("'leased'")  # state = 'leased': uq_
 # Core tables for the hot paths
 ITEMS, ASSIGNMENTS = cast(Table, Item.__table__), cast(Table, Assignment.__table__)
 DECISIONS, RUNS = cast(Table, Decision.__table__), cast(Table, Run.__table__)
+# An item a lead has answered takes no more reviews: a lease on it that ends (expired, skipped, undone) frees no
+# slot. `!=` conditions, not IN: the hot path refuses expanding parameters.
+NOT_FINAL: tuple[ColumnElement[bool], ...] = tuple(ITEMS.c.status != s for s in FINAL_STATUSES)
 
 
 def unit_hash(*parts: object) -> float:

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from edgemine.errors import ConfigError, NotFoundError, ReviewError
 from edgemine.review_api.db import Publication, Reviewer
-from edgemine.review_api.storage._common import ASSIGNMENTS, DECISIONS, EDGE, FINAL_STATUSES, ITEMS, RUNS
+from edgemine.review_api.storage._common import ASSIGNMENTS, DECISIONS, EDGE, FINAL_STATUSES, ITEMS, NOT_FINAL, RUNS
 from edgemine.review_api.storage.decisions import (
     DecisionInput,
     DecisionRecord,
@@ -213,7 +213,7 @@ def undo_decision(session: Session, *, item_id: int, reviewer_id: int, now: date
     if held is not None:
         session.execute(delete(ASSIGNMENTS).where(ASSIGNMENTS.c.id == held.id))
         if not held.is_gold:
-            session.execute(update(ITEMS).where(ITEMS.c.id == held.item_id)
+            session.execute(update(ITEMS).where(ITEMS.c.id == held.item_id, *NOT_FINAL)
                             .values(slots_free=ITEMS.c.slots_free + 1))
     expires = now + timedelta(seconds=own.lease_seconds)
     session.execute(update(ASSIGNMENTS).where(ASSIGNMENTS.c.id == own.assignment_id).values(

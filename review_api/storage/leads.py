@@ -77,6 +77,7 @@ def resolve_item(
     item.consensus_verdict, item.consensus_category, item.consensus_root_cause = verdict, category, root_cause
     item.confidence, item.consensus_method, item.consensus_at = 1.0, "lead", now
     item.resolved_by, item.resolution_notes = lead_id, notes
+    item.slots_free = 0  # settled: the queue never serves it again (reviews out on it may still land)
     if make_gold and not item.is_gold:
         _make_gold(session, item=item, run=run, verdict=verdict, category=category)
     record_event(session, item_id=item.id, run_id=item.run_id, reviewer_id=lead_id, decision_id=None,

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from edgemine.errors import LeaseExpiredError, NotFoundError, ReviewError
 from edgemine.review_api.db import Assignment
 from edgemine.review_api.hotsql import hot
-from edgemine.review_api.storage._common import ASSIGNMENTS, ITEMS, LEASED, OPEN_ITEMS, RUNS, unit_hash
+from edgemine.review_api.storage._common import ASSIGNMENTS, ITEMS, LEASED, NOT_FINAL, OPEN_ITEMS, RUNS, unit_hash
 from edgemine.review_api.storage.runs import get_run
 
 
@@ -38,7 +38,8 @@ def reclaim_expired(session: Session, *, now: datetime) -> int:
     freed = Counter(item_id for item_id, is_gold in rows if not is_gold)
     if freed:
         session.execute(
-            update(ITEMS).where(ITEMS.c.id == bindparam("iid")).values(slots_free=ITEMS.c.slots_free + bindparam("n")),
+            update(ITEMS).where(ITEMS.c.id == bindparam("iid"), *NOT_FINAL)
+            .values(slots_free=ITEMS.c.slots_free + bindparam("n")),
             [{"iid": i, "n": n} for i, n in freed.items()],
         )
     return len(rows)
@@ -63,7 +64,8 @@ _HELD = (select(*(ASSIGNMENTS.c[c] for c in _LEASE_COLUMNS))
          .where(ASSIGNMENTS.c.reviewer_id == bindparam("rid"), ASSIGNMENTS.c.state == LEASED))
 _EXPIRE_ONE = update(ASSIGNMENTS).where(ASSIGNMENTS.c.id == bindparam("lid")).values(
     state="expired", closed_at=bindparam("now"))
-_FREE_SLOT = update(ITEMS).where(ITEMS.c.id == bindparam("iid")).values(slots_free=ITEMS.c.slots_free + 1)
+_FREE_SLOT = update(ITEMS).where(ITEMS.c.id == bindparam("iid"), *NOT_FINAL).values(
+    slots_free=ITEMS.c.slots_free + 1)
 _TAKE_SLOT = update(ITEMS).where(ITEMS.c.id == bindparam("iid"), ITEMS.c.slots_free > 0).values(
     slots_free=ITEMS.c.slots_free - 1)
 _RUN_POLICIES = select(RUNS.c.run_id, RUNS.c.active, RUNS.c.gold_rate, RUNS.c.n_gold, RUNS.c.lease_seconds)
@@ -192,6 +194,7 @@ def release_lease(session: Session, *, lease_id: int, reviewer_id: int, now: dat
         raise ReviewError(f"lease {lease_id} is already {lease.state}")
     lease.state, lease.closed_at = "released", now
     if not lease.is_gold:
-        session.execute(update(ITEMS).where(ITEMS.c.id == lease.item_id).values(slots_free=ITEMS.c.slots_free + 1))
+        session.execute(update(ITEMS).where(ITEMS.c.id == lease.item_id, *NOT_FINAL)
+                        .values(slots_free=ITEMS.c.slots_free + 1))
     return lease
 

@@ -427,3 +427,28 @@ def test_a_lead_answer_given_while_an_undone_item_is_back_in_review_stays_final(
         item = storage.get_item(s, item_id=item_id)
         assert (item.status, item.consensus_verdict, item.consensus_method) == ("resolved", "not_edge_case", "lead")
         assert item.n_decisions == 2
+
+
+def test_a_resolved_item_is_never_served_again_when_a_lease_on_it_ends(db: Database,
+                                                                       run_dirs: dict[str, Path]) -> None:
+    """A lead resolves an item while reviewers hold leases on it: whether those leases expire or are skipped,
+    the item's slots stay closed, so nobody else is asked to review a settled item."""
+    import_run(db, run_dirs["small"], policy=policy(overlap_fraction=1.0, overlap_reviews=3, gold_fraction=0.0),
+               now=T0)
+    ana, ben, cy = people(db, "ana", "ben", "cy")
+    (lead,) = people(db, "lead", role="lead")
+    first = lease(db, ana)
+    assert first is not None
+    second = lease(db, ben)
+    assert second is not None and second.item_id == first.item_id
+    with db.write() as s:
+        storage.resolve_item(s, item_id=first.item_id, lead_id=lead, verdict="edge_case", category="debris",
+                             root_cause=None, notes=None, make_gold=False, now=T0)
+        storage.release_lease(s, lease_id=second.id, reviewer_id=ben, now=T0)  # ben skips it
+    served = set()
+    while (got := lease(db, cy, now=T0 + timedelta(days=1))) is not None:  # ana's lease has run out by then
+        served.add(got.item_id)
+        decide(db, got.item_id, cy, now=T0 + timedelta(days=1))
+    assert served and first.item_id not in served
+    with db.read() as s:
+        assert storage.get_item(s, item_id=first.item_id).slots_free == 0
