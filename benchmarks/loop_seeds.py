@@ -34,6 +34,7 @@ os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 from mining_matrix import load_avg  # noqa: E402  (benchmarks/ is the script's folder)
 
 COMMON_TOLERANCE = 0.01
+nan = float("nan")
 GAIN_RATIO = 2.0
 
 
@@ -51,8 +52,9 @@ def verdict(models: dict[str, dict[str, float]]) -> dict[str, Any]:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     head = ("| seed | v0 rare / common | v1 mined: rare / common (Δ common) / published | "
-            "v1 random: rare / common (Δ common) / published | gain mined vs random | goal |")
-    lines = [head, "|---|---|---|---|---|---|"]
+            "v1 random: rare / common (Δ common) / published | gain mined vs random | goal | "
+            "balanced common v0 → mined, random |")
+    lines = [head, "|---|---|---|---|---|---|---|"]
     for r in rows:
         m, v = r["models"], r["verdict"]
         v0, mined, rnd = m["v0"], m["v1_mined"], m["v1_random"]
@@ -68,7 +70,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             f"/ {r['published_mined']} "
             f"| {rnd['rare_acc']:.3f} / {rnd['common_acc']:.3f} "
             f"({rnd['common_acc'] - v0['common_acc']:+.3f}) / {r['published_random']} "
-            f"| {v['gain_mined']:+.3f} vs {v['gain_random']:+.3f} | {goal} |")
+            f"| {v['gain_mined']:+.3f} vs {v['gain_random']:+.3f} | {goal} "
+            f"| {v0.get('common_balanced_acc', nan):.3f} → {mined.get('common_balanced_acc', nan):.3f}, "
+            f"{rnd.get('common_balanced_acc', nan):.3f} |")
     return "\n".join(lines)
 
 

@@ -108,12 +108,14 @@ class LoopResult:
         return "n/a: neither selection gained"
 
     def table(self) -> str:
-        rows = [("model", "rare-slice acc", "common acc", "common -> new class", "edge cases published")]
+        rows = [("model", "rare-slice acc", "common acc", "common balanced", "common -> new class",
+                 "edge cases published")]
         found = {"v0": "0", "v1_mined": str(self.selections["mined"]["published"]),
                  "v1_random": str(self.selections["random"]["published"])}
         for k in ("v0", "v1_mined", "v1_random"):
             m = self.models[k]
-            rows.append((k, f"{m['rare_acc']:.3f}", f"{m['common_acc']:.3f}", f"{m.get('common_as_new', 0.0):.3f}",
+            rows.append((k, f"{m['rare_acc']:.3f}", f"{m['common_acc']:.3f}",
+                         f"{m.get('common_balanced_acc', float('nan')):.3f}", f"{m.get('common_as_new', 0.0):.3f}",
                          found[k]))
         w = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(c.ljust(w[i]) for i, c in enumerate(r)) for r in rows]
@@ -259,21 +261,23 @@ def eval_slices(eval_logs: Path) -> tuple[pa.Table, pa.Table]:
     return rare, common
 
 
-def accuracy(model: Path, rows: pa.Table) -> float:
+def slice_scores(model: Path, rows: pa.Table, *, known: list[str]) -> dict[str, float]:
+    """Accuracy on `rows` (`label` = truth), its class-balanced form (mean per-class recall) and the fraction
+    predicted as a class outside `known` (on the common slice: frames a class v0 did not have took)."""
     from edgemine.embeddings.baseline import predict
 
     pred = predict(model, rows)
     truth = dict(zip(rows.column("frame_id").to_pylist(), rows.column("label").to_pylist(), strict=True))
-    hits = [truth[f] == lab for f, lab in zip(pred.frame_ids, pred.labels, strict=True)]
-    return float(np.mean(hits)) if hits else float("nan")
+    if not pred.labels:
+        return {"acc": float("nan"), "balanced_acc": float("nan"), "as_new": float("nan")}
+    t = np.array([truth[f] for f in pred.frame_ids], dtype=object)
+    p = np.array(pred.labels, dtype=object)
+    return {"acc": float(np.mean(p == t)), "balanced_acc": float(np.mean([np.mean(p[t == c] == c) for c in set(t)])),
+            "as_new": float(np.mean([lab not in known for lab in pred.labels]))}
 
 
-def predicted_outside(model: Path, rows: pa.Table, classes: list[str]) -> float:
-    """Fraction of `rows` predicted as a class not in `classes` (on the common slice: frames a new rare class took)."""
-    from edgemine.embeddings.baseline import predict
-
-    labels = predict(model, rows).labels
-    return float(np.mean([lab not in classes for lab in labels])) if labels else float("nan")
+def accuracy(model: Path, rows: pa.Table) -> float:
+    return slice_scores(model, rows, known=[])["acc"]
 
 
 def random_control_run(mined_run: Path, fleet_manifest: Path, out: Path, *, budget: int, seed: int) -> str:
@@ -503,9 +507,9 @@ def run_loop(out: Path, cfg: LoopConfig = LoopConfig(), *, log: Log = print) -> 
     done = step("evaluate")
     rare, common = eval_slices(out / "eval")
     for name in ("v0", "v1_mined", "v1_random"):
-        res.models[name] = {"rare_acc": accuracy(models / f"{name}.pt", rare),
-                            "common_acc": accuracy(models / f"{name}.pt", common),
-                            "common_as_new": predicted_outside(models / f"{name}.pt", common, v0.classes)}
+        c = slice_scores(models / f"{name}.pt", common, known=v0.classes)
+        res.models[name] = {"rare_acc": accuracy(models / f"{name}.pt", rare), "common_acc": c["acc"],
+                            "common_balanced_acc": c["balanced_acc"], "common_as_new": c["as_new"]}
     done()
     res.timings["total"] = round(time.perf_counter() - t_all, 1)
     (out / "loop.json").write_text(json.dumps({**asdict(res), "gain": res.gain}, indent=2, default=str))
