@@ -62,6 +62,12 @@ class LoopConfig:
     finetune_lr: float = 3e-3  # peak learning rate (OneCycle), head and trunk
     finetune_trunk_lr: float | None = None  # peak learning rate of v0's conv trunk (None: finetune_lr)
     class_weight_power: float = 0.0  # a class's loss weight is count ** -power (counts after the repeats)
+    # Same-drive negatives (added after seeds 1-3 failed; see docs/BENCHMARKS.md): every `negative_stride`-th
+    # frame of each drive that gave a train edge case, at least `negative_gap` frames (10 Hz) from every
+    # published frame of it, labelled with v0's own prediction - so a new class cannot be learnt as "looks
+    # like that drive". 0 = none.
+    negative_stride: int = 5
+    negative_gap: int = 50
     publish_interval_s: float = 2.0
     publish_min_new: int = 10
 
@@ -76,6 +82,9 @@ class LoopConfig:
             raise ConfigError(f"finetune_lr={self.finetune_lr} must be > 0")
         if self.finetune_trunk_lr is not None and not self.finetune_trunk_lr >= 0:
             raise ConfigError(f"finetune_trunk_lr={self.finetune_trunk_lr} must be >= 0 (or None)")
+        if self.negative_stride < 0 or self.negative_gap < 0:
+            raise ConfigError(f"negative_stride={self.negative_stride} and negative_gap={self.negative_gap} must be "
+                              ">= 0")
         if not 0 <= self.class_weight_power <= 1:
             raise ConfigError(f"class_weight_power={self.class_weight_power} must be between 0 and 1")
 
@@ -325,30 +334,61 @@ def _edge_rows(dataset: str, version: int | None, split: str, schema: pa.Schema)
     return edge.rename_columns(["frame_id", "uri", "drive_id", "label"]).cast(schema)
 
 
+def same_drive_negatives(frames: pa.Table, edge: pa.Table, *, stride: int, gap: int) -> pa.Table:
+    """Frames of the drives in `edge` (frame_id, drive_id) that lie `gap` or more frames from every one of
+    its edge cases there, every `stride`-th frame_index: `frames`' rows (it needs frame_id, drive_id,
+    frame_index). Pure; none when stride is 0."""
+    if stride == 0 or edge.num_rows == 0:
+        return frames.schema.empty_table()
+    at = dict(zip(frames.column("frame_id").to_pylist(), frames.column("frame_index").to_pylist(), strict=True))
+    pub: dict[str, list[int]] = {}
+    for f, d in zip(edge.column("frame_id").to_pylist(), edge.column("drive_id").to_pylist(), strict=True):
+        if f in at:
+            pub.setdefault(d, []).append(int(at[f]))
+    near = {d: np.array(v) for d, v in pub.items()}
+    keep = [d in near and int(i) % stride == 0 and bool(np.abs(near[d] - int(i)).min() >= gap)
+            for d, i in zip(frames.column("drive_id").to_pylist(), frames.column("frame_index").to_pylist(),
+                            strict=True)]
+    return frames.filter(pa.array(keep, pa.bool_()))
+
+
 def finetune(base: Path, reference: pa.Table, dataset: str, version: int | None, out: Path, *,
-             cfg: LoopConfig) -> dict[str, Any]:
+             cfg: LoopConfig, fleet: pa.Table | None = None) -> dict[str, Any]:
     """v1 = v0 fine-tuned with replay: v0's training rows plus the published train split, new classes added.
 
-    Train: v0's own training drives, every row once, and the dataset's `train` split, every row
-    `cfg.edge_case_weight` times. Held out: v0's held-out drives and the dataset's `val` split - so every
-    published train row is trained on (the dataset's split is the one that counts, not a second hash of
-    its drives) and no v0 held-out frame leaks into v1's training. The trunk learns at
+    Train: v0's own training drives, every row once; the dataset's `train` split, every row
+    `cfg.edge_case_weight` times; and, from `fleet` (the mined manifest), same-drive negatives labelled
+    with v0's prediction (`same_drive_negatives`). Held out: v0's held-out drives and the dataset's `val`
+    split - so every published train row is trained on (the dataset's split is the one that counts, not a
+    second hash of its drives) and no v0 held-out frame leaks into v1's training. The trunk learns at
     `cfg.finetune_trunk_lr`, the head at `cfg.finetune_lr`; class weights are count ** -class_weight_power.
     """
-    from edgemine.embeddings.baseline import split_by_drive, train_classifier
+    from edgemine.embeddings.baseline import predict, split_by_drive, train_classifier
 
     ref = reference.select(["frame_id", "uri", "drive_id", "label"])
     held = pa.array(split_by_drive(ref.column("drive_id").to_pylist(), ref.column("frame_id").to_pylist()))
     edge_train = _edge_rows(dataset, version, "train", ref.schema)
     edge_val = _edge_rows(dataset, version, "val", ref.schema)
-    rows = pa.concat_tables([ref.filter(pc.invert(held))] + [edge_train] * cfg.edge_case_weight)
+    neg = ref.schema.empty_table()
+    if fleet is not None:
+        cand = same_drive_negatives(fleet, edge_train, stride=cfg.negative_stride, gap=cfg.negative_gap)
+        if cand.num_rows:
+            pseudo = predict(base, cand.select(["frame_id", "uri"]))
+            by_id = dict(zip(pseudo.frame_ids, pseudo.labels, strict=True))
+            cand = cand.filter(pc.is_in(cand.column("frame_id"), value_set=pa.array(list(by_id), pa.string())))
+            neg = pa.table({"frame_id": cand.column("frame_id"), "uri": cand.column("uri"),
+                            "drive_id": cand.column("drive_id"),
+                            "label": pa.array([by_id[f] for f in cand.column("frame_id").to_pylist()])}
+                           ).cast(ref.schema)
+    rows = pa.concat_tables([ref.filter(pc.invert(held)), neg] + [edge_train] * cfg.edge_case_weight)
     val = pa.concat_tables([ref.filter(held), edge_val])
     res = train_classifier(rows, out=out, init_from=base, epochs=cfg.finetune_epochs, input_size=cfg.size,
                            seed=cfg.seed, val_rows=val, lr=cfg.finetune_lr, trunk_lr=cfg.finetune_trunk_lr,
                            class_weight_power=cfg.class_weight_power)
     return {"edge_case_rows": edge_train.num_rows, "edge_case_val_rows": edge_val.num_rows,
-            "replay_rows": rows.num_rows - edge_train.num_rows * cfg.edge_case_weight, "classes": res.classes,
-            "val_accuracy": res.val_accuracy, "seconds": round(res.seconds, 1)}
+            "replay_rows": rows.num_rows - edge_train.num_rows * cfg.edge_case_weight - neg.num_rows,
+            "negative_rows": neg.num_rows, "classes": res.classes, "val_accuracy": res.val_accuracy,
+            "seconds": round(res.seconds, 1)}
 
 
 # ================================================================ the loop
@@ -491,17 +531,23 @@ def run_loop(out: Path, cfg: LoopConfig = LoopConfig(), *, log: Log = print) -> 
 
     # -- v1 ------------------------------------------------------------------------------------------
     done = step("finetune")
+    from edgemine.contracts import read_manifest
+
+    fleet_frames = read_manifest(out / "fleet" / "manifest.parquet").select(["frame_id", "uri", "drive_id",
+                                                                             "frame_index"])
     ft = {
-        "v1_mined": finetune(models / "v0.pt", reference_rows, dataset, v_mined, models / "v1_mined.pt", cfg=cfg),
+        "v1_mined": finetune(models / "v0.pt", reference_rows, dataset, v_mined, models / "v1_mined.pt", cfg=cfg,
+                             fleet=fleet_frames),
         "v1_random": finetune(models / "v0.pt", reference_rows, control_ds, v_control, models / "v1_random.pt",
-                              cfg=cfg),
+                              cfg=cfg, fleet=fleet_frames),
     }
     done()
     res.finetune = ft
     w = cfg.edge_case_weight
     log(f"[5/6] fine-tuned v1 from v0 on {ft['v1_mined']['replay_rows']} replayed v0 rows + the train split x{w}: "
-        f"{ft['v1_mined']['edge_case_rows']} mined edge cases, {ft['v1_random']['edge_case_rows']} for the random "
-        f"control  [{res.timings['finetune']}s]")
+        f"{ft['v1_mined']['edge_case_rows']} mined edge cases ({ft['v1_mined']['negative_rows']} same-drive "
+        f"negatives), {ft['v1_random']['edge_case_rows']} for the random control "
+        f"({ft['v1_random']['negative_rows']})  [{res.timings['finetune']}s]")
 
     # -- evaluate ------------------------------------------------------------------------------------
     done = step("evaluate")
