@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from edgemine.errors import ConfigError
-from edgemine.jobs.loop import LoopConfig, LoopResult, SimReviewer, make_reviewers, run_loop
+from edgemine.jobs.loop import LoopConfig, LoopResult, SimReviewer, make_reviewers, run_loop, same_drive_negatives
 
 CATS = ["debris", "animal_on_road", "other"]
 
@@ -43,6 +43,22 @@ def test_bad_loop_settings_name_the_value() -> None:
         LoopConfig(class_weight_power=1.5)
     with pytest.raises(ConfigError, match="finetune_trunk_lr=-0.1"):
         LoopConfig(finetune_trunk_lr=-0.1)
+
+
+def test_same_drive_negatives_keep_their_distance_from_every_edge_case_of_the_drive() -> None:
+    import pyarrow as pa
+
+    frames = pa.table({"frame_id": [f"{d}-{i}" for d in ("a", "b", "c") for i in range(200)],
+                       "drive_id": [d for d in ("a", "b", "c") for _ in range(200)],
+                       "frame_index": [i for _ in range(3) for i in range(200)]})
+    edge = pa.table({"frame_id": ["a-40", "a-120", "b-10", "gone"], "drive_id": ["a", "a", "b", "z"]})
+    neg = same_drive_negatives(frames, edge, stride=5, gap=30)
+    ids = neg.column("frame_id").to_pylist()
+    brute = [f"{d}-{i}" for d, pub in (("a", [40, 120]), ("b", [10])) for i in range(0, 200, 5)
+             if min(abs(i - p) for p in pub) >= 30]
+    assert ids == brute and not any(f.startswith("c-") for f in ids)  # drive c gave no edge case
+    assert "a-10" in ids and "a-15" not in ids and "a-90" in ids and "a-95" not in ids
+    assert same_drive_negatives(frames, edge, stride=0, gap=30).num_rows == 0
 
 
 def test_the_gain_ratio_reads_as_words_when_random_gained_nothing() -> None:
@@ -81,7 +97,8 @@ def test_a_small_loop_runs_end_to_end_through_every_engine(tmp_path: Path) -> No
     assert set(published.column("frame_id").to_pylist()) <= ids
     assert res.latency["max_s"] < 10.0
     assert res.review["decisions_mined"] >= mined["candidates"]
-    # v1 is replay: v0's own training rows once plus every published train row edge_case_weight times, and
+    # v1 is replay: v0's own training rows once plus every published train row edge_case_weight times (plus
+    # same-drive negatives), and
     # it is held out on v0's held-out drives plus the dataset's val split
     from edgemine.embeddings.baseline import read_model_metadata
 
@@ -93,7 +110,9 @@ def test_a_small_loop_runs_end_to_end_through_every_engine(tmp_path: Path) -> No
         splits = rows.column("split").to_pylist() if rows is not None else []
         assert ft["edge_case_rows"] == splits.count("train") and ft["edge_case_val_rows"] == splits.count("val")
         assert ft["replay_rows"] == v0["n_train"]
-        assert meta["metrics"]["n_train"] == v0["n_train"] + cfg.edge_case_weight * ft["edge_case_rows"]
+        assert meta["metrics"]["n_train"] == (v0["n_train"] + cfg.edge_case_weight * ft["edge_case_rows"]
+                                              + ft["negative_rows"])
+        assert (ft["negative_rows"] > 0) == (ft["edge_case_rows"] > 0)
         assert meta["metrics"]["n_val"] == v0["n_val"] + ft["edge_case_val_rows"]
         assert meta["class_names"][:len(v0["classes"])] == v0["classes"]  # v0's classes keep their indices
     assert 0.0 <= res.models["v1_mined"]["common_as_new"] <= 1.0 and res.models["v0"]["common_as_new"] == 0.0
