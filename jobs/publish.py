@@ -457,15 +457,27 @@ def publish_from_review(
     class list. `gates` may refuse the version (PublishRefusedError, nothing written); None means
     `PublishGates.warn_only()`: every gate is checked and a failure is a warning in the result and the
     lineage, so a program's loop keeps publishing - pass `PublishGates()` to refuse as the CLI does.
-    After the commit, the published items are recorded in the store (`storage.mark_published`).
+
+    Reviewers may amend or undo a decision until its item is published, so the snapshot's items are reserved
+    in the store before the Delta commit (`storage.reserve_for_publish`, one transaction): an item whose
+    consensus changed since the snapshot is left out of this version and listed in the lineage's
+    `changed_during_publish` (a later publish takes its new answer), and while reserved an amend or undo is
+    refused for a moment (409). After the commit the reservations become the version's publications
+    (`storage.mark_published`); if the publish fails, each is settled by what the dataset holds (removed
+    unless its row made it in). Reservations left by a dead publisher (older than
+    `storage.RESERVATION_STALE_SECONDS`) are settled that way by the next publish into the dataset, first.
     """
     from datetime import UTC, datetime
+    from uuid import uuid4
 
     from edgemine.review_api import storage
     from edgemine.review_api.db import Database
 
     policy = policy or SplitPolicy()
     database = Database(db) if isinstance(db, str) else db
+    name, token = _store_name(dataset), uuid4().hex
+    reserved: dict[int, tuple[str, str]] = {}  # this publish's reservations: item id -> (frame_id, run_id)
+    settled = False
     try:
         with database.read() as s:
             confirmed = storage.confirmed_items(s, run_id=run_id, since=since)
@@ -473,6 +485,9 @@ def publish_from_review(
             lineage = review_lineage(s, run_ids=run_ids) if run_ids else {"mining_runs": []}
         confirmed, superseded = latest_per_frame(confirmed)
         lineage["superseded_confirmations"] = superseded  # frames confirmed by several runs: the latest won
+        _settle_stale(database, dataset, name)
+        confirmed, reserved, left_out = _reserve(database, confirmed, name, token)
+        lineage.update(left_out)
         item_of = dict(zip(confirmed.column("frame_id").to_pylist(), confirmed.column("item_id").to_pylist(),
                            strict=True))
         rows = training_rows(confirmed.drop(["item_id", "consensus_method"]), policy=policy)
@@ -480,33 +495,139 @@ def publish_from_review(
         taxonomy = extend_classes([], *(lineage.get("taxonomy") or {}).values())
         result = publish(rows, dataset, lineage=lineage, taxonomy=taxonomy, frames=frames,
                          gates=PublishGates.warn_only() if gates is None else gates, policy=policy)
+        readable = datetime.now(UTC)  # publish returned: the new version is committed and readable
         latencies: list[float] = []
         if result.added:
-            readable = datetime.now(UTC)  # publish returned: the new version is committed and readable
             added = set(result.added_ids)
             for fid, decided in zip(rows.column("frame_id").to_pylist(), rows.column("decided_at").to_pylist(),
                                     strict=True):
                 if fid in added and decided is not None:
                     decided = decided if decided.tzinfo else decided.replace(tzinfo=UTC)
                     latencies.append((readable - decided).total_seconds())
-            _mark_published(database, [item_of[f] for f in result.added_ids], dataset, result.version, readable)
+        published = {} if result.version is None else {item_of[f]: result.version for f in result.added_ids}
+        if reserved or published:
+            with database.write() as s:
+                removed = storage.settle_reservations(s, dataset=name, token=token, published=published, now=readable)
+            settled = True
+            if removed < len(reserved):  # see RESERVATION_STALE_SECONDS: this publish took too long
+                _log().warning(f"{len(reserved) - removed} of this publish's reservations in {name!r} had gone stale "
+                               f"and were settled by another publish; amends to them may have come too late")
     finally:
-        if isinstance(db, str):
-            database.dispose()
+        try:
+            if reserved and not settled:
+                _settle(database, dataset, name, reserved, token=token)
+        except Exception as exc:  # noqa: BLE001 - the publish's own error matters more; staleness frees them
+            _log().warning(f"could not settle this publish's reservations in {name!r} ({exc}); they hold off "
+                           f"amends for {storage.RESERVATION_STALE_SECONDS} s, then the next publish settles them")
+        finally:
+            if isinstance(db, str):
+                database.dispose()
     return ReviewPublish(result, latencies)
 
 
-def _mark_published(database: Any, item_ids: list[int], dataset: str, version: int | None, now: Any) -> None:
-    """Record in the review store which items a version published (reviewers cannot undo those decisions)."""
+def _log() -> Any:
+    import logging
+
+    return logging.getLogger(__name__)
+
+
+def _store_name(dataset: str) -> str:
+    """How the review store names a dataset (publications, reservations): a URI as given, a path absolute."""
     import os
+
+    return dataset if "://" in dataset else os.path.abspath(dataset)
+
+
+def _reserve(database: Any, confirmed: pa.Table, name: str, token: str
+             ) -> tuple[pa.Table, dict[int, tuple[str, str]], dict[str, list[str]]]:
+    """Reserve the snapshot's items for this publish (`storage.reserve_for_publish`); returns the rows that may
+    go into the version, the reservations made (item id -> (frame_id, run_id)) and the frames left out, by why,
+    for the lineage."""
+    from datetime import UTC, datetime
 
     from edgemine.review_api import storage
 
-    if version is None or not item_ids:
-        return
-    name = dataset if "://" in dataset else os.path.abspath(dataset)
+    ids = confirmed.column("item_id").to_pylist()
+    frames = dict(zip(ids, confirmed.column("frame_id").to_pylist(), strict=True))
+    runs = dict(zip(ids, confirmed.column("run_id").to_pylist(), strict=True))
+    seen = {int(i): (d, c, r) for i, d, c, r in zip(ids, confirmed.column("decided_at").to_pylist(),
+                                                    confirmed.column("category").to_pylist(),
+                                                    confirmed.column("root_cause").to_pylist(), strict=True)}
+    held = storage.Reservation((), (), ())
+    if seen:
+        with database.write() as s:
+            held = storage.reserve_for_publish(s, seen=seen, dataset=name, token=token, now=datetime.now(UTC))
+    keep = {*held.reserved, *held.published}  # published ones are in the dataset already: publish skips them
+    left_out = {"changed_during_publish": sorted(frames[i] for i in held.changed),  # published next time
+                "in_another_publish": sorted(frames[i] for i in held.elsewhere)}  # that publish adds them
+    rows = confirmed.filter(pa.array([i in keep for i in ids], pa.bool_())) if len(keep) < len(ids) else confirmed
+    return rows, {i: (frames[i], runs[i]) for i in held.reserved}, left_out
+
+
+def _settle_stale(database: Any, dataset: str, name: str) -> None:
+    """Settle the reservations a dead publisher left in `dataset` (see storage.RESERVATION_STALE_SECONDS)."""
+    from datetime import UTC, datetime
+
+    from edgemine.review_api import storage
+
+    with database.read() as s:
+        stale = storage.stale_reservations(s, dataset=name, now=datetime.now(UTC))
+    if stale:
+        _settle(database, dataset, name, stale, token=None)
+
+
+def _settle(database: Any, dataset: str, name: str, reservations: Mapping[int, tuple[str, str]], *,
+            token: str | None) -> None:
+    """End reservations by what the dataset holds: an item whose row (its frame, from its run) is there is
+    recorded as published at the first version holding it; the others' reservations are removed. `token`:
+    this publish's own (it failed); None: stale ones (`storage.settle_reservations`)."""
+    from datetime import UTC, datetime
+
+    from edgemine.review_api import storage
+
+    found = _first_versions(dataset, set(reservations.values()))
+    published = {i: found[key] for i, key in reservations.items() if key in found}
     with database.write() as s:
-        storage.mark_published(s, item_ids=sorted(item_ids), dataset=name, version=version, now=now)
+        storage.settle_reservations(s, dataset=name, published=published, now=datetime.now(UTC), token=token,
+                                    item_ids=list(reservations))
+
+
+def _first_versions(dataset: str, keys: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """The first version of `dataset` holding each (frame_id, run_id) row; rows not in the latest version are
+    absent. A publish only adds rows, so a row stays in every later version: a bisection per row, reading each
+    probed version's keys once."""
+    from deltalake import DeltaTable
+
+    from edgemine.jobs.datasets import arrow_dataset
+
+    if not keys or not _table_exists(dataset):
+        return {}
+    cache: dict[int, set[tuple[str, str]]] = {}
+
+    def rows_at(version: int | None) -> set[tuple[str, str]]:
+        dt = DeltaTable(dataset) if version is None else DeltaTable(dataset, version=version)
+        v = dt.version()
+        if v not in cache:
+            t = arrow_dataset(dt).to_table(columns=["frame_id", "run_id"])
+            cache[v] = set(zip(t.column("frame_id").cast(pa.string()).to_pylist(),
+                               t.column("run_id").cast(pa.string()).to_pylist(), strict=True))
+        return cache[v]
+
+    latest_rows = rows_at(None)
+    latest = max(cache)
+    out: dict[tuple[str, str], int] = {}
+    for key in keys:
+        if key not in latest_rows:
+            continue
+        lo, hi = 0, latest
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if key in (cache[mid] if mid in cache else rows_at(mid)):
+                hi = mid
+            else:
+                lo = mid + 1
+        out[key] = lo
+    return out
 
 
 def watch_and_publish(

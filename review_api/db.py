@@ -257,6 +257,25 @@ class Publication(Base):
     __table_args__ = (Index("ix_publications_item", "item_id", "id"),)
 
 
+class PublishReservation(Base):
+    """An item a publisher is putting into a dataset right now: reserved before its Delta commit, turned into a
+    `publications` row after it, removed if the publish fails. While it lasts (and is younger than
+    `storage.audit.RESERVATION_STALE_SECONDS`) the item's reviewers cannot amend or undo their decisions.
+
+    A table of its own, not a `publications` row without a version: stores made before have `version NOT NULL`,
+    and `Database.create_all` adds tables, not looser constraints. One row per (item, dataset), so publishers of
+    two datasets can each hold the item; `token` names one publish's rows."""
+
+    __tablename__ = "publish_reservations"
+    id: Mapped[int] = mapped_column(IdType, primary_key=True, autoincrement=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id"))
+    dataset: Mapped[str] = mapped_column(Text)
+    token: Mapped[str] = mapped_column(String(64), index=True)
+    reserved_at: Mapped[datetime]
+
+    __table_args__ = (UniqueConstraint("item_id", "dataset", name="uq_publish_reservations_item_dataset"),)
+
+
 def normalize_url(url: str) -> str:
     """Accept `postgresql://` and `postgres://` for psycopg 3; reject anything but SQLite and PostgreSQL."""
     for prefix in ("postgresql://", "postgres://"):

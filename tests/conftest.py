@@ -36,6 +36,29 @@ def reference_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+# ---------------------------------------------------------------- PostgreSQL, started by the project's script
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL server for this test session (scripts/postgres.sh), stopped afterwards: the review
+    store's tests and the publish tests that read it run on both stores."""
+    import subprocess
+    import tempfile
+
+    from tests.support.review import ROOT, free_port
+
+    data = tempfile.mkdtemp(prefix="edgemine-pg-")
+    script = str(ROOT / "scripts" / "postgres.sh")
+    port = str(free_port())
+    out = subprocess.run([script, "start", data, port], capture_output=True, text=True, timeout=300)
+    if out.returncode != 0:
+        raise RuntimeError(f"scripts/postgres.sh start failed: {out.stderr.strip()}")
+    try:
+        yield out.stdout.strip().splitlines()[-1]
+    finally:
+        subprocess.run([script, "stop", data], capture_output=True, text=True, timeout=120)
+        subprocess.run(["rm", "-rf", data, f"{data}.initdb.log"], check=False)
+
+
 @pytest.fixture(scope="session")
 def ray_local() -> Iterator[str]:
     """One local Ray runtime shared by every in-process Ray test of the session; yields its GCS address.

@@ -12,7 +12,8 @@ Nothing here commits: the caller's transaction does.
 - `decisions`: a reviewer's decision, idempotent retries, and the majority consensus it completes.
 - `leads`: escalations (with their reason in words) and a lead's final answer (which may make an item gold).
 - `events`, `audit`: the audit trail (every version of every decision, and lead resolutions); a reviewer's
-  amend and undo within the run's window; `mark_published` (published items are final).
+  amend and undo within the run's window; `mark_published` (published items are final), and the reservations
+  a publish holds from before its Delta commit until it settles them (`reserve_for_publish`).
 - `progress`: where a reviewer stands in a run, what waits and why; a run's warnings.
 - `browse`: the lead's item browser (filters, keyset pages, reviews side by side).
 - `consensus`: Dawid-Skene over a run, planned from a snapshot and applied where nothing changed since.
@@ -28,6 +29,8 @@ public surface.
 from edgemine.contracts import CONFIRMED_ITEMS_SCHEMA
 from edgemine.review_api.storage._common import EDGE, NOT_EDGE, decision_label, unit_hash
 from edgemine.review_api.storage.audit import (
+    RESERVATION_STALE_SECONDS,
+    Reservation,
     amend_decision,
     change_blocker,
     decision_versions,
@@ -35,6 +38,10 @@ from edgemine.review_api.storage.audit import (
     mark_published,
     my_decisions,
     publications_of,
+    publishing_into,
+    reserve_for_publish,
+    settle_reservations,
+    stale_reservations,
     undo_decision,
 )
 from edgemine.review_api.storage.browse import browse_items
@@ -74,6 +81,7 @@ __all__ = [
     "CONFIRMED_ITEMS_SCHEMA",
     "EDGE",
     "NOT_EDGE",
+    "RESERVATION_STALE_SECONDS",
     "ConsensusPlan",
     "ConsensusReport",
     "DecisionInput",
@@ -81,6 +89,7 @@ __all__ = [
     "ItemAnswer",
     "Lease",
     "Peer",
+    "Reservation",
     "RunRules",
     "SubmitResult",
     "active_reviewers",
@@ -116,10 +125,12 @@ __all__ = [
     "plan_consensus_job",
     "progress",
     "publications_of",
+    "publishing_into",
     "queue_stats",
     "refresh_consensus",
     "release_lease",
     "renew_lease",
+    "reserve_for_publish",
     "resolve_item",
     "reviewer_by_token",
     "reviewer_metrics",
@@ -127,6 +138,8 @@ __all__ = [
     "run_rules",
     "run_warnings",
     "scenario_peers",
+    "settle_reservations",
+    "stale_reservations",
     "submit_decision",
     "undo_decision",
     "unit_hash",

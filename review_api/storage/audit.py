@@ -7,7 +7,10 @@ the decision (the trail keeps it) and leases the item back to its reviewer for a
 
 The window: a reviewer may amend or undo only their own decision, within the run's `amend_window_seconds`
 of making it, and never once the item is beyond a reviewer's reach — resolved by a lead (also: made gold by a
-lead after the review) or published into a dataset version (`mark_published`).
+lead after the review) or published into a dataset version (`mark_published`). While a publisher is putting the
+item into a dataset (`reserve_for_publish`, until `settle_reservations` after its Delta commit) a change is
+refused for a moment ("try again"): it would come too late for that version, which the publish's snapshot has
+already fixed, and after it the item is published and final.
 
 A decision on an item served as gold follows the window alone, like any other: refusing it, or saying it is
 published (gold answers are confirmed from the start), would tell the reviewer the item was gold, and gold items
@@ -17,7 +20,7 @@ again); the item's known answer never moves. Nothing here commits: the caller's 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -26,8 +29,17 @@ from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from edgemine.errors import ConfigError, NotFoundError, ReviewError
-from edgemine.review_api.db import Publication, Reviewer
-from edgemine.review_api.storage._common import ASSIGNMENTS, DECISIONS, EDGE, FINAL_STATUSES, ITEMS, NOT_FINAL, RUNS
+from edgemine.review_api.db import Publication, PublishReservation, Reviewer
+from edgemine.review_api.storage._common import (
+    ASSIGNMENTS,
+    CONFIRMED_STATUSES,
+    DECISIONS,
+    EDGE,
+    FINAL_STATUSES,
+    ITEMS,
+    NOT_FINAL,
+    RUNS,
+)
 from edgemine.review_api.storage.decisions import (
     DecisionInput,
     DecisionRecord,
@@ -40,6 +52,13 @@ from edgemine.review_api.storage.leases import Lease
 from edgemine.review_api.storage.runs import run_rules
 
 PUBLICATIONS = cast(Table, Publication.__table__)
+RESERVATIONS = cast(Table, PublishReservation.__table__)
+# How long a publish's reservation holds off amends and undos. A publisher reserves just before its Delta commit
+# and settles right after it, so a reservation older than this was left by a publisher that died in between: it
+# holds off nobody, and the next publish into its dataset settles it (jobs/publish.py: the item's row is in the
+# dataset -> published at the version that added it; not there -> removed). A publish must commit within this
+# time of reserving; placing its frames (a copy to slow storage) comes in between.
+RESERVATION_STALE_SECONDS = 300
 
 
 def describe_seconds(seconds: float) -> str:
@@ -52,10 +71,13 @@ def describe_seconds(seconds: float) -> str:
 
 
 def change_blocker(*, item_id: int, status: str, gold_decision: bool, published: tuple[str, int] | None,
-                   decided_at: datetime, window_seconds: int, now: datetime) -> str | None:
+                   decided_at: datetime, window_seconds: int, now: datetime,
+                   publishing: str | None = None) -> str | None:
     """Why a reviewer may no longer amend or undo their decision on an item, in words; None when they may.
 
-    `gold_decision`: the decision was made on the item served as gold (only the window applies; see above)."""
+    `gold_decision`: the decision was made on the item served as gold (only the window applies; see above).
+    `publishing`: the dataset a publish under way has reserved the item for (`publishing_into`: stale
+    reservations are left out), which holds a change off for a moment."""
     if not gold_decision and status in FINAL_STATUSES:
         return f"a lead resolved item {item_id}; their answer is final"
     if not gold_decision and published is not None:
@@ -64,6 +86,8 @@ def change_blocker(*, item_id: int, status: str, gold_decision: bool, published:
     if now >= until:
         return (f"the {describe_seconds(window_seconds)} window to change your decision on item {item_id} ended at "
                 f"{until:%Y-%m-%d %H:%M:%S} UTC")
+    if not gold_decision and publishing is not None:
+        return f"item {item_id} is being published into {publishing!r}; try again in a moment"
     return None
 
 
@@ -119,6 +143,124 @@ def mark_published(session: Session, *, item_ids: Iterable[int], dataset: str, v
     return added
 
 
+# ---------------------------------------------------------------- reservations of a publish under way
+SeenConsensus = tuple[datetime | None, str | None, str | None]  # consensus_at, category, root cause
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """What `reserve_for_publish` made of a publish's snapshot: only `reserved` items may go into its version."""
+
+    reserved: tuple[int, ...]
+    changed: tuple[int, ...]  # consensus no longer the snapshot's (amended, undone, answered again): left out
+    elsewhere: tuple[int, ...]  # already reserved for the dataset by another publish: left out, that one has them
+    published: tuple[int, ...] = ()  # already published in the dataset (final, their frames there): nothing to do
+
+
+def reserve_for_publish(session: Session, *, seen: Mapping[int, SeenConsensus], dataset: str, token: str,
+                        now: datetime) -> Reservation:
+    """Reserve a publish's snapshot of confirmed items for `dataset`, before its Delta commit (one transaction).
+
+    `seen`: item id -> its consensus as the snapshot read it (`consensus_at`, category, root cause). An item
+    whose consensus is no longer that one (an amend or undo came between the snapshot and now) is not
+    reserved: the caller leaves it out of this version, and a later publish takes its new answer. Items are
+    locked in id order (FOR UPDATE on PostgreSQL; SQLite's writers take turns), as an amend or undo locks its
+    item first, so each change either came before (and is seen here) or comes after (and meets the
+    reservation: `change_blocker`). Items already published in `dataset` are final and need no reservation
+    (a full publish re-reads every confirmed item). `token` names this publish's reservations for
+    `settle_reservations`."""
+    if not dataset or not isinstance(dataset, str):
+        raise ConfigError(f"dataset={dataset!r} must be a non-empty string")
+    if not token or not isinstance(token, str) or len(token) > 64:
+        raise ConfigError(f"token={token!r} must be a non-empty string of at most 64 characters")
+    reserved: list[int] = []
+    changed: list[int] = []
+    elsewhere: list[int] = []
+    published: list[int] = []
+    ids = sorted({int(i) for i in seen})
+    for start in range(0, len(ids), 500):
+        part = ids[start:start + 500]
+        done = set(session.scalars(select(PUBLICATIONS.c.item_id).where(PUBLICATIONS.c.item_id.in_(part),
+                                                                        PUBLICATIONS.c.dataset == dataset)))
+        published += sorted(done)
+        part = [i for i in part if i not in done]
+        if not part:
+            continue
+        now_state = {r[0]: r[1:] for r in session.execute(
+            select(ITEMS.c.id, ITEMS.c.status, ITEMS.c.consensus_verdict, ITEMS.c.consensus_at,
+                   ITEMS.c.consensus_category, ITEMS.c.consensus_root_cause)
+            .where(ITEMS.c.id.in_(part)).order_by(ITEMS.c.id).with_for_update())}
+        # a reservation by another publish, even a stale one, is theirs to settle (the next publish settles
+        # stale ones before reserving; see RESERVATION_STALE_SECONDS)
+        held = set(session.scalars(select(RESERVATIONS.c.item_id).where(RESERVATIONS.c.item_id.in_(part),
+                                                                        RESERVATIONS.c.dataset == dataset)))
+        rows = []
+        for i in part:
+            state = now_state.get(i)
+            if (state is None or state[0] not in CONFIRMED_STATUSES or state[1] != EDGE
+                    or tuple(state[2:]) != tuple(seen[i])):
+                changed.append(i)
+            elif i in held:
+                elsewhere.append(i)
+            else:
+                reserved.append(i)
+                rows.append({"item_id": i, "dataset": dataset, "token": token, "reserved_at": now})
+        if rows:
+            session.execute(insert(RESERVATIONS), rows)
+    return Reservation(tuple(reserved), tuple(changed), tuple(elsewhere), tuple(published))
+
+
+def publishing_into(session: Session, item_ids: Sequence[int], *, now: datetime) -> dict[int, str]:
+    """The dataset a publish under way has reserved each item for; stale reservations (older than
+    RESERVATION_STALE_SECONDS: their publisher died) are left out, and so are items no publish holds."""
+    fresh_after = now - timedelta(seconds=RESERVATION_STALE_SECONDS)
+    out: dict[int, str] = {}
+    ids = sorted(set(item_ids))
+    for start in range(0, len(ids), 500):
+        rows = session.execute(select(RESERVATIONS.c.item_id, RESERVATIONS.c.dataset).where(
+            RESERVATIONS.c.item_id.in_(ids[start:start + 500]), RESERVATIONS.c.reserved_at > fresh_after)
+            .order_by(RESERVATIONS.c.id)).all()
+        for item_id, dataset in rows:
+            out.setdefault(int(item_id), str(dataset))
+    return out
+
+
+def stale_reservations(session: Session, *, dataset: str, now: datetime) -> dict[int, tuple[str, str]]:
+    """Reservations for `dataset` left by a publisher that died before settling them (older than
+    RESERVATION_STALE_SECONDS): item id -> (frame_id, run_id), what the next publish checks the dataset for."""
+    stale_at = now - timedelta(seconds=RESERVATION_STALE_SECONDS)
+    rows = session.execute(
+        select(RESERVATIONS.c.item_id, ITEMS.c.frame_id, ITEMS.c.run_id)
+        .join(ITEMS, ITEMS.c.id == RESERVATIONS.c.item_id)
+        .where(RESERVATIONS.c.dataset == dataset, RESERVATIONS.c.reserved_at <= stale_at)).all()
+    return {int(i): (str(f), str(r)) for i, f, r in rows}
+
+
+def settle_reservations(session: Session, *, dataset: str, published: Mapping[int, int], now: datetime,
+                        token: str | None = None, item_ids: Iterable[int] = ()) -> int:
+    """End reservations for `dataset`: record the `published` items (item id -> the version they are in, via
+    `mark_published`) and remove the reservations. `token` given: that publish's reservations (after its
+    commit, or after it failed); None: the stale ones among `item_ids` (a dead publisher's). Returns how many
+    reservations were removed (fewer than made: some went stale and another publish settled them)."""
+    if token is not None:
+        gone = delete(RESERVATIONS).where(RESERVATIONS.c.dataset == dataset, RESERVATIONS.c.token == token)
+        removed = int(session.execute(gone).rowcount or 0)  # type: ignore[attr-defined]
+    else:
+        stale_at = now - timedelta(seconds=RESERVATION_STALE_SECONDS)
+        ids = sorted({int(i) for i in item_ids} | {int(i) for i in published})
+        removed = 0
+        for start in range(0, len(ids), 500):
+            gone = delete(RESERVATIONS).where(RESERVATIONS.c.dataset == dataset, RESERVATIONS.c.reserved_at <= stale_at,
+                                              RESERVATIONS.c.item_id.in_(ids[start:start + 500]))
+            removed += int(session.execute(gone).rowcount or 0)  # type: ignore[attr-defined]
+    by_version: dict[int, list[int]] = {}
+    for item_id, version in published.items():
+        by_version.setdefault(int(version), []).append(int(item_id))
+    for version, items in sorted(by_version.items()):
+        mark_published(session, item_ids=items, dataset=dataset, version=version, now=now)
+    return removed
+
+
 # ---------------------------------------------------------------- amend and undo
 @dataclass(frozen=True)
 class _Own:
@@ -155,7 +297,8 @@ def _own_decision(session: Session, *, item_id: int, reviewer_id: int, now: date
     own = _Own(record, *row[len(_OWN_COLUMNS):])
     why = change_blocker(item_id=item_id, status=own.status, gold_decision=record.is_gold,
                          published=publications_of(session, [item_id]).get(item_id), decided_at=record.decided_at,
-                         window_seconds=own.window_seconds, now=now)
+                         window_seconds=own.window_seconds, now=now,
+                         publishing=publishing_into(session, [item_id], now=now).get(item_id))
     if why is not None:
         raise ReviewError(why)
     return own
@@ -263,13 +406,14 @@ def my_decisions(session: Session, *, reviewer_id: int, now: datetime, run_id: s
         query = query.where(DECISIONS.c.run_id == run_id)
     rows = session.execute(query.order_by(DECISIONS.c.decided_at.desc(), DECISIONS.c.id.desc()).limit(limit)).all()
     published = publications_of(session, [r[1] for r in rows])
+    publishing = publishing_into(session, [r[1] for r in rows], now=now)
     versions = decision_versions(session, [r[0] for r in rows])
     out = []
     for (did, item_id, run, frame_id, verdict, category, tags, notes, decided_at, gold_decision, status,
          window) in rows:
         why = change_blocker(item_id=item_id, status=status, gold_decision=bool(gold_decision),
                              published=published.get(item_id), decided_at=decided_at, window_seconds=window,
-                             now=now)
+                             now=now, publishing=publishing.get(item_id))
         timed = bool(gold_decision) or not (status in FINAL_STATUSES or item_id in published)
         out.append({
             "decision_id": did, "item_id": item_id, "run_id": run, "frame_id": frame_id, "verdict": verdict,

@@ -1,4 +1,5 @@
-"""Publish from a real review store: decisions made through the HTTP API become Delta rows."""
+"""Publish from a real review store: decisions made through the HTTP API become Delta rows; amends and undos
+racing a publish (on SQLite and PostgreSQL) are refused or left for the next version, never lost."""
 
 from __future__ import annotations
 
@@ -7,13 +8,17 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+from sqlalchemy import func, select
 
 from edgemine.jobs.datasets import dataset_log, read_dataset
 from edgemine.jobs.publish import PublishGates, SplitPolicy, publish_from_review, watch_and_publish
-from tests.support.review import ReviewEnv, make_env, make_run_dir
+from tests.support.review import ReviewEnv, env_on_both_stores, make_env, make_run_dir
 
 
 @pytest.fixture
@@ -245,3 +250,164 @@ def test_a_refused_watcher_tries_again_after_the_interval(review: tuple[ReviewEn
         worker.join(timeout=60)
     assert not worker.is_alive()
     assert set(read_dataset(ds).column("frame_id").to_pylist()) == rare | {"f0900"}
+
+
+# ---------------------------------------------------------------- amends and undos racing a publish
+env = env_on_both_stores()  # the tests below run on SQLite and on PostgreSQL
+
+
+@pytest.fixture
+def triaged(env: ReviewEnv, tmp_path: Path, synth_logs: Path, reference_logs: Path) -> ReviewEnv:
+    run = make_run_dir(tmp_path / "run", synth_logs, reference_logs, run_id="run-pub", n=16)
+    env.import_run(run, overlap_fraction=0.0, gold_fraction=0.0, gold_rate=0.0)
+    _triage(env, _truth(synth_logs))
+    return env
+
+
+def _confirmed(env: ReviewEnv) -> list[dict]:
+    """Confirmed items, with the name of the reviewer who decided each (one review each here)."""
+    from edgemine.review_api import storage
+    from edgemine.review_api.db import Decision, Reviewer
+
+    with env.app_state.db.read() as s:
+        rows = storage.confirmed_items(s).select(["item_id", "frame_id", "category"]).to_pylist()
+        names = dict(s.execute(select(Decision.item_id, Reviewer.name).join(Reviewer,
+                                                                            Reviewer.id == Decision.reviewer_id)).all())
+    assert len(rows) >= 3
+    return [{**r, "reviewer": names[r["item_id"]]} for r in rows]
+
+
+def _change(env: ReviewEnv, item: dict, *, undo: bool = False) -> Any:
+    """The item's reviewer amends it to another category (or undoes it), now (the publisher's clock)."""
+    env.clock.now = datetime.now(UTC)
+    path, auth = f"/items/{item['item_id']}/decisions/mine", env.auth(item["reviewer"])
+    if undo:
+        return env.client.delete(path, headers=auth)
+    other = "animal_on_road" if item["category"] != "animal_on_road" else "debris"
+    return env.client.put(path, json={"verdict": "edge_case", "category": other}, headers=auth)
+
+
+def _store_state(env: ReviewEnv, ds: str, item_ids: list[int]) -> tuple[dict[int, tuple[str, int]], int]:
+    from edgemine.review_api import storage
+    from edgemine.review_api.db import PublishReservation
+
+    with env.app_state.db.read() as s:
+        published = storage.publications_of(s, item_ids)
+        left = s.scalar(select(func.count()).select_from(PublishReservation))
+    return {i: (Path(d).name, v) for i, (d, v) in published.items()}, int(left or 0)
+
+
+def test_an_amend_after_the_snapshot_is_left_out_of_the_version_and_published_next(
+        triaged: ReviewEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The publish read its snapshot, then the reviewer amended (and another undid) before the items were
+    reserved: the version leaves both out, its lineage says so, and the next publish takes the new answer."""
+    from edgemine.jobs import publish as publish_mod
+
+    env = triaged
+    amended, undone, *rest = _confirmed(env)
+    ds = str(tmp_path / "edge_cases")
+    real = publish_mod.latest_per_frame
+    answers = []
+
+    def change_after_the_snapshot(confirmed: Any) -> Any:
+        answers.extend([_change(env, amended), _change(env, undone, undo=True)])
+        return real(confirmed)
+
+    monkeypatch.setattr(publish_mod, "latest_per_frame", change_after_the_snapshot)
+    first = publish_from_review(env.app_state.db, ds)
+    monkeypatch.undo()
+    assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+    v0 = read_dataset(f"{ds}@v{first.result.version}")
+    assert set(v0.column("frame_id").to_pylist()) == {r["frame_id"] for r in rest}
+    lineage = dataset_log(ds)[0]["lineage"]
+    assert lineage["changed_during_publish"] == sorted([amended["frame_id"], undone["frame_id"]])
+    assert _store_state(env, ds, [amended["item_id"], undone["item_id"]]) == ({}, 0)  # not final: not published
+    second = publish_from_review(env.app_state.db, ds)
+    assert second.result.added_ids == (amended["frame_id"],)  # the undone item waits for a new review
+    row = read_dataset(ds).filter(pc.equal(read_dataset(ds).column("frame_id"), amended["frame_id"])).to_pylist()[0]
+    assert row["category"] == answers[0].json()["category"] != amended["category"]
+    assert _store_state(env, ds, [amended["item_id"]]) == ({amended["item_id"]: ("edge_cases", 1)}, 0)
+
+
+def test_an_amend_while_the_version_is_committed_is_refused_and_then_the_item_is_final(
+        triaged: ReviewEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgemine.jobs import publish as publish_mod
+
+    env = triaged
+    items = _confirmed(env)
+    ds = str(tmp_path / "edge_cases")
+    real = publish_mod.publish
+    answers = []
+
+    def change_before_the_commit(*args: Any, **kwargs: Any) -> Any:
+        answers.extend([_change(env, items[0]), _change(env, items[1], undo=True)])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(publish_mod, "publish", change_before_the_commit)
+    out = publish_from_review(env.app_state.db, ds)
+    assert [a.status_code for a in answers] == [409, 409]
+    assert all(f"is being published into '{ds}'; try again in a moment" in a.json()["detail"] for a in answers)
+    assert set(out.result.added_ids) == {r["frame_id"] for r in items}
+    ids = [r["item_id"] for r in items]
+    assert _store_state(env, ds, ids) == ({i: ("edge_cases", 0) for i in ids}, 0)
+    again = _change(env, items[0])
+    assert again.status_code == 409 and "already published in dataset" in again.json()["detail"]
+
+
+def test_a_publish_that_fails_at_its_commit_leaves_no_reservation(triaged: ReviewEnv, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import deltalake
+
+    env = triaged
+    items = _confirmed(env)
+    ds = str(tmp_path / "edge_cases")
+
+    during = []
+
+    def refused(*args: Any, **kwargs: Any) -> None:
+        during.append(_change(env, items[0]))  # reserved until the commit
+        raise OSError("the object store refused the commit")
+
+    monkeypatch.setattr(deltalake, "write_deltalake", refused)
+    with pytest.raises(OSError, match="refused the commit"):
+        publish_from_review(env.app_state.db, ds)
+    monkeypatch.undo()
+    assert [a.status_code for a in during] == [409]
+    assert _store_state(env, ds, [r["item_id"] for r in items]) == ({}, 0)
+    assert _change(env, items[0]).status_code == 200  # nothing holds it off
+    out = publish_from_review(env.app_state.db, ds)
+    assert set(out.result.added_ids) == {r["frame_id"] for r in items}
+
+
+def test_the_next_publish_settles_the_reservations_of_a_publisher_that_died(triaged: ReviewEnv,
+                                                                            tmp_path: Path) -> None:
+    """A publisher reserved every item, committed version 0 with some of them and died before settling. Its
+    reservations hold off amends only until they are stale; the next publish records what version 0 holds as
+    published there and publishes the rest (one of them amended meanwhile) itself."""
+    from datetime import timedelta
+
+    from edgemine.jobs.publish import publish, training_rows
+    from edgemine.review_api import storage
+
+    env = triaged
+    items = _confirmed(env)
+    ds = str(tmp_path / "edge_cases")
+    died, later = items[:2], items[2:]
+    with env.app_state.db.read() as s:
+        snap = storage.confirmed_items(s)
+    seen = {r["item_id"]: (r["decided_at"], r["category"], r["root_cause"]) for r in snap.to_pylist()}
+    long_ago = datetime.now(UTC) - timedelta(seconds=storage.RESERVATION_STALE_SECONDS + 1)
+    with env.app_state.db.write() as s:
+        storage.reserve_for_publish(s, seen=seen, dataset=str(Path(ds).absolute()), token="dead", now=long_ago)
+    mine = snap.filter(pc.is_in(snap.column("item_id"), pa.array([r["item_id"] for r in died], pa.int64())))
+    publish(training_rows(mine.drop(["item_id", "consensus_method"]), policy=SplitPolicy()), ds, lineage={},
+            frames="reference")
+    answer = _change(env, later[0])  # stale: it holds nobody off
+    assert answer.status_code == 200, answer.text
+    out = publish_from_review(env.app_state.db, ds)
+    assert out.result.version == 1 and set(out.result.added_ids) == {r["frame_id"] for r in later}
+    ids = [r["item_id"] for r in items]
+    assert _store_state(env, ds, ids) == ({**{r["item_id"]: ("edge_cases", 0) for r in died},
+                                           **{r["item_id"]: ("edge_cases", 1) for r in later}}, 0)
+    row = read_dataset(ds).filter(pc.equal(read_dataset(ds).column("frame_id"), later[0]["frame_id"])).to_pylist()[0]
+    assert row["category"] == answer.json()["category"]

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from edgemine.contracts import DECISIONS_SCHEMA
 from edgemine.errors import InvalidFieldError, LeaseExpiredError, NotFoundError, ReviewError
 from edgemine.review_api import storage
-from edgemine.review_api.db import Assignment, Database, Decision, Item, Run
+from edgemine.review_api.db import Assignment, Database, Decision, Item, PublishReservation, Run
 from edgemine.review_api.importer import Policy, import_run
 from edgemine.review_api.settings import load_settings
 from edgemine.review_api.storage import DecisionInput
@@ -452,3 +452,131 @@ def test_a_resolved_item_is_never_served_again_when_a_lease_on_it_ends(db: Datab
     assert served and first.item_id not in served
     with db.read() as s:
         assert storage.get_item(s, item_id=first.item_id).slots_free == 0
+
+
+# ---------------------------------------------------------------- a publish's reservations (jobs/publish.py)
+def _confirmed_edge_cases(db: Database, run_dirs: dict[str, Path], n: int
+                          ) -> tuple[int, list[int], dict[int, storage.audit.SeenConsensus]]:
+    """`n` items ana confirmed as debris at T0 (one review each), and a publish's snapshot of them."""
+    import_run(db, run_dirs["small"], policy=policy(overlap_fraction=0.0, gold_fraction=0.0), now=T0)
+    (ana,) = people(db, "ana")
+    items = []
+    for _ in range(n):
+        held = lease(db, ana)
+        assert held is not None
+        decide(db, held.item_id, ana, "edge_case", "debris")
+        items.append(held.item_id)
+    seen = _snapshot(db, items)
+    assert sorted(seen) == sorted(items)
+    return ana, items, seen
+
+
+def _snapshot(db: Database, items: list[int]) -> dict[int, storage.audit.SeenConsensus]:
+    """The consensus of these items as a publish's snapshot (`confirmed_items`) reads it."""
+    with db.read() as s:
+        t = storage.confirmed_items(s)
+    return {i: (d, c, r) for i, d, c, r in zip(t.column("item_id").to_pylist(), t.column("decided_at").to_pylist(),
+                                               t.column("category").to_pylist(), t.column("root_cause").to_pylist(),
+                                               strict=True) if i in items}
+
+
+def _amend(db: Database, item_id: int, reviewer_id: int, category: str, *, now=T0) -> None:  # noqa: ANN001
+    with db.write() as s:
+        storage.amend_decision(s, item_id=item_id, reviewer_id=reviewer_id, now=now,
+                               decision=DecisionInput(verdict="edge_case", category=category))
+
+
+def _reserve(db: Database, seen: dict[int, storage.audit.SeenConsensus], *, token: str, dataset: str = "/data/edge",
+             now=T0) -> storage.Reservation:  # noqa: ANN001
+    with db.write() as s:
+        return storage.reserve_for_publish(s, seen=seen, dataset=dataset, token=token, now=now)
+
+
+def test_a_reserved_item_holds_off_amend_and_undo_until_its_publish_settles(db: Database,
+                                                                            run_dirs: dict[str, Path]) -> None:
+    ana, (a, b, c), seen = _confirmed_edge_cases(db, run_dirs, 3)
+    soon = T0 + timedelta(seconds=5)
+    assert _reserve(db, seen, token="p1", now=soon) == storage.Reservation((a, b, c), (), ())
+    with pytest.raises(ReviewError, match=f"item {a} is being published into '/data/edge'; try again in a moment"):
+        _amend(db, a, ana, "animal_on_road", now=soon)
+    with pytest.raises(ReviewError, match="being published into '/data/edge'"), db.write() as s:
+        storage.undo_decision(s, item_id=b, reviewer_id=ana, now=soon)
+    with db.read() as s:
+        mine = {d["item_id"]: d for d in storage.my_decisions(s, reviewer_id=ana, now=soon)}
+    assert not mine[a]["can_change"] and "try again in a moment" in mine[a]["why_not"]
+    assert mine[a]["change_until"] == T0 + timedelta(seconds=SETTINGS.amend_window_seconds)  # held off, not ended
+    # another publish into the same dataset leaves them to this one; a publish into another dataset holds its own
+    assert _reserve(db, seen, token="p2", now=soon) == storage.Reservation((), (), (a, b, c))
+    assert _reserve(db, {c: seen[c]}, token="p3", dataset="/data/other", now=soon).reserved == (c,)
+    with db.write() as s:  # p1 committed version 4 with a and b (c's frame was there already)
+        assert storage.settle_reservations(s, dataset="/data/edge", token="p1", published={a: 4, b: 4}, now=soon) == 3
+    # the next publish into it needs no reservation for what is published there (final)
+    assert _reserve(db, seen, token="p4", now=soon) == storage.Reservation((c,), (), (), (a, b))
+    with db.write() as s:
+        assert storage.settle_reservations(s, dataset="/data/edge", token="p4", published={}, now=soon) == 1
+    with pytest.raises(ReviewError, match="already published in dataset '/data/edge' version 4"):
+        _amend(db, a, ana, "animal_on_road", now=soon)
+    with pytest.raises(ReviewError, match="being published into '/data/other'"):
+        _amend(db, c, ana, "animal_on_road", now=soon)
+    with db.write() as s:  # p3 failed: nothing of it is in /data/other
+        assert storage.settle_reservations(s, dataset="/data/other", token="p3", published={}, now=soon) == 1
+        assert s.scalar(select(func.count()).select_from(PublishReservation)) == 0
+    _amend(db, c, ana, "animal_on_road", now=soon)
+
+
+def test_reserving_leaves_out_items_whose_consensus_changed_since_the_snapshot(db: Database,
+                                                                               run_dirs: dict[str, Path]) -> None:
+    ana, (a, b, c, d), seen = _confirmed_edge_cases(db, run_dirs, 4)
+    _amend(db, a, ana, "animal_on_road", now=T0 + timedelta(seconds=2))  # a new answer
+    _amend(db, d, ana, "debris", now=T0)  # the same answer at the same time: nothing to leave out
+    with db.write() as s:
+        storage.undo_decision(s, item_id=b, reviewer_id=ana, now=T0 + timedelta(seconds=2))
+    held = _reserve(db, seen, token="p1", now=T0 + timedelta(seconds=3))
+    assert (held.reserved, held.changed, held.elsewhere) == ((c, d), (a, b), ())
+    with db.read() as s:
+        assert storage.publishing_into(s, [a, b, c, d], now=T0 + timedelta(seconds=3)) == {c: "/data/edge",
+                                                                                           d: "/data/edge"}
+
+
+def test_an_amend_racing_a_reservation_is_either_seen_by_it_or_refused(db: Database, run_dirs: dict[str, Path]) -> None:
+    """The reservation locks its items as an amend does (PostgreSQL; SQLite's writers take turns): an amend not
+    yet committed makes the reservation wait and leave the item out; a reservation not yet committed makes the
+    amend wait and refuse."""
+    ana, (a, b), seen = _confirmed_edge_cases(db, run_dirs, 2)
+    soon = T0 + timedelta(seconds=5)
+    results: list[storage.Reservation] = []
+    with db.write() as s:
+        storage.amend_decision(s, item_id=a, reviewer_id=ana, now=soon,
+                               decision=DecisionInput(verdict="edge_case", category="animal_on_road"))
+        reserving, errors = _in_flight(lambda: results.append(_reserve(db, seen, token="p1", now=soon)))
+    reserving.join(30)
+    assert not errors and results[0] == storage.Reservation((b,), (a,), ())
+    with db.write() as s:  # a new snapshot of a, amended
+        assert storage.reserve_for_publish(s, seen=_snapshot(db, [a]), dataset="/data/other", token="p2",
+                                           now=soon).reserved == (a,)
+        amending, errors = _in_flight(lambda: _amend(db, a, ana, "debris", now=soon))
+    amending.join(30)
+    assert len(errors) == 1 and "being published into '/data/other'" in str(errors[0]), errors
+
+
+def test_a_stale_reservation_holds_off_nobody_and_the_next_publish_settles_it(db: Database,
+                                                                              run_dirs: dict[str, Path]) -> None:
+    """A publisher that died between reserving and settling: after RESERVATION_STALE_SECONDS its reservations
+    block no amend; they still keep the dataset's next publish off the items until it settles them."""
+    ana, (a, b), seen = _confirmed_edge_cases(db, run_dirs, 2)
+    _reserve(db, seen, token="dead", now=T0)
+    with pytest.raises(ReviewError, match="being published"):
+        _amend(db, a, ana, "animal_on_road", now=T0 + timedelta(seconds=storage.RESERVATION_STALE_SECONDS - 1))
+    stale = T0 + timedelta(seconds=storage.RESERVATION_STALE_SECONDS)
+    assert SETTINGS.amend_window_seconds > storage.RESERVATION_STALE_SECONDS  # so the window is still open
+    _amend(db, a, ana, "animal_on_road", now=stale)
+    assert _reserve(db, seen, token="next", now=stale).elsewhere == (b,)  # a changed; b waits for the settling
+    with db.read() as s:
+        frames = {i: (f, r) for i, f, r in s.execute(select(Item.id, Item.frame_id, Item.run_id))}
+        assert storage.stale_reservations(s, dataset="/data/edge", now=stale) == {a: frames[a], b: frames[b]}
+        assert storage.stale_reservations(s, dataset="/data/edge", now=stale - timedelta(seconds=1)) == {}
+    with db.write() as s:  # the dead publisher's version 0 holds b, not a
+        assert storage.settle_reservations(s, dataset="/data/edge", published={b: 0}, item_ids=[a, b], now=stale) == 2
+    with db.read() as s:
+        assert storage.publications_of(s, [a, b]) == {b: ("/data/edge", 0)}
+        assert s.scalar(select(func.count()).select_from(PublishReservation)) == 0

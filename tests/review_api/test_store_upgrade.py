@@ -1,5 +1,5 @@
-"""A store made by the previous version (no audit trail, no publications, runs without amend_window_seconds)
-keeps working: `Database.create_all` adds what is missing, once, on SQLite and on PostgreSQL."""
+"""A store made by the previous version (no audit trail, no publications or publish reservations, runs without
+amend_window_seconds) keeps working: `Database.create_all` adds what is missing, once, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ def _make_old_store(url: str, run_dir: Path) -> None:
     with db.write_engine.begin() as conn:  # what the previous version's create_all made
         conn.execute(text("DROP TABLE decision_events"))
         conn.execute(text("DROP TABLE publications"))
+        conn.execute(text("DROP TABLE publish_reservations"))
         conn.execute(text("ALTER TABLE runs DROP COLUMN amend_window_seconds"))
     db.dispose()
 
@@ -34,7 +35,7 @@ def test_an_old_store_gets_the_new_tables_and_columns(db_url: str, run_dirs: dic
         assert "amend_window_seconds" not in {c["name"] for c in inspect(db.write_engine).get_columns("runs")}
         db.create_all()
         found = inspect(db.write_engine)
-        assert {"decision_events", "publications"} <= set(found.get_table_names())
+        assert {"decision_events", "publications", "publish_reservations"} <= set(found.get_table_names())
         assert "amend_window_seconds" in {c["name"] for c in found.get_columns("runs")}
         assert add_missing_columns(db.write_engine) == []  # idempotent: nothing left to add
         db.create_all()
