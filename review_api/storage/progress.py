@@ -180,7 +180,7 @@ def waiting(session: Session, *, run: Run, reviewer_id: int, now: datetime) -> l
             out.append({"reason": "skipped_by_you", "count": skipped,
                         "text": f"{_plural(skipped, 'item you skipped waits', 'items you skipped wait')} for other "
                                 "reviewers"})
-        if others[0]:
+        if others[0] and others[1] is not None:  # a count of leased items comes with their latest expiry
             minutes = max(1, math.ceil((others[1] - now).total_seconds() / 60))
             out.append({"reason": "leased_by_others", "count": int(others[0]),
                         "text": f"{_plural(int(others[0]), 'item is', 'items are')} being reviewed by others; "
