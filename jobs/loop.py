@@ -394,7 +394,8 @@ def finetune(base: Path, reference: pa.Table, dataset: str, version: int | None,
 # ================================================================ the loop
 def run_loop(out: Path, cfg: LoopConfig = LoopConfig(), *, log: Log = print) -> LoopResult:  # noqa: C901
     from edgemine.jobs.datasets import latest_version
-    from edgemine.jobs.publish import SplitPolicy, publish_from_review, watch_and_publish
+    from edgemine.jobs.publish import SplitPolicy
+    from edgemine.jobs.publish_review import publish_from_review, watch_and_publish
     from edgemine.jobs.synth import RARE_CATEGORIES, generate
 
     out = Path(out).resolve()

@@ -61,7 +61,8 @@ def publish(
 
     from edgemine.errors import ConfigError
     from edgemine.jobs.dataset_frames import FRAME_MODES
-    from edgemine.jobs.publish import PublishGates, SplitPolicy, publish_from_review, watch_and_publish
+    from edgemine.jobs.publish import PublishGates, SplitPolicy
+    from edgemine.jobs.publish_review import publish_from_review, watch_and_publish
 
     if frames not in FRAME_MODES:
         raise ConfigError(f"--frames {frames!r} is not one of {list(FRAME_MODES)}")

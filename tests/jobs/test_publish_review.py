@@ -17,7 +17,8 @@ import pytest
 from sqlalchemy import func, select
 
 from edgemine.jobs.datasets import dataset_log, read_dataset
-from edgemine.jobs.publish import PublishGates, SplitPolicy, publish_from_review, watch_and_publish
+from edgemine.jobs.publish import PublishGates, SplitPolicy
+from edgemine.jobs.publish_review import publish_from_review, watch_and_publish
 from tests.support.review import ReviewEnv, env_on_both_stores, make_env, make_run_dir
 
 
@@ -301,7 +302,7 @@ def test_an_amend_after_the_snapshot_is_left_out_of_the_version_and_published_ne
         triaged: ReviewEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The publish read its snapshot, then the reviewer amended (and another undid) before the items were
     reserved: the version leaves both out, its lineage says so, and the next publish takes the new answer."""
-    from edgemine.jobs import publish as publish_mod
+    from edgemine.jobs import publish_review as publish_mod
 
     env = triaged
     amended, undone, *rest = _confirmed(env)
@@ -331,7 +332,7 @@ def test_an_amend_after_the_snapshot_is_left_out_of_the_version_and_published_ne
 
 def test_an_amend_while_the_version_is_committed_is_refused_and_then_the_item_is_final(
         triaged: ReviewEnv, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from edgemine.jobs import publish as publish_mod
+    from edgemine.jobs import publish_review as publish_mod
 
     env = triaged
     items = _confirmed(env)
