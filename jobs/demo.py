@@ -28,8 +28,10 @@ def run_demo(out: Path, cfg: LoopConfig = LoopConfig()) -> LoopResult:
     typer.echo(f"  training set       {ds['path']}@v{ds['version']}   (edgemine datasets log {ds['path']})")
     typer.echo(f"  random control     {res.datasets['random']['path']}")
     typer.echo(f"  loop figures       {out}/loop.json, plot {out}/loop.png")
-    typer.echo(f"  review page        .venv/bin/edgemine serve --db sqlite:///{out}/review.db  "
-               "(then `edgemine reviewers add NAME` for a token)")
+    db = f"sqlite:///{out}/review.db"  # the demo's store: a token made in any other store is refused
+    typer.echo(f"  review page        .venv/bin/edgemine reviewers add NAME --role lead --db {db}   (prints a token)")
+    typer.echo(f"                     .venv/bin/edgemine serve --db {db}   (open http://127.0.0.1:8000/; the"
+               " simulated reviewers decided the run: a lead sees its escalations, item browser and agreement)")
     typer.echo(f"headline: rare-slice accuracy {res.models['v0']['rare_acc']:.2f} -> "
                f"{res.models['v1_mined']['rare_acc']:.2f} with mined review (random control: "
                f"{res.models['v1_random']['rare_acc']:.2f}); gain ratio {res.gain_ratio_text}; common accuracy "
