@@ -140,6 +140,7 @@ async function signIn(token) {
   $("#signout").onclick = (e) => { e.preventDefault(); signOut(); };
   $("#tabs").hidden = false;
   $("#tab-lead").hidden = !isLead();
+  $("#help-views").hidden = !isLead(); // a reviewer has one view: no R · L line in the keys help
   document.activeElement && document.activeElement.blur();
   switchView(isLead() ? "lead" : "review"); // a lead lands on the lead view and is leased nothing
 }
@@ -533,7 +534,8 @@ async function loadRunMetrics(runId) {
   w.innerHTML = warnings.map((t) => `<li>⚠ ${escapeHtml(t)}</li>`).join("");
   const cards = [
     ["waiting reviews", q.waiting_reviews], ["in review", q.leased], ["complete", q.by_status.complete || 0],
-    ["escalated", q.by_status.escalated || 0], ["confirmed edge cases", q.confirmed_edge_cases],
+    ["escalated", q.by_status.escalated || 0], ["resolved by a lead", q.by_status.resolved || 0],
+    ["confirmed edge cases", q.confirmed_edge_cases],
     ["oldest waiting", age(q.oldest_waiting_seconds)], ["oldest escalation", age(q.oldest_escalation_seconds)],
     ["Cohen's κ (mean)", fmt(a.cohen_kappa_mean)], ["Fleiss' κ", fmt(a.fleiss_kappa)],
     ["Krippendorff's α", fmt(a.krippendorff_alpha)], ["items with overlap", a.items],

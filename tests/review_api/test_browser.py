@@ -163,6 +163,10 @@ def test_reviewer_triages_by_keyboard_and_decisions_land_in_the_db(browser: Any,
     expect(caption).not_to_contain_text(skipped, timeout=10_000)
     expect(page.locator("#progress")).to_contain_text("you: 4 in this run, 4 today")
     assert page.evaluate("document.querySelector('#signals .bar i').style.width").endswith("%")
+    p.press("?")  # the keys help: a reviewer has one view, so no R · L line
+    expect(page.locator("#help")).to_be_visible()
+    assert page.locator("#help-views").is_hidden()
+    p.press("Escape")
     p.close()
     with live.db.read() as s:
         ana = next(r for r in storage.list_reviewers(s) if r.name == "ana")
@@ -348,6 +352,7 @@ def test_lead_lands_on_the_lead_view_and_resolves_an_escalation_by_keyboard(brow
     p.sign_in(live.tokens["lead"])
     page = p.page
     expect(page.locator("#cards")).to_contain_text("Krippendorff", timeout=10_000)
+    expect(page.locator("#cards")).to_contain_text("resolved by a lead")  # the cards add up to the run
     assert page.locator("#review").is_hidden()
     rows = page.locator("#escalations .escalation")  # other tests' reviewers left theirs too, oldest first
     escalation = page.locator(f"#escalations .escalation[data-item-id='{held.item_id}']")
