@@ -66,9 +66,11 @@ class LeaseExpiredError(ReviewError):
 class PublishRefusedError(EdgemineError):
     """A publish gate refused a training-set version (empty split, low agreement, too few reviews, ...).
 
-    The message names the figure and the setting that would allow it; `gate` is the gate's name.
+    The message names the figure and the CLI flag that would allow it; `gate` is the gate's name, and
+    `allow` the `PublishGates` settings that would let the version through (for library callers).
     """
 
-    def __init__(self, gate: str, message: str) -> None:
+    def __init__(self, gate: str, message: str, *, allow: dict[str, object] | None = None) -> None:
         super().__init__(message)
         self.gate = gate
+        self.allow = dict(allow or {})

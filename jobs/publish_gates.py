@@ -78,9 +78,10 @@ def check_gates(
     """
     warnings: list[str] = []
 
-    def fail(gate: str, action: str, message: str) -> None:
+    def fail(gate: str, action: str, message: str, allow: object) -> None:
+        # `message` is in CLI words (flags); `allow` is the PublishGates value that lets it through
         if action == "refuse":
-            raise PublishRefusedError(gate, f"publish refused: {message}")
+            raise PublishRefusedError(gate, f"publish refused: {message}", allow={gate: allow})
         warnings.append(message)
 
     if gates.empty_split != "off":
@@ -90,36 +91,37 @@ def check_gates(
                 have = ", ".join(f"{k}={v}" for k, v in sorted(splits.items()) if v) or "none"
                 fail("empty_split", gates.empty_split,
                      f"split {name!r} would have 0 rows in {dataset} ({total} rows: {have}); wait for "
-                     f"confirmations from more drives, or allow it with --empty-split warn "
-                     f"(PublishGates(empty_split='warn'))")
+                     f"confirmations from more drives, or allow it with --empty-split warn", "warn")
     if gates.min_reviews > 1 and added_reviews:
         low = sum(1 for n in added_reviews if n < gates.min_reviews)
         if low:
             fail("min_reviews", "refuse",
-                 f"{low} of {len(added_reviews)} row(s) to add have fewer than min_reviews={gates.min_reviews} "
-                 f"reviews (fewest: {min(added_reviews)}); raise the run's overlap, or lower --min-reviews")
+                 f"{low} of {len(added_reviews)} row(s) to add have fewer than --min-reviews "
+                 f"{gates.min_reviews} reviews (fewest: {min(added_reviews)}); raise the run's overlap, "
+                 f"or lower --min-reviews",
+                 min(added_reviews))
     if gates.min_agreement is not None:
         metric = gates.agreement_metric
         if not agreement:  # rows published without review lineage: a floor set must not pass unchecked
             fail("min_agreement", "refuse",
-                 f"no agreement figures to check min_agreement={gates.min_agreement} against (the lineage has no "
+                 f"no agreement figures to check --min-agreement {gates.min_agreement} against (the lineage has no "
                  f"'agreement' per mining run); publish from the review store, or without a floor "
-                 f"(--min-agreement none)")
+                 f"(--min-agreement none)", None)
         for run_id in sorted(agreement):
             value = agreement[run_id].get(metric)
             if value is None:
                 fail("min_agreement", "refuse",
                      f"run {run_id!r} has no {metric} (no item was reviewed by two or more reviewers), so "
-                     f"min_agreement={gates.min_agreement} cannot be checked; give the run overlapping reviews, "
-                     f"or publish without a floor (--min-agreement none)")
+                     f"--min-agreement {gates.min_agreement} cannot be checked; give the run overlapping reviews, "
+                     f"or publish without a floor (--min-agreement none)", None)
             elif value < gates.min_agreement:
                 fail("min_agreement", "refuse",
-                     f"run {run_id!r} has {metric}={value:.3f}, below min_agreement={gates.min_agreement}; "
-                     f"review its disagreements, or lower --min-agreement")
+                     f"run {run_id!r} has {metric}={value:.3f}, below --min-agreement {gates.min_agreement}; "
+                     f"review its disagreements, or lower --min-agreement", value)
     if gates.category_without_train != "off" and "train" in expected_splits:
         missing = sorted(c for c in categories if train_by_category.get(c, 0) == 0)
         if missing:
             fail("category_without_train", gates.category_without_train,
                  f"categor{'y' if len(missing) == 1 else 'ies'} {missing} would have no rows in train in "
-                 f"{dataset}; allow it with --category-without-train warn|off")
+                 f"{dataset}; allow it with --category-without-train warn|off", "warn")
     return warnings

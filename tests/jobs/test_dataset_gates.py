@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -31,13 +33,13 @@ def test_a_version_that_passes_every_gate_has_no_warnings() -> None:
     (PublishGates(), {"splits": {"train": 3}}, "empty_split",
      r"split 'val' would have 0 rows in ds \(3 rows: train=3\).*--empty-split warn"),
     (PublishGates(min_agreement=0.4), {"agreement": {"run-1": {"krippendorff_alpha": 0.0}}}, "min_agreement",
-     r"run 'run-1' has krippendorff_alpha=0.000, below min_agreement=0.4.*--min-agreement"),
+     r"run 'run-1' has krippendorff_alpha=0.000, below --min-agreement 0.4.*--min-agreement"),
     (PublishGates(min_agreement=0.4, agreement_metric="fleiss_kappa"), {"agreement": {"run-1": {"fleiss_kappa": None}}},
      "min_agreement", r"run 'run-1' has no fleiss_kappa \(no item was reviewed by two or more.*--min-agreement none"),
     (PublishGates(min_agreement=0.4), {"agreement": {}}, "min_agreement",
-     r"no agreement figures to check min_agreement=0.4 against.*--min-agreement none"),
+     r"no agreement figures to check --min-agreement 0.4 against.*--min-agreement none"),
     (PublishGates(min_reviews=2), {"added_reviews": [2, 1, 1, 3]}, "min_reviews",
-     r"2 of 4 row\(s\) to add have fewer than min_reviews=2 reviews \(fewest: 1\).*--min-reviews"),
+     r"2 of 4 row\(s\) to add have fewer than --min-reviews 2 reviews \(fewest: 1\).*--min-reviews"),
     (PublishGates(category_without_train="refuse"),
      {"categories": ["debris", "other"], "train_by_category": {"debris": 8}}, "category_without_train",
      r"category \['other'\] would have no rows in train in ds.*--category-without-train warn"),
@@ -47,6 +49,12 @@ def test_each_gate_refuses_naming_the_figure_and_the_setting(gates: PublishGates
     with pytest.raises(PublishRefusedError, match=message) as err:
         check_gates(gates, **figures(**kw))  # type: ignore[arg-type]
     assert err.value.gate == gate and str(err.value).startswith("publish refused: ")
+    # CLI words only (flags); the PublishGates setting that allows it is an attribute, for library callers
+    assert not re.search(r"PublishGates|\b(empty_split|min_agreement|min_reviews|category_without_train)\b",
+                         str(err.value)), str(err.value)
+    assert gate in err.value.allow
+    allowed = dataclasses.replace(gates, **err.value.allow)
+    assert check_gates(allowed, **figures(**kw)) is not None  # type: ignore[arg-type]  # no refusal now
 
 
 def test_warn_and_off_let_the_version_through() -> None:
