@@ -1,13 +1,15 @@
 """Gates a training-set version must pass before it is published: each a setting, each a refusal or a warning.
 
 A pure check over the version that would result (its splits and categories), the rows it adds (their
-reviews) and the review lineage (agreement per mining run). A refusal raises PublishRefusedError naming the
-figure and the setting that would allow it; a warning is returned and goes into the version's lineage
-(`edgemine.gate_warnings`). `watch_and_publish` treats a refusal as "not yet" and keeps accumulating.
+reviews) and the review lineage (agreement per mining run). A refusal raises PublishRefusedError listing every
+failing gate (and every run below an agreement floor), each with its figure and the CLI flag that would allow it
+(`PublishRefusedError.allow`: the PublishGates settings that would); a warning is returned and goes into the
+version's lineage (`edgemine.gate_warnings`). `watch_and_publish` treats a refusal as "not yet" and keeps accumulating.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -70,19 +72,30 @@ def check_gates(
     added_reviews: Sequence[int],
     agreement: Mapping[str, Mapping[str, Any]],
 ) -> list[str]:
-    """Check one would-be version; returns the warnings, raises PublishRefusedError on the first refusal.
+    """Check one would-be version; returns the warnings, raises PublishRefusedError naming every refusal.
+
+    Every gate is checked before refusing, so one refusal lists each failing gate (and each run below an
+    agreement floor) with its figure and the flag that would allow it; the error's `allow` has one key per
+    failing gate: the PublishGates value that lets this version through.
 
     `splits`: rows per split in the version; `train_by_category`: train rows per category in it;
     `categories`: the categories with rows in it; `added_reviews`: n_reviews of each row this publish adds;
     `agreement`: run_id -> agreement figures (review lineage).
     """
     warnings: list[str] = []
+    refusals: list[tuple[str, str]] = []  # (gate, message), in check order
+    allow: dict[str, object] = {}
 
-    def fail(gate: str, action: str, message: str, allow: object) -> None:
-        # `message` is in CLI words (flags); `allow` is the PublishGates value that lets it through
-        if action == "refuse":
-            raise PublishRefusedError(gate, f"publish refused: {message}", allow={gate: allow})
-        warnings.append(message)
+    def fail(gate: str, action: str, message: str, allows: object) -> None:
+        # `message` is in CLI words (flags); `allows` is the PublishGates value that lets it through
+        if action != "refuse":
+            warnings.append(message)
+            return
+        refusals.append((gate, message))
+        if gate in allow and gate in ("min_agreement", "min_reviews"):  # several runs/rows: the loosest wins
+            before = allow[gate]
+            allows = None if before is None or allows is None else min(before, allows)  # type: ignore[call-overload]
+        allow[gate] = allows
 
     if gates.empty_split != "off":
         total = sum(splits.values())
@@ -98,7 +111,7 @@ def check_gates(
             fail("min_reviews", "refuse",
                  f"{low} of {len(added_reviews)} row(s) to add have fewer than --min-reviews "
                  f"{gates.min_reviews} reviews (fewest: {min(added_reviews)}); raise the run's overlap, "
-                 f"or lower --min-reviews",
+                 f"or lower it: --min-reviews {min(added_reviews)}",
                  min(added_reviews))
     if gates.min_agreement is not None:
         metric = gates.agreement_metric
@@ -117,11 +130,19 @@ def check_gates(
             elif value < gates.min_agreement:
                 fail("min_agreement", "refuse",
                      f"run {run_id!r} has {metric}={value:.3f}, below --min-agreement {gates.min_agreement}; "
-                     f"review its disagreements, or lower --min-agreement", value)
+                     f"review its disagreements, or lower it: --min-agreement {math.floor(value * 1000) / 1000:.3f}",
+                     value)
     if gates.category_without_train != "off" and "train" in expected_splits:
         missing = sorted(c for c in categories if train_by_category.get(c, 0) == 0)
         if missing:
             fail("category_without_train", gates.category_without_train,
                  f"categor{'y' if len(missing) == 1 else 'ies'} {missing} would have no rows in train in "
                  f"{dataset}; allow it with --category-without-train warn|off", "warn")
+    if refusals:
+        if len(refusals) == 1:
+            message = f"publish refused: {refusals[0][1]}"
+        else:
+            message = f"publish refused, {len(refusals)} problems: " + " ".join(
+                f"({i}) {m}{'' if i == len(refusals) else ';'}" for i, (_, m) in enumerate(refusals, 1))
+        raise PublishRefusedError(refusals[0][0], message, allow=allow)
     return warnings

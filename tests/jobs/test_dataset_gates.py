@@ -57,6 +57,27 @@ def test_each_gate_refuses_naming_the_figure_and_the_setting(gates: PublishGates
     assert check_gates(allowed, **figures(**kw)) is not None  # type: ignore[arg-type]  # no refusal now
 
 
+def test_one_refusal_lists_every_failing_gate_and_every_run_below_the_floor() -> None:
+    gates = PublishGates(min_agreement=0.9, min_reviews=3, category_without_train="refuse")
+    kw = figures(splits={"train": 3}, categories=["debris", "other"], added_reviews=[2, 3, 1],
+                 agreement={"mined": {"krippendorff_alpha": 0.512}, "ok": {"krippendorff_alpha": 0.95},
+                            "random": {"krippendorff_alpha": 0.2157}})
+    with pytest.raises(PublishRefusedError) as err:
+        check_gates(gates, **kw)  # type: ignore[arg-type]
+    text = str(err.value)
+    assert text.startswith("publish refused, 5 problems: (1) split 'val' would have 0 rows"), text
+    for part in ("--empty-split warn", "2 of 3 row(s) to add have fewer than --min-reviews 3 reviews (fewest: 1)",
+                 "--min-reviews 1", "run 'mined' has krippendorff_alpha=0.512", "--min-agreement 0.512",
+                 "run 'random' has krippendorff_alpha=0.216", "--min-agreement 0.215",
+                 "category ['other'] would have no rows in train", "--category-without-train warn"):
+        assert part in text, part
+    assert "'ok'" not in text  # above the floor
+    assert err.value.gate == "empty_split"
+    assert err.value.allow == {"empty_split": "warn", "min_reviews": 1, "min_agreement": 0.2157,
+                               "category_without_train": "warn"}
+    assert check_gates(dataclasses.replace(gates, **err.value.allow), **kw)  # type: ignore[arg-type]  # warns
+
+
 def test_warn_and_off_let_the_version_through() -> None:
     kw = figures(splits={"train": 3}, categories=["debris", "other"])
     warned = check_gates(PublishGates(empty_split="warn"), **kw)  # type: ignore[arg-type]
