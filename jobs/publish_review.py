@@ -90,6 +90,25 @@ def review_lineage(session: Any, *, run_ids: list[str]) -> dict[str, Any]:
     }
 
 
+def require_run(session: Any, run_id: str, *, shown: int = 5) -> None:
+    """NotFoundError naming `run_id` and the store's runs (the newest `shown`) unless the store has it: a
+    typo'd --run must not read as "nothing new"."""
+    from edgemine.errors import NotFoundError
+    from edgemine.review_api import storage
+    from edgemine.review_api.db import Run
+
+    if session.get(Run, run_id) is not None:
+        return
+    runs = [r.run_id for r in storage.list_runs(session)]
+    if not runs:
+        raise NotFoundError(f"run {run_id!r} is not in the review store, which has no runs (import one with "
+                            f"'edgemine review import')")
+    newest = runs[::-1][:shown]
+    more = f" and {len(runs) - shown} more" if len(runs) > shown else ""
+    raise NotFoundError(f"run {run_id!r} is not in the review store; it has {len(runs)} run(s), newest first: "
+                        f"{', '.join(newest)}{more}")
+
+
 @dataclass(frozen=True)
 class ReviewPublish:
     result: PublishResult
@@ -137,6 +156,8 @@ def publish_from_review(
     settled = False
     try:
         with database.read() as s:
+            if run_id is not None:
+                require_run(s, run_id)
             confirmed = storage.confirmed_items(s, run_id=run_id, since=since)
             run_ids = sorted(set(confirmed.column("run_id").to_pylist()))
             lineage = review_lineage(s, run_ids=run_ids) if run_ids else {"mining_runs": []}
@@ -327,6 +348,9 @@ def watch_and_publish(
     watermark = None  # consensus time of the newest confirmation seen; the scan starts a little before it
     held: list[Any] = []  # while refused: the scan start of the oldest confirmation still unpublished
     try:
+        if run_id is not None:
+            with database.read() as s:
+                require_run(s, run_id)
         while True:
             stopping = stop.is_set()
             since = watermark - timedelta(seconds=5) if watermark is not None else None

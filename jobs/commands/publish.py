@@ -61,7 +61,8 @@ def publish(
 
     from edgemine.errors import ConfigError
     from edgemine.jobs.dataset_frames import FRAME_MODES
-    from edgemine.jobs.publish import PublishGates, SplitPolicy
+    from edgemine.jobs.datasets import latest_version
+    from edgemine.jobs.publish import PublishGates, SplitPolicy, table_exists
     from edgemine.jobs.publish_review import publish_from_review, watch_and_publish
 
     if frames not in FRAME_MODES:
@@ -83,8 +84,13 @@ def publish(
         r = out.result
         for w in r.warnings:
             typer.echo(f"warning: {w}", err=True)
-        if r.version is None:
+        if r.version is None and r.already_present:
             typer.echo(f"nothing new: {r.already_present} confirmed edge case(s) already in {dataset}")
+        elif r.version is None:  # no confirmations at all: say so, and never call a missing dataset "in" it
+            where = f"run {run!r}" if run else "the review store"
+            state = (f"{dataset} stays at v{latest_version(dataset)}" if table_exists(dataset)
+                     else f"{dataset} was not created")
+            typer.echo(f"nothing to publish: {where} has no confirmed edge cases yet; {state}")
         else:
             typer.echo(f"published {dataset}@v{r.version}: +{r.added} rows ({r.already_present} already present)"
                        + (f"; classes added {list(r.classes_added)}" if r.classes_added else ""))

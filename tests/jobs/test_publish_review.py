@@ -218,6 +218,27 @@ def test_publish_cli_reads_the_database_url_from_the_environment_and_refuses_by_
     assert missing.returncode == 1 and "no review store at" in missing.stderr
 
 
+def test_publish_cli_names_an_unknown_run_and_never_says_already_in_of_a_missing_dataset(
+        review: tuple[ReviewEnv, Path, str], tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from edgemine.errors import NotFoundError
+
+    env, logs, url = review
+    ds = str(tmp_path / "edge_cases")
+    cmd = [sys.executable, "-m", "edgemine", "publish", "--db", url, "--dataset", ds]
+    typo = subprocess.run([*cmd, "--run", "nosuchrun"], capture_output=True, text=True)
+    assert typo.returncode == 1 and "nothing new" not in typo.stdout, typo.stdout
+    assert "run 'nosuchrun' is not in the review store; it has 1 run(s), newest first: run-pub" in typo.stderr
+    with pytest.raises(NotFoundError, match="run 'nosuchrun' is not in the review store"):
+        watch_and_publish(url, ds, run_id="nosuchrun", stop=threading.Event())
+    empty = subprocess.run([*cmd, "--run", "run-pub"], capture_output=True, text=True)  # nothing confirmed yet
+    assert empty.returncode == 0, empty.stderr
+    assert empty.stdout.strip() == (f"nothing to publish: run 'run-pub' has no confirmed edge cases yet; "
+                                    f"{ds} was not created") and not Path(ds).exists()
+
+
 def test_a_refused_watcher_tries_again_after_the_interval(review: tuple[ReviewEnv, Path, str],
                                                           tmp_path: Path) -> None:
     """What a gate lacked can arrive without a new confirmation (here another publisher's 'test' row): the
