@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -113,6 +113,9 @@ def require_run(session: Any, run_id: str, *, shown: int = 5) -> None:
 class ReviewPublish:
     result: PublishResult
     latencies_s: list[float]  # per added row: readable in the dataset minus its consensus time
+    # rows the version added per mining run, every run of the snapshot (0: all its rows were there already);
+    # without run_id a publish takes every run in the store, so say which went in
+    added_by_run: dict[str, int] = field(default_factory=dict)
 
 
 def publish_from_review(
@@ -182,6 +185,10 @@ def publish_from_review(
                 if fid in added and decided is not None:
                     decided = decided if decided.tzinfo else decided.replace(tzinfo=UTC)
                     latencies.append((readable - decided).total_seconds())
+        added_ids = set(result.added_ids)
+        by_run = {r: 0 for r in sorted(set(rows.column("run_id").to_pylist()))}
+        for fid, rid in zip(rows.column("frame_id").to_pylist(), rows.column("run_id").to_pylist(), strict=True):
+            by_run[rid] += fid in added_ids
         published = {} if result.version is None else {item_of[f]: result.version for f in result.added_ids}
         if reserved or published:
             with database.write() as s:
@@ -200,7 +207,7 @@ def publish_from_review(
         finally:
             if isinstance(db, str):
                 database.dispose()
-    return ReviewPublish(result, latencies)
+    return ReviewPublish(result, latencies, by_run)
 
 
 def _log() -> Any:

@@ -33,6 +33,14 @@ def _db_url(db: str | None) -> str:
     return url
 
 
+def _runs_line(added_by_run: dict[str, int], run: str | None) -> str:
+    """Which runs went into the version, rows added by each: without --run every run in the store goes in."""
+    parts = ", ".join(f"{rid} +{n}" for rid, n in sorted(added_by_run.items()))
+    if run is not None:
+        return f"  run: {parts}"
+    return f"  runs ({len(added_by_run)}, every run in the store; --run RUN_ID publishes one): {parts}"
+
+
 def publish(
     db: str | None = DbOption,
     dataset: str = typer.Option(..., "--dataset", help="Delta table path (created on first publish)."),
@@ -94,6 +102,7 @@ def publish(
         else:
             typer.echo(f"published {dataset}@v{r.version}: +{r.added} rows ({r.already_present} already present)"
                        + (f"; classes added {list(r.classes_added)}" if r.classes_added else ""))
+            typer.echo(_runs_line(out.added_by_run, run))
         return
 
     last_refusal: list[str] = []
@@ -111,12 +120,14 @@ def publish(
             typer.echo(f"warning: {w}", err=True)
         typer.echo(f"published {dataset}@v{p.result.version}: +{p.result.added} rows; "
                    f"decision->dataset median {med:.1f}s, max {max(lat, default=float('nan')):.1f}s")
+        typer.echo(_runs_line(p.added_by_run, run))
 
     stop = threading.Event()
     typer.echo(f"watching {url} -> {dataset} (every {interval:g}s or {min_new} new); Ctrl-C stops")
     try:
         watch_and_publish(url, dataset, interval_s=interval, min_new=min_new, policy=policy, stop=stop,
-                          on_publish=report, frames=frames, gates=gates, on_refused=refused)  # type: ignore[arg-type]
+                          on_publish=report, frames=frames, gates=gates, on_refused=refused,  # type: ignore[arg-type]
+                          run_id=run)
     except KeyboardInterrupt:
         stop.set()
 

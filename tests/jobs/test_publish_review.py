@@ -239,6 +239,30 @@ def test_publish_cli_names_an_unknown_run_and_never_says_already_in_of_a_missing
                                     f"{ds} was not created") and not Path(ds).exists()
 
 
+def test_publish_cli_without_run_says_which_runs_went_into_the_version(review: tuple[ReviewEnv, Path, str],
+                                                                      tmp_path: Path, reference_logs: Path) -> None:
+    """Without --run every run in the store goes into one version (the documented behaviour): the CLI lists
+    them, with the rows each added, so a random control published alongside is never a surprise."""
+    import subprocess
+    import sys
+
+    env, logs, url = review
+    env.import_run(make_run_dir(tmp_path / "control", logs, reference_logs, run_id="run-control", n=8, seed=1),
+                   overlap_fraction=0.0, gold_fraction=0.0, gold_rate=0.0)
+    _triage(env, _truth(logs))
+    ds = str(tmp_path / "edge_cases")
+    cmd = [sys.executable, "-m", "edgemine", "publish", "--db", url, "--dataset", ds, "--empty-split", "warn"]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    runs = read_dataset(ds).column("run_id").to_pylist()
+    assert set(runs) == {"run-control", "run-pub"}
+    line = (f"  runs (2, every run in the store; --run RUN_ID publishes one): "
+            f"run-control +{runs.count('run-control')}, run-pub +{runs.count('run-pub')}")
+    assert line in out.stdout.splitlines(), out.stdout
+    again = subprocess.run([*cmd, "--run", "run-pub"], capture_output=True, text=True)
+    assert again.returncode == 0 and "nothing new" in again.stdout, again.stdout
+
+
 def test_a_refused_watcher_tries_again_after_the_interval(review: tuple[ReviewEnv, Path, str],
                                                           tmp_path: Path) -> None:
     """What a gate lacked can arrive without a new confirmation (here another publisher's 'test' row): the
