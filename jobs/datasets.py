@@ -12,6 +12,7 @@ ones with `resolve_frame_uri(path, uri)`).
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,13 +42,21 @@ class DatasetRef:
 
 
 def parse_ref(ref: str, *, version: int | None = None) -> DatasetRef:
-    """`path@v3` -> DatasetRef(path, 3). An explicit `version` must agree with a pinned ref."""
+    """`path@v3` -> DatasetRef(path, 3). An explicit `version` must agree with a pinned ref.
+
+    Anything else after the last `@` (`path@vX`, `path@latest`, `path@`) is a malformed version, refused as
+    such (not reported later as a missing table) - unless the whole ref is an existing local directory.
+    """
     m = _REF.match(ref)
     if m:
         pinned = int(m.group("version"))
         if version is not None and version != pinned:
             raise ConfigError(f"dataset {ref!r} is pinned to v{pinned} but version={version} was asked for")
         return DatasetRef(m.group("path"), pinned)
+    path, at, tail = ref.rpartition("@")
+    if at and path and "/" not in tail and not ("://" not in ref and os.path.isdir(ref)):
+        raise ConfigError(f"dataset {ref!r} has a malformed version {tail!r}: write PATH@vN, N an integer "
+                          f"(e.g. {path}@v0)")
     return DatasetRef(ref, version)
 
 

@@ -68,3 +68,19 @@ def test_show_log_and_classes_take_path_at_vn_and_print_in_a_fixed_order(ds: str
                                                                       "construction_zone"]
     bad = run("show", f"{ds}@v7")
     assert bad.returncode == 1 and "v7 does not exist" in bad.stderr
+
+
+@pytest.mark.parametrize(("cmd", "tail"), [("show", "vX"), ("log", "latest"), ("classes", "v1.5"), ("show", "")])
+def test_a_malformed_version_is_named_as_such_not_as_a_missing_table(ds: str, cmd: str, tail: str) -> None:
+    bad = run(cmd, f"{ds}@{tail}")
+    assert bad.returncode == 1 and "not a Delta table" not in bad.stderr, bad.stderr
+    assert f"has a malformed version {tail!r}: write PATH@vN, N an integer (e.g. {ds}@v0)" in bad.stderr
+
+
+def test_a_directory_whose_name_has_an_at_sign_is_still_a_path(tmp_path: Path) -> None:
+    from edgemine.jobs.datasets import DatasetRef, parse_ref
+
+    odd = tmp_path / "edge_cases@team"
+    odd.mkdir()
+    assert parse_ref(str(odd)) == DatasetRef(str(odd))
+    assert parse_ref(f"{odd}@v2") == DatasetRef(str(odd), 2)
