@@ -40,12 +40,13 @@ def log(ref: str = typer.Argument(..., help="Dataset path; PATH@vN: the history 
     entries = dataset_log(ref)
     if as_json:
         return _echo(entries, True)
+    typer.echo(f"{'version':<7} {'committed':<25}  {'operation':<9} {'rows':<7} lineage (runs, code, classes added)")
     for e in entries:
         lin = e["lineage"]
         runs = lin.get("mining_runs", "")
         added = lin.get("edgemine.classes_added") or []
-        typer.echo(f"v{e['version']:<4} {e['timestamp']}  {e['operation']:<6} +{e['rows_added'] or 0:<6} "
-                   f"runs={_value(runs)} code={lin.get('code_version', '?')}"
+        typer.echo(f"{'v' + str(e['version']):<7} {e['timestamp']:<25}  {e['operation']:<9} "
+                   f"{'+' + str(e['rows_added'] or 0):<7} runs={_value(runs)} code={lin.get('code_version', '?')}"
                    + (f" classes+={_value(added)}" if added else ""))
 
 

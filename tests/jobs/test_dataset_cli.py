@@ -58,10 +58,13 @@ def test_show_log_and_classes_take_path_at_vn_and_print_in_a_fixed_order(ds: str
     text = run("show", f"{ds}@v0").stdout
     assert text.index("alpha:") < text.index("mining_runs:") < text.index("zeta:")
     assert "classes:    0=debris, 1=animal_on_road, 2=construction_zone" in text
-    log = run("log", f"{ds}@v0").stdout
-    assert log.startswith("v0 ") and "v1" not in log  # the history up to the pinned version
+    log = run("log", f"{ds}@v0").stdout.splitlines()
+    header = "version committed                  operation rows    lineage (runs, code, classes added)"
+    assert log[0] == header and len(log) == 2 and log[1].startswith("v0 ")  # the history up to the pinned version
     full = run("log", ds).stdout.splitlines()
-    assert full[0].startswith("v1 ") and "classes+=[\"other\"]" in full[0]
+    assert full[0] == header and full[1].startswith("v1 ") and "classes+=[\"other\"]" in full[1]
+    assert full[1].index("MERGE") == header.index("operation") and full[1].index("+4") == header.index("rows")
+    assert [e["version"] for e in json.loads(run("log", ds, "--json").stdout)] == [1, 0]  # --json: no header
     assert run("classes", f"{ds}@v1").stdout.splitlines() == [
         "0\tdebris", "1\tanimal_on_road", "2\tconstruction_zone", "3\tother"]
     assert json.loads(run("classes", f"{ds}@v0", "--json").stdout) == ["debris", "animal_on_road",
@@ -70,7 +73,8 @@ def test_show_log_and_classes_take_path_at_vn_and_print_in_a_fixed_order(ds: str
     assert bad.returncode == 1 and "v7 does not exist" in bad.stderr
 
 
-@pytest.mark.parametrize(("cmd", "tail"), [("show", "vX"), ("log", "latest"), ("classes", "v1.5"), ("show", "")])
+@pytest.mark.parametrize(("cmd", "tail"), [("show", "vX"), ("log", "latest"), ("classes", "v1.5"),
+                                           ("show", "")])
 def test_a_malformed_version_is_named_as_such_not_as_a_missing_table(ds: str, cmd: str, tail: str) -> None:
     bad = run(cmd, f"{ds}@{tail}")
     assert bad.returncode == 1 and "not a Delta table" not in bad.stderr, bad.stderr
