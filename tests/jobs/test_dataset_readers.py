@@ -1,5 +1,6 @@
 """What publish writes, other real readers read back: a pinned version's rows and types through pyarrow,
-deltalake, polars, duckdb (over the version's Arrow dataset; its delta extension would need a download) and Ray."""
+deltalake, polars, duckdb (over the version's Arrow dataset, and README's recipe: its Parquet reader over the
+version's files; its delta extension would need a download) and Ray."""
 
 from __future__ import annotations
 
@@ -90,6 +91,27 @@ def test_duckdb_reads_the_pinned_version_over_its_arrow_dataset(dataset: str) ->
     fired = con.execute("select frame_id from v0 where list_contains(triggers_fired, 'hard_brake') "
                         "and frame_index >= 30 order by frame_id").fetchall()
     assert fired == [("f0003",), ("f0005",)]  # lists and ints are queryable as lists and ints
+
+
+def test_duckdb_reads_the_pinned_version_files_offline_and_filters_on_strings(dataset: str) -> None:
+    """README's DuckDB recipe: its own Parquet reader over version_files (no delta extension download). A string
+    predicate works there; over the Arrow dataset it would fail (delta-rs writes strings as string_view, and the
+    pushed-down comparison has no string vs string_view kernel)."""
+    import duckdb
+
+    v0 = duckdb.read_parquet(version_files(f"{dataset}@v0"), union_by_name=True)
+    _same(v0.to_arrow_table(), _want(dataset))
+    rows = duckdb.sql("select frame_id, frame_index from v0 where split = 'train' and "
+                      "list_contains(triggers_fired, 'hard_brake') order by frame_id").fetchall()
+    assert rows == [(r["frame_id"], r["frame_index"]) for r in _want(dataset).to_pylist()
+                    if r["split"] == "train" and "hard_brake" in r["triggers_fired"]]
+    assert duckdb.read_parquet(version_files(f"{dataset}@v1"), union_by_name=True).count("*").fetchall() == [(12,)]
+    agg = duckdb.sql("select category, count(*) as n, max(frame_index) from v0 "  # README's query, typed columns
+                     "where split = 'train' and trigger_raw > 0.5 group by category order by category").fetchall()
+    train = [r for r in _want(dataset).to_pylist() if r["split"] == "train" and (r["trigger_raw"] or 0) > 0.5]
+    cats = sorted({r["category"] for r in train})
+    by_cat = {c: [r["frame_index"] for r in train if r["category"] == c] for c in cats}
+    assert agg and agg == [(c, len(ix), max(ix)) for c, ix in by_cat.items()]
 
 
 @pytest.mark.ray
