@@ -201,23 +201,29 @@ def export_model(model: BaselineCNN, out: str | os.PathLike[str], *, meta: dict)
 
 # ---------------------------------------------------------------- training
 def _batches(
-    images: np.ndarray, idx: np.ndarray, batch: int, *, rng: np.random.Generator | None = None
-) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
-    """Batches of float input; with `rng`, randomly flipped left-right (brightness and shift jitter hurt here)."""
+    images: np.ndarray, idx: np.ndarray, batch: int, *, rng: np.random.Generator | None = None,
+    flip_all: bool = False,
+) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
+    """Batches of float input and which rows were flipped; with `rng`, randomly flipped left-right
+    (brightness and shift jitter hurt here); with `flip_all`, every row flipped."""
     for s in range(0, len(idx), batch):
         sel = idx[s:s + batch]
         x = torch.from_numpy(images[sel]).permute(0, 3, 1, 2).float().div_(255.0)
+        f = torch.zeros(len(sel), dtype=torch.bool)
         if rng is not None:
             f = torch.from_numpy(rng.random(len(sel)) < 0.5)
+        elif flip_all:
+            f = torch.ones(len(sel), dtype=torch.bool)
+        if f.any():
             x[f] = x[f].flip(3)
-        yield sel, x.contiguous()
+        yield sel, x.contiguous(), f
 
 
 def _evaluate(model: nn.Module, images: np.ndarray, batch: int = 512) -> np.ndarray:
     model.eval()
     out = []
     with torch.inference_mode():
-        for _, x in _batches(images, np.arange(len(images)), batch):
+        for _, x, _ in _batches(images, np.arange(len(images)), batch):
             out.append(torch.softmax(model(x)[1], dim=1).numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
@@ -236,7 +242,7 @@ def _recalibrate_batchnorm(model: nn.Module, images: np.ndarray, idx: np.ndarray
         m.momentum = None  # cumulative moving average
     model.train()
     with torch.no_grad():
-        for _, x in _batches(images, idx[:max_frames], batch):
+        for _, x, _ in _batches(images, idx[:max_frames], batch):
             model(x)
     for m, momentum in zip(norms, saved, strict=True):
         m.momentum = momentum
@@ -253,6 +259,41 @@ def _init_head(new: BaselineCNN, old: BaselineCNN | None, old_classes: list[str]
                 k = old_classes.index(name)
                 new.head.weight[j] = old.head.weight[k]
                 new.head.bias[j] = old.head.bias[k]
+
+
+@dataclass
+class _Teacher:
+    logits: torch.Tensor  # float32 [2, n_frames, C_old]: init_from's logits of each frame as is and flipped
+    distilled: torch.Tensor  # bool [n_frames]
+    old_index: torch.Tensor  # int64 [C_old]: each old class's column in the new model's logits
+
+
+def _teacher_logits(old: BaselineCNN, images: np.ndarray, distill_rows: np.ndarray | None, frame_rows: np.ndarray,
+                    old_classes: list[str], classes: list[str]) -> _Teacher:
+    missing = [c for c in old_classes if c not in classes]
+    if missing:
+        raise ConfigError(f"distillation needs init_from's classes in classes=; missing {missing}")
+    distilled = np.ones(len(frame_rows), bool) if distill_rows is None else distill_rows[frame_rows]
+    logits = torch.zeros((2, len(frame_rows), len(old_classes)))
+    idx = np.flatnonzero(distilled)
+    old.eval()
+    with torch.inference_mode():
+        for o in (0, 1):
+            for sel, x, _ in _batches(images, idx, 512, flip_all=bool(o)):
+                logits[o, torch.from_numpy(sel)] = old(x)[1]
+    return _Teacher(logits, torch.from_numpy(distilled), torch.tensor([classes.index(c) for c in old_classes]))
+
+
+def _distill_loss(logits: torch.Tensor, teacher: _Teacher, sel: np.ndarray, flipped: torch.Tensor,
+                  row_w: torch.Tensor, *, temperature: float) -> torch.Tensor:
+    """T**2 * KL(teacher || student) at temperature T over the teacher's classes, batch mean by row weight."""
+    s = torch.from_numpy(sel)
+    target = torch.where(flipped[:, None], teacher.logits[1, s], teacher.logits[0, s])
+    log_p = torch.log_softmax(logits[:, teacher.old_index] / temperature, dim=1)
+    q = torch.softmax(target / temperature, dim=1)
+    kl = (q * (torch.log(q.clamp_min(1e-12)) - log_p)).sum(1)
+    w = row_w * teacher.distilled[s].float()
+    return temperature ** 2 * (kl * w).sum() / row_w.sum().clamp_min(1e-12)
 
 
 def train_classifier(
@@ -275,6 +316,9 @@ def train_classifier(
     trunk_lr: float | None = None,
     class_weight_power: float = 0.5,
     sample_weights: np.ndarray | None = None,
+    distill_weight: float = 0.0,
+    distill_temperature: float = 2.0,
+    distill_rows: np.ndarray | None = None,
 ) -> TrainResult:
     """Train (or fine-tune) the baseline CNN on `rows` (`uri` + label column) and export TorchScript to `out`.
 
@@ -290,6 +334,14 @@ def train_classifier(
     class_weight_power: loss weight of a class is count ** -power (0.5: inverse square root, 0: unweighted).
     sample_weights: one non-negative weight per row of `rows` (a row's share of the loss relative to the
       others); default: 1 for every row.
+    distill_weight: lambda of distillation from `init_from` (Learning without Forgetting): each distilled row
+      adds lambda * T**2 * KL(init_from's softened distribution || the model's, over init_from's classes) to
+      its loss, averaged over the batch like the cross-entropy (row weights included, undistilled rows 0).
+      init_from's logits are computed once, before training, for each row as it is and flipped (training
+      flips at random). 0 (default): no distillation, training as without it.
+    distill_temperature: T, the softmax temperature of both distributions in that term (> 0).
+    distill_rows: one bool per row of `rows`: which rows are distilled (e.g. the replayed old training rows);
+      default: every row. Only with distill_weight > 0.
     Rows without a label or whose image does not decode are skipped and listed in `TrainResult.skipped`.
     """
     t0 = time.perf_counter()
@@ -311,6 +363,19 @@ def train_classifier(
                 sample_weights < 0).any():
             raise ConfigError(f"sample_weights must be {rows.num_rows} finite non-negative numbers (one per row); "
                               f"got shape {sample_weights.shape}")
+    if not distill_weight >= 0:
+        raise ConfigError(f"distill_weight={distill_weight} must be >= 0")
+    if not distill_temperature > 0:
+        raise ConfigError(f"distill_temperature={distill_temperature} must be > 0")
+    if distill_weight > 0 and init_from is None:
+        raise ConfigError(f"distill_weight={distill_weight} needs init_from (the model to distil from)")
+    if distill_rows is not None:
+        distill_rows = np.asarray(distill_rows)
+        if distill_rows.shape != (rows.num_rows,) or distill_rows.dtype != np.bool_:
+            raise ConfigError(f"distill_rows must be {rows.num_rows} bools (one per row); got shape "
+                              f"{distill_rows.shape}, dtype {distill_rows.dtype}")
+        if distill_weight == 0:
+            raise ConfigError("distill_rows is given but distill_weight=0; pass distill_weight > 0")
     threads = threads or max(1, os.cpu_count() or 1)
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -367,6 +432,8 @@ def train_classifier(
         opt = torch.optim.AdamW([{"params": model.features.parameters(), "lr": trunk_lr},
                                  {"params": model.head.parameters(), "lr": lr}], weight_decay=1e-4)
         peaks = [trunk_lr, lr]
+    teacher = _teacher_logits(old, frames.images, distill_rows, frames.rows, old_classes, classes) if (
+        distill_weight > 0 and old is not None) else None
     steps = epochs * ((len(train_idx) + batch_size - 1) // batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=peaks, total_steps=steps, pct_start=0.15)
 
@@ -379,7 +446,7 @@ def train_classifier(
             model.features.eval()  # BatchNorm keeps init_from's statistics while the trunk is frozen
         order = rng.permutation(train_idx)
         correct = seen_n = 0
-        for sel, x in _batches(frames.images, order, batch_size, rng=rng):
+        for sel, x, flipped in _batches(frames.images, order, batch_size, rng=rng):
             y = torch.from_numpy(y_all[sel])
             opt.zero_grad(set_to_none=True)
             logits = model(x)[1]
@@ -388,6 +455,10 @@ def train_classifier(
             else:  # the weighted mean over the batch, each row weighing class weight x row weight
                 w = class_w[y] * torch.from_numpy(row_w[sel]).float()
                 loss = (loss_fn(logits, y) * torch.from_numpy(row_w[sel]).float()).sum() / w.sum().clamp_min(1e-12)
+            if teacher is not None:
+                loss = loss + distill_weight * _distill_loss(logits, teacher, sel, flipped,
+                                                              torch.from_numpy(row_w[sel]).float(),
+                                                              temperature=distill_temperature)
             loss.backward()
             opt.step()
             sched.step()

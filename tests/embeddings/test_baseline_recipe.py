@@ -1,4 +1,5 @@
-"""The fine-tuning recipe knobs of train_classifier: a frozen trunk, a trunk learning rate, class and row weights."""
+"""The fine-tuning recipe knobs of train_classifier: a frozen trunk, a trunk learning rate, class and row weights,
+distillation from init_from."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from edgemine.contracts import read_manifest
-from edgemine.embeddings.baseline import load_baseline, train_classifier
+from edgemine.embeddings.baseline import _distill_loss, _Teacher, load_baseline, predict, train_classifier
 from edgemine.errors import ConfigError
 
 
@@ -82,6 +83,55 @@ def test_a_row_weighing_zero_does_not_move_the_model(base, tmp_path: Path) -> No
     assert not torch.equal(load_baseline(out)[0].head.weight, outs[0].weight)
 
 
+def test_the_distillation_term_is_lwf_kl_against_brute_force() -> None:
+    gen = torch.Generator().manual_seed(0)
+    teacher = torch.randn(2, 6, 3, generator=gen)  # 6 frames, 3 old classes, as is / flipped
+    t = _Teacher(teacher, torch.tensor([True, True, False, True, True, True]), torch.tensor([2, 0, 1]))
+    logits = torch.randn(4, 5, generator=gen)  # a batch of 4 rows, 5 classes now (old ones at columns 2, 0, 1)
+    sel, flipped, row_w, temp = np.array([1, 2, 4, 5]), torch.tensor([False, True, True, False]), \
+        torch.tensor([1.0, 1.0, 0.5, 2.0]), 3.0
+    got = _distill_loss(logits, t, sel, flipped, row_w, temperature=temp)
+    want = 0.0
+    for i, f in enumerate(sel):
+        if not t.distilled[f]:
+            continue
+        q = torch.softmax(teacher[int(flipped[i]), f] / temp, 0)
+        p = torch.softmax(logits[i, [2, 0, 1]] / temp, 0)
+        want += float(row_w[i]) * float((q * (q / p).log()).sum())
+    assert float(got) == pytest.approx(temp ** 2 * want / float(row_w.sum()), rel=1e-5)
+    same = torch.zeros(1, 5)
+    same[0, [2, 0, 1]] = teacher[0, 0]
+    assert float(_distill_loss(same, t, np.array([0]), torch.tensor([False]), torch.ones(1), temperature=2.0)) \
+        == pytest.approx(0.0, abs=1e-6)  # a student that matches its teacher pays nothing
+
+
+def test_distillation_on_no_row_trains_the_same_model_as_none(base, tmp_path: Path) -> None:  # noqa: ANN001
+    rows, v0 = base
+    heads = []
+    for i, kw in enumerate(({}, {"distill_weight": 5.0, "distill_rows": np.zeros(rows.num_rows, bool)})):
+        out = tmp_path / f"m{i}.pt"
+        train_classifier(rows, out=out, init_from=v0, epochs=1, seed=6, **kw)
+        heads.append(load_baseline(out)[0].state_dict())
+    assert heads[0].keys() == heads[1].keys() and all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])
+
+
+def test_distillation_keeps_v1_agreeing_with_v0_where_the_labels_pull_away(base, tmp_path: Path) -> None:  # noqa: ANN001
+    # Every label shifted to another class: plain fine-tuning follows the labels, distillation from v0 on the
+    # same rows holds v1's predictions close to v0's.
+    rows, v0 = base
+    labels = rows.column("label").to_pylist()
+    other = sorted(set(labels))
+    shifted = rows.set_column(rows.schema.get_field_index("label"), "label",
+                              pa.array([other[(other.index(lab) + 1) % len(other)] for lab in labels]))
+    ref = predict(v0, rows).labels
+    agree = {}
+    for lam in (0.0, 20.0):
+        out = tmp_path / f"lam{lam}.pt"
+        train_classifier(shifted, out=out, init_from=v0, epochs=2, seed=7, distill_weight=lam, class_weight_power=0)
+        agree[lam] = np.mean(np.array(predict(out, rows).labels) == np.array(ref))
+    assert agree[20.0] > agree[0.0] + 0.3, agree
+
+
 def test_bad_recipe_settings_name_the_value(base, tmp_path: Path) -> None:  # noqa: ANN001
     rows, v0 = base
     out = tmp_path / "m.pt"
@@ -95,3 +145,13 @@ def test_bad_recipe_settings_name_the_value(base, tmp_path: Path) -> None:  # no
         train_classifier(rows, out=out, sample_weights=np.ones(3))
     with pytest.raises(ConfigError, match="sample_weights"):
         train_classifier(rows, out=out, sample_weights=np.full(rows.num_rows, -1.0))
+    with pytest.raises(ConfigError, match="distill_weight=-1"):
+        train_classifier(rows, out=out, init_from=v0, distill_weight=-1.0)
+    with pytest.raises(ConfigError, match="distill_temperature=0"):
+        train_classifier(rows, out=out, init_from=v0, distill_weight=1.0, distill_temperature=0.0)
+    with pytest.raises(ConfigError, match="distill_weight=1.0 needs init_from"):
+        train_classifier(rows, out=out, distill_weight=1.0)
+    with pytest.raises(ConfigError, match=rf"distill_rows must be {rows.num_rows} bools"):
+        train_classifier(rows, out=out, init_from=v0, distill_weight=1.0, distill_rows=np.ones(rows.num_rows))
+    with pytest.raises(ConfigError, match="distill_weight=0"):
+        train_classifier(rows, out=out, init_from=v0, distill_rows=np.ones(rows.num_rows, bool))

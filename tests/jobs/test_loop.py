@@ -43,6 +43,8 @@ def test_bad_loop_settings_name_the_value() -> None:
         LoopConfig(class_weight_power=1.5)
     with pytest.raises(ConfigError, match="finetune_trunk_lr=-0.1"):
         LoopConfig(finetune_trunk_lr=-0.1)
+    with pytest.raises(ConfigError, match="distill_weight=-1"):
+        LoopConfig(distill_weight=-1.0)
 
 
 def test_same_drive_negatives_keep_their_distance_from_every_edge_case_of_the_drive() -> None:
