@@ -5,9 +5,16 @@ verdict "unsure") counts as a review but not as a vote for any class.
 
 - `majority_vote` decides one item at a time and says why an item must go to a lead instead: a tie, too
   little agreement (`min_agreement` of all reviews), or no vote at all.
+- `vote_posteriors` is the naive-Bayes posterior of each class given an item's votes and each voter's
+  accuracy (a wrong voter picks any other class alike; uniform class prior): one vote at accuracy 0.8 is
+  0.8, never 1.0 however many agree.
 - `dawid_skene` estimates each reviewer's confusion matrix and the class priors by EM over a whole run
   (Dawid & Skene 1979) and returns per-item posteriors: a careful reviewer outweighs two careless ones.
   Items whose answer is known (gold) are clamped to it, which anchors the confusion estimates.
+
+Both `MajorityResult.confidence` and `DawidSkeneResult.confidence` are a posterior probability that the
+item's label is right; the majority vote's share of the reviews (what `min_agreement` is compared with) is
+`MajorityResult.share`.
 """
 
 from __future__ import annotations
@@ -24,8 +31,10 @@ ESCALATION_REASONS = ("tie", "low_agreement", "no_votes")
 @dataclass(frozen=True)
 class MajorityResult:
     labels: np.ndarray  # winning class per item, -1 where the item is escalated
-    confidence: np.ndarray  # winner's share of all reviews of the item (abstentions included), 0 if none
+    share: np.ndarray  # winner's share of all reviews of the item (abstentions included), 0 if none
     reasons: np.ndarray  # "" when decided, else one of ESCALATION_REASONS
+    # vote_posteriors' probability of the winner (escalated: of the most likely class; no votes: the prior)
+    confidence: np.ndarray
 
     @property
     def escalated(self) -> np.ndarray:
@@ -45,6 +54,47 @@ def _votes_2d(votes: np.ndarray, *, n_classes: int, missing: int) -> np.ndarray:
     return v.astype(np.int64, copy=False)
 
 
+def vote_posteriors(
+    votes: np.ndarray,
+    *,
+    n_classes: int,
+    accuracy: float | np.ndarray = 0.8,
+    abstain: int | None = None,
+    missing: int = -1,
+) -> np.ndarray:
+    """P(true class | votes) per row of `votes` (items x reviews) under a naive-Bayes model of the voters.
+
+    The voter of `votes[i, j]` is right with probability `accuracy` (a number, or an array shaped like
+    `votes`) and otherwise names any other class alike; votes are independent given the truth and the
+    classes equally likely before any vote. `abstain` and `missing` carry no evidence and get probability 0.
+    Accuracies are clipped to [1/c, 0.999] (c the voteable classes): a vote never counts against its class,
+    and no voter is infallible (though in floating point enough agreeing votes still round to 1.0).
+    """
+    v = _votes_2d(votes, n_classes=n_classes, missing=missing)
+    acc = np.broadcast_to(np.asarray(accuracy, float), v.shape)
+    if acc.size and not np.isfinite(acc).all():
+        raise ConfigError(f"accuracy must be finite, got {acc[~np.isfinite(acc)][0]}")
+    voteable = np.ones(n_classes, bool)
+    if abstain is not None:
+        voteable[abstain] = False
+    c = int(voteable.sum())
+    if c <= 1:
+        return np.where(voteable, 1.0, 0.0) * np.ones((v.shape[0], 1))
+    acc = np.clip(acc, 1.0 / c, 0.999)
+    counts = v != missing
+    if abstain is not None:
+        counts &= v != abstain
+    log_right, log_wrong = np.log(acc), np.log((1.0 - acc) / (c - 1))
+    # every vote adds log_wrong to every class, and (log_right - log_wrong) to its own
+    log_post = np.zeros((v.shape[0], n_classes))
+    rows, cols = np.nonzero(counts)
+    np.add.at(log_post, (rows, v[rows, cols]), (log_right - log_wrong)[rows, cols])
+    log_post[:, ~voteable] = -np.inf
+    log_post -= log_post.max(axis=1, keepdims=True)
+    post = np.exp(log_post)
+    return post / post.sum(axis=1, keepdims=True)
+
+
 def majority_vote(
     votes: np.ndarray,
     *,
@@ -52,12 +102,13 @@ def majority_vote(
     abstain: int | None = None,
     min_agreement: float = 0.6,
     missing: int = -1,
+    accuracy: float | np.ndarray = 0.8,
 ) -> MajorityResult:
     """Majority label per row of `votes` (items x reviews), escalating ties and low agreement.
 
     An item is decided when one class has strictly more votes than any other and its share of all the
     item's reviews (abstentions included) is at least `min_agreement`; with the default 0.6, 2 of 3 and
-    1 of 1 decide, 1 of 2 does not.
+    1 of 1 decide, 1 of 2 does not. `confidence` is `vote_posteriors` with the voters' `accuracy`.
     """
     if n_classes < 1:
         raise ConfigError(f"n_classes={n_classes} must be >= 1")
@@ -81,7 +132,10 @@ def majority_vote(
     reasons[(top > 0) & (n_top > 1)] = "tie"
     reasons[top == 0] = "no_votes"
     labels = np.where(reasons == "", winners, -1)
-    return MajorityResult(labels.astype(np.int64), share, reasons.astype(str))
+    post = vote_posteriors(v, n_classes=n_classes, accuracy=accuracy, abstain=abstain, missing=missing)
+    best = np.where(labels >= 0, labels, post.argmax(axis=1))
+    confidence = post[np.arange(n_items), best]
+    return MajorityResult(labels.astype(np.int64), share, reasons.astype(str), confidence)
 
 
 @dataclass(frozen=True)
@@ -128,6 +182,8 @@ def dawid_skene(
     max_iter: int = 100,
     tol: float = 1e-6,
     smoothing: float = 0.01,
+    prior_accuracy: float | None = None,
+    prior_strength: float = 0.0,
 ) -> DawidSkeneResult:
     """Dawid-Skene EM over sparse votes: vote v says rater `raters[v]` gave item `items[v]` class `labels[v]`.
 
@@ -135,6 +191,11 @@ def dawid_skene(
     shares, alternates confusion/prior estimates (with `smoothing` pseudo-counts, so an unseen cell is
     not impossible) and posteriors until the votes' log-likelihood improves by less than `tol` (relative).
     Items without votes keep the prior (or their fixed answer).
+
+    `prior_accuracy` with `prior_strength` > 0 adds a Dirichlet prior to each row of every confusion matrix:
+    `prior_strength` pseudo-votes, `prior_accuracy` of them on the true class and the rest spread over the
+    others. Without it a reviewer seen on a few items gets near-zero cells, and a single earlier slip then
+    swings an item's posterior a hundredfold: three reviewers who name three classes could come out 99% sure.
     """
     it, rt, lb = (np.asarray(a, dtype=np.int64) for a in (items, raters, labels))
     if not it.shape == rt.shape == lb.shape or it.ndim != 1:
@@ -146,6 +207,11 @@ def dawid_skene(
         raise ConfigError(f"max_iter={max_iter} must be >= 1")
     if smoothing <= 0:
         raise ConfigError(f"smoothing={smoothing} must be > 0 (a zero cell would make a class impossible)")
+    if prior_strength < 0 or not np.isfinite(prior_strength):
+        raise ConfigError(f"prior_strength={prior_strength} must be >= 0")
+    if prior_strength > 0 and (prior_accuracy is None or not 0.0 < prior_accuracy < 1.0):
+        raise ConfigError(f"prior_accuracy={prior_accuracy} must be between 0 and 1 (exclusive) "
+                          f"with prior_strength={prior_strength}")
     _check_index("item", it, n_items)
     _check_index("rater", rt, n_raters)
     _check_index("label", lb, n_classes)
@@ -167,6 +233,10 @@ def dawid_skene(
     post[empty] = 1.0
     post = clamp(post / post.sum(axis=1, keepdims=True))
     cell = rt * n_classes + lb  # (rater, given label) per vote
+    pseudo = np.full((n_classes, n_classes), smoothing)
+    if prior_strength > 0 and prior_accuracy is not None:
+        off = (1.0 - prior_accuracy) / (n_classes - 1) if n_classes > 1 else 0.0
+        pseudo += prior_strength * np.where(np.eye(n_classes, dtype=bool), prior_accuracy, off)
     converged, n_iter = False, 0
     confusion = np.full((n_raters, n_classes, n_classes), 1.0 / n_classes)
     priors = np.full(n_classes, 1.0 / n_classes)
@@ -179,7 +249,7 @@ def dawid_skene(
             confusion[:, k, :] = np.bincount(cell, weights=post[it, k], minlength=n_raters * n_classes).reshape(
                 n_raters, n_classes
             )
-        confusion += smoothing
+        confusion += pseudo
         confusion /= confusion.sum(axis=2, keepdims=True)
         # E-step: posteriors from priors and confusion
         log_conf = np.log(confusion)

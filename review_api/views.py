@@ -83,9 +83,11 @@ def consensus_public(item: Item) -> schemas.Consensus:
 
 def escalation_public(session: Session, item: Item, run: Run) -> schemas.EscalationPublic:
     decisions = storage.decisions_of(session, item_id=item.id)
-    votes = Counter(storage.decision_label(d.verdict, d.category) for d in decisions)
+    labels = [storage.decision_label(d.verdict, d.category) for d in decisions]
+    votes = Counter(labels)
     text = storage.escalation_text(item.escalation_reason, confidence=item.confidence,
-                                   min_agreement=run.min_agreement, ds_min_confidence=run.ds_min_confidence)
+                                   min_agreement=run.min_agreement, ds_min_confidence=run.ds_min_confidence,
+                                   share=storage.top_share(labels))
     return schemas.EscalationPublic(item_id=item.id, run_id=item.run_id, frame_id=item.frame_id, rank=item.rank,
                                     reason=item.escalation_reason, reason_text=text, n_decisions=item.n_decisions,
                                     escalated_at=item.consensus_at, votes=dict(votes))

@@ -78,6 +78,9 @@ const STATUS_WORDS = { queued: "waiting reviews", complete: "complete", escalate
 
 function statusText(s) { return STATUS_WORDS[s] || words(s); }
 
+// a probability that the answer is right, rounded down: "1.00" only for a lead's or a gold answer (exactly 1)
+function confText(c) { return (Math.floor(c * 100 + 1e-9) / 100).toFixed(2); }
+
 function label(verdict, category) {
   if (verdict === "edge_case") return category ? `edge case · ${words(category)}` : "edge case";
   return words(verdict);
@@ -668,7 +671,7 @@ async function loadItems(more) {
         (r.version > 1 ? ` <span class="muted">(v${r.version})</span>` : "") + `</td>`;
     }).join("");
     const cons = it.consensus_verdict ? `${escapeHtml(label(it.consensus_verdict, it.consensus_category))}` +
-      (it.confidence != null ? ` <span class="muted">${it.confidence.toFixed(2)}</span>` : "") : `<span class="muted">–</span>`;
+      (it.confidence != null ? ` <span class="muted">${confText(it.confidence)}</span>` : "") : `<span class="muted">–</span>`;
     return `<tr class="item-row${it.disagreement ? " disagree" : ""}" tabindex="0" data-item-id="${it.item_id}">` +
       `<td>${escapeHtml(it.frame_id)}${it.is_gold ? ' <span class="tag">gold</span>' : ""}${it.disagreement ? ' <span class="tag bad">disagree</span>' : ""}</td>` +
       `<td>${it.rank}</td><td>${escapeHtml(statusText(it.status))}${it.escalation_text || it.escalation_reason ? `<div class="muted small">${escapeHtml(it.escalation_text || words(it.escalation_reason))}</div>` : ""}</td>` +
@@ -690,7 +693,7 @@ async function openDetail(itemId, opener) {
   $("#detail-title").textContent = `${it.frame_id} · rank ${it.rank} · ${statusText(it.consensus.status)}`;
   const c = it.consensus;
   $("#detail-consensus").textContent = c.verdict ? `Consensus: ${label(c.verdict, c.category)} (${c.method || "?"}` +
-    (c.confidence != null ? `, confidence ${c.confidence.toFixed(2)}` : "") + `), ${it.n_decisions} of ${it.required_reviews} reviews` :
+    (c.confidence != null ? `, confidence ${confText(c.confidence)}` : "") + `), ${it.n_decisions} of ${it.required_reviews} reviews` :
     `No consensus yet: ${it.n_decisions} of ${it.required_reviews} reviews` + (c.escalation_reason ? `, escalated (${words(c.escalation_reason)})` : "");
   $("#detail-reviews").innerHTML = `<tr><th>reviewer</th><th>decision</th><th>root causes</th><th>notes</th><th>at</th></tr>` +
     (it.decisions.length ? it.decisions.map((d) => `<tr><td>${escapeHtml(d.reviewer)}</td><td>${escapeHtml(label(d.verdict, d.category))}</td>` +

@@ -27,7 +27,15 @@ public surface.
 """
 
 from edgemine.contracts import CONFIRMED_ITEMS_SCHEMA
-from edgemine.review_api.storage._common import EDGE, NOT_EDGE, decision_label, unit_hash
+from edgemine.review_api.storage._common import (
+    EDGE,
+    MAX_CONFIDENCE,
+    NOT_EDGE,
+    VOTER_ACCURACY,
+    decision_label,
+    top_share,
+    unit_hash,
+)
 from edgemine.review_api.storage.audit import (
     RESERVATION_STALE_SECONDS,
     Reservation,
@@ -102,6 +110,9 @@ __all__ = [
     "create_reviewer",
     "deactivate_reviewer",
     "decision_label",
+    "MAX_CONFIDENCE",
+    "VOTER_ACCURACY",
+    "top_share",
     "decision_versions",
     "decisions_of",
     "ensure_reviewer_with_token",

@@ -3,6 +3,13 @@
 Labels: a decision's label is its category when the verdict is `edge_case`, else the verdict itself.
 A run's label space is `["not_edge_case", *categories, "unsure"]`; "unsure" counts as a review but is
 no vote (majority), is left out of Dawid-Skene, and is its own class in the agreement coefficients.
+
+Confidence: an item's `confidence` is always an estimate of the probability that its consensus label is right
+(for an escalated item: that the most likely label is). Majority (the hot path) computes it with
+`mining.consensus.vote_posteriors`, taking every reviewer to be right with probability `VOTER_ACCURACY`, so
+one review is 0.8 and agreeing reviews approach but never reach 1.0; Dawid-Skene's refresh replaces it with
+its posterior on items with three or more reviews, its confusion matrices drawn towards that same accuracy by
+`DS_PRIOR_STRENGTH` pseudo-votes per row. A lead's answer and a gold item's known answer are 1.0.
 """
 
 from __future__ import annotations
@@ -23,6 +30,15 @@ CONFIRMED_STATUSES = ("complete", "resolved", "gold")  # statuses whose consensu
 # Literal SQL (not bound parameters) so SQLite's planner can match the partial indexes' WHERE clauses.
 OPEN_ITEMS = text("items.slots_free > 0 AND NOT items.is_gold")  # ix_items_open
 FINAL_STATUSES = ("resolved", "gold")  # a lead's answer: no reviewer, and no majority of reviews, changes it
+# the accuracy assumed of a reviewer before the run's evidence: majority's confidence (per-decision, so no
+# per-reviewer read on the hot path) and the centre of Dawid-Skene's prior over confusion matrices
+VOTER_ACCURACY = 0.8
+# Dawid-Skene's prior weight, in pseudo-votes per confusion-matrix row: a reviewer's few slips on a small run
+# cannot make three reviewers who name three classes look certain (mining.consensus.dawid_skene)
+DS_PRIOR_STRENGTH = 4.0
+# the most an estimate from reviews may say (a lead's or gold answer is 1.0): the export's float32 would make
+# a posterior of 1 - 1e-8 read as certain (float32 holds 0.999999)
+MAX_CONFIDENCE = 0.999999
 LEASED: ColumnElement[str] = literal_column("'leased'")  # state = 'leased': uq_assignments_live, ix_assignments_expiry
 # Core tables for the hot paths
 ITEMS, ASSIGNMENTS = cast(Table, Item.__table__), cast(Table, Assignment.__table__)
@@ -46,6 +62,15 @@ def decision_label(verdict: str, category: str | None) -> str:
     return category if verdict == EDGE and category else verdict
 
 
+def top_share(labels: Sequence[str]) -> float | None:
+    """The most chosen label's share of all the reviews ("unsure" is a review but no vote); None without reviews.
+    What majority compares with the run's `min_agreement`."""
+    if not labels:
+        return None
+    votes = Counter(lab for lab in labels if lab != UNSURE)
+    return max(votes.values()) / len(labels) if votes else 0.0
+
+
 def top_tag(tag_lists: Sequence[Sequence[str]]) -> str | None:
     """The most frequent tag (the alphabetically first on a tie), or None when there is none."""
     tags = Counter(t for tags in tag_lists for t in tags)
@@ -67,6 +92,7 @@ def consensus_outcome(*, label: str | None, reason: str, root_cause: str | None)
 
 def consensus_values(*, label: str | None, confidence: float, method: str, reason: str, root_cause: str | None,
                      now: datetime) -> dict[str, Any]:
-    """All of an item's consensus columns, as majority and Dawid-Skene write them (see consensus_outcome)."""
+    """All of an item's consensus columns, as majority and Dawid-Skene write them (see consensus_outcome);
+    `confidence` is their posterior of the label, at most MAX_CONFIDENCE."""
     return {**consensus_outcome(label=label, reason=reason, root_cause=root_cause),
-            "confidence": float(confidence), "consensus_method": method, "consensus_at": now}
+            "confidence": min(float(confidence), MAX_CONFIDENCE), "consensus_method": method, "consensus_at": now}

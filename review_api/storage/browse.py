@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from edgemine.errors import InvalidFieldError
 from edgemine.review_api.db import ITEM_STATUSES, Reviewer
-from edgemine.review_api.storage._common import DECISIONS, EDGE, ITEMS, decision_label
+from edgemine.review_api.storage._common import DECISIONS, EDGE, ITEMS, decision_label, top_share
 from edgemine.review_api.storage.audit import decision_versions
 from edgemine.review_api.storage.leads import escalation_text
 from edgemine.review_api.storage.runs import get_run
@@ -90,9 +90,10 @@ def browse_items(
             "consensus_verdict": r.consensus_verdict, "consensus_category": r.consensus_category,
             "confidence": r.confidence, "consensus_method": r.consensus_method,
             "escalation_reason": r.escalation_reason,
-            "escalation_text": escalation_text(r.escalation_reason, confidence=r.confidence,
-                                               min_agreement=run.min_agreement,
-                                               ds_min_confidence=run.ds_min_confidence),
+            "escalation_text": escalation_text(
+                r.escalation_reason, confidence=r.confidence, min_agreement=run.min_agreement,
+                ds_min_confidence=run.ds_min_confidence,
+                share=top_share([decision_label(v["verdict"], v["category"]) for v in mine])),
             "is_gold": bool(r.is_gold), "disagreement": len(labels) > 1, "reviews": mine,
         })
     return {"total": total, "next_after_id": int(rows[-1].id) if more else None, "items": items}

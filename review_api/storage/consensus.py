@@ -4,7 +4,9 @@ Planning reads a snapshot and computes (`plan_consensus`, in a process of its ow
 `plan_consensus_job`); applying writes the changed answers (`apply_consensus`), guarded so that an item
 which got another review, an amended or withdrawn review, or a lead's answer since the snapshot is left
 alone. Gold and lead-resolved items anchor the estimate and never change; answers below the run's
-`ds_min_confidence` are escalated.
+`ds_min_confidence` are escalated. Each reviewer's confusion matrix has a prior (`VOTER_ACCURACY`,
+`DS_PRIOR_STRENGTH` pseudo-votes a row, _common.py), so a posterior is a probability that majority's
+confidence can be compared with.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ from edgemine.mining.consensus import dawid_skene
 from edgemine.review_api.db import Decision, Item
 from edgemine.review_api.hotsql import hot
 from edgemine.review_api.storage._common import (
+    DS_PRIOR_STRENGTH,
     ITEMS,
     NOT_EDGE,
     UNSURE,
+    VOTER_ACCURACY,
     consensus_outcome,
     consensus_values,
     decision_label,
@@ -119,7 +123,7 @@ def plan_consensus(session: Session, *, run_id: str, min_reviews: int = 3) -> Co
         elif status == "resolved" and c_verdict:
             fixed[pos] = cls[decision_label(c_verdict, c_category)]
     ds = dawid_skene(it, rt, lb, n_items=len(item_ids), n_raters=len(reviewer_ids), n_classes=len(classes),
-                     fixed=fixed)
+                     fixed=fixed, prior_accuracy=VOTER_ACCURACY, prior_strength=DS_PRIOR_STRENGTH)
     tags_by_item: dict[int, list[tuple[str, list[str]]]] = {}
     for r, lab in zip(rows, labels, strict=True):
         tags_by_item.setdefault(r[0], []).append((lab, list(r[4] or [])))

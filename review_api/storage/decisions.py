@@ -7,8 +7,9 @@ it acknowledged survives a kill of the server (tests/review_api/test_crash.py). 
 decision instead of recording a second. A reviewer decides an item at most once
 (uq_decisions_item_reviewer); each decision adds its "decide" event to the audit trail (events.py), and its
 reviewer may amend or undo it for a while (audit.py). The decision that completes an item's reviews writes
-its majority consensus (escalated when agreement is below the run's `min_agreement`); Dawid-Skene may revise
-it later (consensus.py).
+its majority consensus (escalated when agreement is below the run's `min_agreement`), with a confidence that
+is a posterior probability (see _common.py: every voter taken as `VOTER_ACCURACY` accurate, nothing read on
+the hot path); Dawid-Skene may revise it later (consensus.py).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from edgemine.review_api.storage._common import (
     ITEMS,
     NOT_EDGE,
     UNSURE,
+    VOTER_ACCURACY,
     consensus_values,
     decision_label,
     top_tag,
@@ -213,7 +215,8 @@ def majority_consensus(session: Session, *, item_id: int, run: RunRules, now: da
     labels = [NOT_EDGE, *run.categories, UNSURE]
     index = {lab: i for i, lab in enumerate(labels)}
     votes = np.array([[index[decision_label(d.verdict, d.category)] for d in decisions]], np.int64)
-    res = majority_vote(votes, n_classes=len(labels), abstain=index[UNSURE], min_agreement=run.min_agreement)
+    res = majority_vote(votes, n_classes=len(labels), abstain=index[UNSURE], min_agreement=run.min_agreement,
+                        accuracy=VOTER_ACCURACY)
     winner = labels[int(res.labels[0])] if res.labels[0] >= 0 else None
     root = _root_cause(decisions, winner) if winner else None
     values = consensus_values(label=winner, confidence=float(res.confidence[0]), method="majority",

@@ -23,17 +23,18 @@ from edgemine.review_api.storage.runs import get_run
 
 
 def escalation_text(reason: str | None, *, confidence: float | None = None, min_agreement: float | None = None,
-                    ds_min_confidence: float | None = None) -> str | None:
+                    ds_min_confidence: float | None = None, share: float | None = None) -> str | None:
     """Why an item waits for a lead, in words; one line for every reason majority or Dawid-Skene can set
-    (mining.consensus.ESCALATION_REASONS and "low_confidence")."""
+    (mining.consensus.ESCALATION_REASONS and "low_confidence"). `share` is the most chosen answer's share of the
+    reviews (`top_share`; low_agreement), `confidence` the item's stored probability (low_confidence)."""
     if not reason:
         return None
-    share = f"{confidence:.0%}" if confidence is not None else "too small a share"
+    share_text = f"{share:.0%}" if share is not None else "too small a share"
     if reason == "tie":
         return "the reviews tie: two or more answers got the same number of votes"
     if reason == "low_agreement":
         floor = f" the run's min_agreement of {min_agreement:.0%}" if min_agreement is not None else " min_agreement"
-        return f"the reviewers disagree: the most chosen answer got {share} of the votes, below{floor}"
+        return f"the reviewers disagree: the most chosen answer got {share_text} of the votes, below{floor}"
     if reason == "no_votes":
         return "every review said unsure, so there is no vote to count"
     if reason == "low_confidence":

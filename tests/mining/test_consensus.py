@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgemine.errors import ConfigError, SchemaError
-from edgemine.mining.consensus import dawid_skene, majority_vote, votes_to_triples
+from edgemine.mining.consensus import dawid_skene, majority_vote, vote_posteriors, votes_to_triples
 
 NOT, CAT_A, CAT_B, UNSURE = 0, 1, 2, 3
 
@@ -28,7 +28,7 @@ def test_majority_decides_clear_items_and_escalates_the_rest() -> None:
     assert res.labels.tolist() == [CAT_A, CAT_A, -1, -1, -1, -1, -1, NOT]
     assert res.reasons.tolist() == ["", "", "tie", "tie", "low_agreement", "no_votes", "no_votes", ""]
     assert res.escalated.tolist() == [False, False, True, True, True, True, True, False]
-    assert np.allclose(res.confidence, [2 / 3, 1, 0.5, 1 / 3, 0.5, 0, 0, 2 / 3])
+    assert np.allclose(res.share, [2 / 3, 1, 0.5, 1 / 3, 0.5, 0, 0, 2 / 3])
 
 
 def test_min_agreement_moves_the_bar() -> None:
@@ -108,3 +108,57 @@ def test_dawid_skene_names_bad_indices() -> None:
         dawid_skene(np.array([0]), np.array([0]), np.array([5]), n_items=1, n_raters=1, n_classes=3)
     with pytest.raises(ConfigError, match="n_raters=0"):
         dawid_skene(np.array([0]), np.array([0]), np.array([0]), n_items=1, n_raters=0, n_classes=3)
+
+
+def _brute_posterior(votes: list[int], accuracy: list[float], n_classes: int, abstain: int | None) -> np.ndarray:
+    """P(truth | votes) by enumerating the truth: each vote right with its accuracy, else any other class alike."""
+    classes = [k for k in range(n_classes) if k != abstain]
+    joint = np.zeros(n_classes)
+    for k in classes:
+        p = 1.0 / len(classes)
+        for v, a in zip(votes, accuracy, strict=True):
+            if v == -1 or v == abstain:
+                continue
+            p *= a if v == k else (1 - a) / (len(classes) - 1)
+        joint[k] = p
+    return joint / joint.sum()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(-1, 3), min_size=1, max_size=5), st.floats(0.4, 0.99), st.sampled_from([None, UNSURE]))
+def test_vote_posteriors_equal_enumeration(votes: list[int], accuracy: float, abstain: int | None) -> None:
+    got = vote_posteriors(np.array([votes]), n_classes=4, accuracy=accuracy, abstain=abstain)[0]
+    assert np.allclose(got, _brute_posterior(votes, [accuracy] * len(votes), 4, abstain))
+    assert got.max() < 1.0 and np.isclose(got.sum(), 1.0)
+
+
+def test_majority_confidence_is_a_posterior_that_grows_with_agreement() -> None:
+    """One review is as sure as its reviewer, never 1.0; agreeing reviews add to it, a dissent takes away."""
+    votes = np.array([[CAT_A, -1, -1], [CAT_A, CAT_A, CAT_A], [CAT_A, CAT_A, NOT], [CAT_A, CAT_B, NOT]])
+    res = majority_vote(votes, n_classes=4, abstain=UNSURE, accuracy=0.8)
+    single, unanimous, split, three_way = res.confidence
+    assert single == pytest.approx(0.8)
+    assert single < unanimous < 1.0 and split < unanimous
+    assert res.reasons[3] == "tie" and three_way < 0.5
+
+
+def test_dawid_skene_prior_keeps_a_three_way_split_uncertain() -> None:
+    """Three reviewers of about the same skill, 60 items: without a prior on the confusion matrices a few slips
+    make the items on which they name three different classes look ~99% sure; with it they stay well below."""
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 4, 60)
+    votes = np.empty((60, 3), np.int64)
+    for r, acc in enumerate((0.85, 0.8, 0.75)):
+        wrong = (truth + rng.integers(1, 4, 60)) % 4
+        votes[:, r] = np.where(rng.random(60) < acc, truth, wrong)
+    three_way = np.array([len(set(row)) == 3 for row in votes.tolist()])
+    unanimous = np.array([len(set(row)) == 1 for row in votes.tolist()])
+    assert three_way.sum() >= 2
+    it, rt, lb = votes_to_triples(votes)
+    bare = dawid_skene(it, rt, lb, n_items=60, n_raters=3, n_classes=4)
+    held = dawid_skene(it, rt, lb, n_items=60, n_raters=3, n_classes=4, prior_accuracy=0.8, prior_strength=4.0)
+    assert bare.confidence[three_way].max() > 0.99
+    assert held.confidence[three_way].max() < 0.95
+    assert held.confidence[three_way].max() < held.confidence[unanimous].min() < 1.0
+    with pytest.raises(ConfigError, match="prior_accuracy"):
+        dawid_skene(it, rt, lb, n_items=60, n_raters=3, n_classes=4, prior_strength=1.0)

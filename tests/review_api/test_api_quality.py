@@ -17,7 +17,7 @@ from sklearn.metrics import cohen_kappa_score
 from statsmodels.stats.inter_rater import aggregate_raters
 from statsmodels.stats.inter_rater import fleiss_kappa as sm_fleiss_kappa
 
-from tests.support.review import ReviewEnv
+from tests.support.review import SPLIT_2_1, UNANIMOUS_3, ReviewEnv
 
 Answer = Callable[[str, dict[str, Any]], dict[str, Any]]
 
@@ -64,10 +64,11 @@ def test_majority_consensus_escalations_and_lead_resolution(env: ReviewEnv, run_
         c = view["consensus"]
         assert view["n_decisions"] == 3 and len(view["decisions"]) == 3
         if rank % 4 == 0:
-            assert (c["status"], c["category"], c["confidence"], c["method"]) == ("complete", "debris", 1.0, "majority")
+            assert (c["status"], c["category"], c["method"]) == ("complete", "debris", "majority")
+            assert c["confidence"] == pytest.approx(UNANIMOUS_3) and c["confidence"] < 1.0
         elif rank % 4 == 1:
             assert (c["status"], c["verdict"], c["category"]) == ("complete", "edge_case", "debris")
-            assert c["confidence"] == pytest.approx(2 / 3)
+            assert c["confidence"] == pytest.approx(SPLIT_2_1)
         elif rank % 4 == 2:
             assert (c["status"], c["escalation_reason"], c["verdict"]) == ("escalated", "tie", None)
         else:
@@ -131,12 +132,13 @@ def test_dawid_skene_settles_what_majority_cannot(env: ReviewEnv, run_dirs: dict
     report = r.json()
     assert report["method"] == "dawid_skene" and report["converged"]
     assert report["items_considered"] == 16 and report["items_updated"] >= len(debris_items)
-    assert report["reviewer_accuracy"]["ana"] > 0.95 > report["reviewer_accuracy"]["cho"]
+    # ~20 items each: the prior (0.8, DS_PRIOR_STRENGTH pseudo-votes a row) still holds ana's estimate below 0.95
+    assert report["reviewer_accuracy"]["ana"] > 0.9 > report["reviewer_accuracy"]["cho"]
     for rank in range(9, 25):
         c = env.client.get(f"/items/{rank}/review", headers=lead).json()["consensus"]
         assert c["status"] == "complete" and c["method"] == "dawid_skene"
         assert (c["category"] or c["verdict"]) == truth[rank]
-        assert c["confidence"] > 0.9
+        assert 0.9 < c["confidence"] < 1.0
     for rank in gold_ranks:  # gold items keep their known answer
         c = env.client.get(f"/items/{rank}/review", headers=lead).json()["consensus"]
         assert (c["status"], c["method"]) == ("gold", "lead")
@@ -308,8 +310,9 @@ def test_every_escalation_reason_has_words() -> None:
     from edgemine.mining.consensus import ESCALATION_REASONS
     from edgemine.review_api.storage import escalation_text
 
-    texts = {r: escalation_text(r, confidence=0.5, min_agreement=0.6, ds_min_confidence=0.7)
+    texts = {r: escalation_text(r, confidence=0.5, min_agreement=0.6, ds_min_confidence=0.7, share=0.4)
              for r in (*ESCALATION_REASONS, "low_confidence")}
+    assert "40%" in texts["low_agreement"] and "60%" in texts["low_agreement"]  # the share, not the confidence
     assert texts["no_votes"] == "every review said unsure, so there is no vote to count"
     assert "50%" in texts["low_confidence"] and "70%" in texts["low_confidence"]
     assert all(t and "_" not in t.replace("min_agreement", "").replace("ds_min_confidence", "") for t in texts.values())

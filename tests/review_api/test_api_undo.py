@@ -6,8 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from edgemine.review_api import storage
-from tests.support.review import T0, ReviewEnv, env_on_both_stores
+from tests.support.review import SPLIT_2_1, T0, UNANIMOUS_3, ReviewEnv, env_on_both_stores
 
 DEBRIS = {"verdict": "edge_case", "category": "debris"}
 NOT = {"verdict": "not_edge_case"}
@@ -176,10 +178,10 @@ def test_consensus_metrics_and_confirmed_items_use_the_latest_version(env: Revie
         assert env.decide(name, item, **body).status_code == 201
     assert item is not None
     c = _consensus(env, item)
-    assert (c["status"], c["category"]) == ("complete", "debris") and abs(c["confidence"] - 2 / 3) < 1e-9
+    assert (c["status"], c["category"]) == ("complete", "debris") and c["confidence"] == pytest.approx(SPLIT_2_1)
     assert _put(env, "cho", item, **DEBRIS).status_code == 200
     c = _consensus(env, item)
-    assert (c["status"], c["category"], c["confidence"]) == ("complete", "debris", 1.0)
+    assert (c["status"], c["category"]) == ("complete", "debris") and c["confidence"] == pytest.approx(UNANIMOUS_3)
 
     def confirmed() -> list[int]:
         with env.app_state.db.read() as s:
@@ -204,7 +206,8 @@ def test_consensus_metrics_and_confirmed_items_use_the_latest_version(env: Revie
     assert agreement()["items"] == 1  # two reviews still make an overlap item
     assert env.decide("cho", item, **NOT).status_code == 201
     c = _consensus(env, item)
-    assert (c["status"], c["verdict"], c["confidence"]) == ("complete", "not_edge_case", 1.0)
+    assert (c["status"], c["verdict"]) == ("complete", "not_edge_case")
+    assert c["confidence"] == pytest.approx(UNANIMOUS_3)
     # the export of decisions has one (the latest) row per reviewer
     with env.app_state.db.read() as s:
         rows = [t.to_pylist() for t in storage.iter_decisions(s, run_id="run-other")]

@@ -21,7 +21,7 @@ from edgemine.review_api.db import Assignment, Database, Decision, Item, Publish
 from edgemine.review_api.importer import Policy, import_run
 from edgemine.review_api.settings import load_settings
 from edgemine.review_api.storage import DecisionInput
-from tests.support.review import T0
+from tests.support.review import SPLIT_2_1, T0, UNANIMOUS_3
 
 SETTINGS = load_settings(environment="test")
 T = TypeVar("T")
@@ -145,7 +145,7 @@ def test_overlap_items_get_independent_reviews_then_consensus(db: Database, run_
     with db.read() as s:
         item = storage.get_item(s, item_id=item_id)
         assert (item.status, item.consensus_verdict, item.consensus_category) == ("complete", "edge_case", "debris")
-        assert item.confidence == pytest.approx(2 / 3) and item.consensus_method == "majority"
+        assert item.confidence == pytest.approx(SPLIT_2_1) and item.consensus_method == "majority"
 
 
 def test_ties_escalate_and_a_lead_resolves(db: Database, run_dirs: dict[str, Path]) -> None:
@@ -220,7 +220,8 @@ def test_confirmed_items_and_decisions_export(db: Database, run_dirs: dict[str, 
         decisions = pa.concat_tables(list(storage.iter_decisions(s)))
     assert table.schema == storage.CONFIRMED_ITEMS_SCHEMA
     assert table.num_rows == 2 and set(table.column("category").to_pylist()) == {"debris"}
-    assert table.column("n_reviews").to_pylist() == [1, 1] and table.column("confidence").to_pylist() == [1.0, 1.0]
+    assert table.column("n_reviews").to_pylist() == [1, 1]
+    assert table.column("confidence").to_pylist() == pytest.approx([0.8, 0.8])  # one review: never 1.0
     assert '"weather"' in table.column("metadata")[0].as_py()
     assert later.num_rows == 1  # consensus reached after `since`
     assert decisions.schema == DECISIONS_SCHEMA and decisions.num_rows == 4
@@ -580,3 +581,52 @@ def test_a_stale_reservation_holds_off_nobody_and_the_next_publish_settles_it(db
     with db.read() as s:
         assert storage.publications_of(s, [a, b]) == {b: ("/data/edge", 0)}
         assert s.scalar(select(func.count()).select_from(PublishReservation)) == 0
+
+
+def test_confidence_is_a_probability_that_grows_with_agreement(db: Database, run_dirs: dict[str, Path]) -> None:
+    """One review is not certain: a single-review row of the export is less sure than a unanimous 3-review row,
+    which is less than 1.0; a 2-1 split is below a unanimous item and a three-way split below both, before and
+    after Dawid-Skene."""
+    import_run(db, run_dirs["small"], policy=policy(overlap_fraction=0.5, overlap_reviews=3, gold_fraction=0.0),
+               now=T0)
+    people_ids = people(db, "ana", "ben", "cho")
+    script = {0: ("debris", "debris", "debris"), 1: ("debris", "debris", None), 2: ("debris", "other", None)}
+    done: dict[int, int] = {}
+    with db.read() as s:
+        rank = {i.id: i.rank for i in s.scalars(select(Item))}
+    busy = True
+    while busy:
+        busy = False
+        for rid in people_ids:
+            held = lease(db, rid)
+            if held is None:
+                continue
+            busy = True
+            k = done.get(held.item_id, 0)
+            category = script[rank[held.item_id] % 3][k]
+            decide(db, held.item_id, rid, "edge_case" if category else "not_edge_case", category)
+            done[held.item_id] = k + 1
+    with db.read() as s:
+        items = list(s.scalars(select(Item)))
+        table = storage.confirmed_items(s, run_id="run-small")
+    single = [i.confidence for i in items if i.n_decisions == 1]
+    by_pattern = {p: [i for i in items if i.n_decisions == 3 and i.rank % 3 == p] for p in script}
+    assert single and all(by_pattern.values())
+    assert single == pytest.approx([0.8] * len(single))
+    assert [i.confidence for i in by_pattern[0]] == pytest.approx([UNANIMOUS_3] * len(by_pattern[0]))
+    assert [i.confidence for i in by_pattern[1]] == pytest.approx([SPLIT_2_1] * len(by_pattern[1]))
+    assert 0.8 < SPLIT_2_1 < UNANIMOUS_3 < 1.0
+    assert all(i.status == "escalated" and i.confidence < 0.5 for i in by_pattern[2])
+    rows = table.to_pylist()
+    one = [r["confidence"] for r in rows if r["n_reviews"] == 1]
+    three = [r["confidence"] for r in rows if r["n_reviews"] == 3]
+    assert one and three and max(one) < min(three) and max(three) < 1.0
+    with db.write() as s:
+        storage.refresh_consensus(s, run_id="run-small", now=T0 + timedelta(hours=1))
+    with db.read() as s:
+        after = {i.id: i for i in s.scalars(select(Item))}
+    ds = {p: [after[i.id].confidence for i in found] for p, found in by_pattern.items()}
+    assert all(after[i.id].consensus_method == "dawid_skene" for found in by_pattern.values() for i in found)
+    # here every item but the split ones is debris, so Dawid-Skene reads the split as debris too; still in order
+    assert max(ds[2]) < min(ds[1]) and max(ds[1]) <= min(ds[0]) and max(ds[0]) <= storage.MAX_CONFIDENCE < 1.0
+    assert [after[i.id].confidence for i in items if i.n_decisions == 1] == single  # Dawid-Skene leaves them

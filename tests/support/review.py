@@ -21,6 +21,11 @@ from edgemine.contracts import SIGNAL_COLUMNS
 ROOT = Path(__file__).resolve().parents[2]  # the repository
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
+# majority's confidence on a run with the default taxonomy (11 answers), every reviewer taken as 0.8 accurate:
+# right 0.8, each wrong answer 0.02 (mining.consensus.vote_posteriors)
+UNANIMOUS_3 = 0.8**3 / (0.8**3 + 10 * 0.02**3)
+SPLIT_2_1 = 0.8 * 0.8 * 0.02 / (0.8 * 0.8 * 0.02 + 0.02 * 0.02 * 0.8 + 9 * 0.02**3)
+
 
 class FakeClock:
     """The service's clock in tests: starts at T0 and moves only when told."""
