@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any, cast
 
@@ -46,6 +46,15 @@ DECISIONS, RUNS = cast(Table, Decision.__table__), cast(Table, Run.__table__)
 # An item a lead has answered takes no more reviews: a lease on it that ends (expired, skipped, undone) frees no
 # slot. `!=` conditions, not IN: the hot path refuses expanding parameters.
 NOT_FINAL: tuple[ColumnElement[bool], ...] = tuple(ITEMS.c.status != s for s in FINAL_STATUSES)
+
+
+IN_BATCH = 500  # ids per IN (...) list: short statements, far below SQLite's and PostgreSQL's parameter limits
+
+
+def in_batches(ids: Sequence[int]) -> Iterator[Sequence[int]]:
+    """`ids` in slices of IN_BATCH, for `column.in_(part)` over lists that may hold millions of ids."""
+    for start in range(0, len(ids), IN_BATCH):
+        yield ids[start:start + IN_BATCH]
 
 
 def unit_hash(*parts: object) -> float:

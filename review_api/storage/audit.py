@@ -39,6 +39,7 @@ from edgemine.review_api.storage._common import (
     ITEMS,
     NOT_FINAL,
     RUNS,
+    in_batches,
 )
 from edgemine.review_api.storage.decisions import (
     DecisionInput,
@@ -95,10 +96,10 @@ def publications_of(session: Session, item_ids: Sequence[int]) -> dict[int, tupl
     """The first dataset version each item was published in (items never published are absent)."""
     out: dict[int, tuple[str, int]] = {}
     ids = sorted(set(item_ids))
-    for start in range(0, len(ids), 500):
+    for part in in_batches(ids):
         rows = session.execute(
             select(PUBLICATIONS.c.item_id, PUBLICATIONS.c.dataset, PUBLICATIONS.c.version)
-            .where(PUBLICATIONS.c.item_id.in_(ids[start:start + 500])).order_by(PUBLICATIONS.c.id)).all()
+            .where(PUBLICATIONS.c.item_id.in_(part)).order_by(PUBLICATIONS.c.id)).all()
         for item_id, dataset, version in rows:
             out.setdefault(int(item_id), (str(dataset), int(version)))
     return out
@@ -108,9 +109,9 @@ def decision_versions(session: Session, decision_ids: Sequence[int]) -> dict[int
     """Each decision's version: 1, plus one per amendment."""
     ids = sorted(set(decision_ids))
     out = dict.fromkeys(ids, 1)
-    for start in range(0, len(ids), 500):
+    for part in in_batches(ids):
         rows = session.execute(
-            select(EVENTS.c.decision_id, func.count()).where(EVENTS.c.decision_id.in_(ids[start:start + 500]),
+            select(EVENTS.c.decision_id, func.count()).where(EVENTS.c.decision_id.in_(part),
                                                              EVENTS.c.action == "amend")
             .group_by(EVENTS.c.decision_id)).all()
         out.update((int(d), 1 + int(n)) for d, n in rows)
@@ -127,8 +128,7 @@ def mark_published(session: Session, *, item_ids: Iterable[int], dataset: str, v
         raise ConfigError(f"version={version!r} must be an integer >= 0")
     ids = sorted({int(i) for i in item_ids})
     added = 0
-    for start in range(0, len(ids), 500):
-        part = ids[start:start + 500]
+    for part in in_batches(ids):
         known = set(session.scalars(select(ITEMS.c.id).where(ITEMS.c.id.in_(part))))
         missing = [i for i in part if i not in known]
         if missing:
@@ -178,8 +178,7 @@ def reserve_for_publish(session: Session, *, seen: Mapping[int, SeenConsensus], 
     elsewhere: list[int] = []
     published: list[int] = []
     ids = sorted({int(i) for i in seen})
-    for start in range(0, len(ids), 500):
-        part = ids[start:start + 500]
+    for part in in_batches(ids):
         done = set(session.scalars(select(PUBLICATIONS.c.item_id).where(PUBLICATIONS.c.item_id.in_(part),
                                                                         PUBLICATIONS.c.dataset == dataset)))
         published += sorted(done)
@@ -216,9 +215,9 @@ def publishing_into(session: Session, item_ids: Sequence[int], *, now: datetime)
     fresh_after = now - timedelta(seconds=RESERVATION_STALE_SECONDS)
     out: dict[int, str] = {}
     ids = sorted(set(item_ids))
-    for start in range(0, len(ids), 500):
+    for part in in_batches(ids):
         rows = session.execute(select(RESERVATIONS.c.item_id, RESERVATIONS.c.dataset).where(
-            RESERVATIONS.c.item_id.in_(ids[start:start + 500]), RESERVATIONS.c.reserved_at > fresh_after)
+            RESERVATIONS.c.item_id.in_(part), RESERVATIONS.c.reserved_at > fresh_after)
             .order_by(RESERVATIONS.c.id)).all()
         for item_id, dataset in rows:
             out.setdefault(int(item_id), str(dataset))
@@ -249,9 +248,9 @@ def settle_reservations(session: Session, *, dataset: str, published: Mapping[in
         stale_at = now - timedelta(seconds=RESERVATION_STALE_SECONDS)
         ids = sorted({int(i) for i in item_ids} | {int(i) for i in published})
         removed = 0
-        for start in range(0, len(ids), 500):
+        for part in in_batches(ids):
             gone = delete(RESERVATIONS).where(RESERVATIONS.c.dataset == dataset, RESERVATIONS.c.reserved_at <= stale_at,
-                                              RESERVATIONS.c.item_id.in_(ids[start:start + 500]))
+                                              RESERVATIONS.c.item_id.in_(part))
             removed += int(session.execute(gone).rowcount or 0)  # type: ignore[attr-defined]
     by_version: dict[int, list[int]] = {}
     for item_id, version in published.items():

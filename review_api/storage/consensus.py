@@ -32,6 +32,7 @@ from edgemine.review_api.storage._common import (
     consensus_outcome,
     consensus_values,
     decision_label,
+    in_batches,
     top_tag,
 )
 from edgemine.review_api.storage.reviewers import reviewer_names
@@ -108,12 +109,12 @@ def plan_consensus(session: Session, *, run_id: str, min_reviews: int = 3) -> Co
     lb = np.array([cls[lab] for lab in labels], np.int64)
     state: dict[int, Any] = {}
     ids = item_ids.tolist()
-    for start in range(0, len(ids), 500):  # by primary key: a run may hold millions of items
+    for part in in_batches(ids):  # by primary key: a run may hold millions of items
         state.update((r[0], r[1:]) for r in session.execute(
             select(Item.id, Item.is_gold, Item.gold_verdict, Item.gold_category, Item.status,
                    Item.consensus_verdict, Item.consensus_category, Item.n_decisions, Item.consensus_method,
                    Item.consensus_root_cause, Item.confidence, Item.consensus_at)
-            .where(Item.id.in_(ids[start:start + 500]))
+            .where(Item.id.in_(part))
         ).all())
     fixed = np.full(len(item_ids), -1, np.int64)
     for pos, iid in enumerate(item_ids.tolist()):

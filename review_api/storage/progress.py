@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from edgemine.errors import NotFoundError
 from edgemine.review_api.db import Reviewer, Run
-from edgemine.review_api.storage._common import ASSIGNMENTS, DECISIONS, ITEMS, RUNS
+from edgemine.review_api.storage._common import ASSIGNMENTS, DECISIONS, ITEMS, RUNS, in_batches
 from edgemine.review_api.storage.runs import get_run
 
 DONE_STATUSES = ("complete", "resolved")  # a regular item whose consensus is reached or settled by a lead
@@ -155,8 +155,8 @@ def waiting(session: Session, *, run: Run, reviewer_id: int, now: datetime) -> l
         def waiting_ids(item_ids: Sequence[int]) -> set[int]:
             found: set[int] = set()
             ids = sorted(set(item_ids))
-            for start in range(0, len(ids), 500):
-                found.update(session.scalars(select(ITEMS.c.id).where(ITEMS.c.id.in_(ids[start:start + 500]),
+            for part in in_batches(ids):
+                found.update(session.scalars(select(ITEMS.c.id).where(ITEMS.c.id.in_(part),
                                                                       reachable)))
             return found
 
