@@ -93,14 +93,15 @@ def run_mine(spec: MineSpec, *, spark: Any = None, log: Log = quiet,
             raw_path, reservoirs = score_frames(st, signals=signals, frames_src=frames_src, man=man,
                                                 ref_index=ref_index, frames_index=frames_index,
                                                 row_groups=row_groups, model_logits=model_logits)
-        with st.stage("fuse"):
+        with st.stage("calibrate"):
             calib = calibrations(st, signals, ref_index, reservoirs)
-            fused_path, fused_res, samples = fuse_scores(st, signals, raw_path, calib)
-            threshold, peak = pick_thresholds(st, fused_res.values)
-        guard = coverage_signal(st, signals)
+        guard, conditions = coverage_signal(st, signals), None
         if guard is not None:
             with st.stage("coverage"):
-                check_coverage(st, fused_path, signal=guard)
+                conditions = check_coverage(st, raw_path, signals, calib, signal=guard)
+        with st.stage("fuse"):
+            fused_path, fused_res, samples = fuse_scores(st, signals, raw_path, calib, conditions)
+            threshold, peak = pick_thresholds(st, fused_res.values)
         with st.stage("aggregate"):
             if spark is None:
                 spark = _own_spark(st)

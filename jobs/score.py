@@ -10,10 +10,12 @@ the reference's coverage of the fleet. All the scoring itself is in `mining/scor
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from edgemine.contracts import SIGNAL_COLUMNS, open_dataset
@@ -21,12 +23,20 @@ from edgemine.errors import ConfigError
 from edgemine.jobs.reference_cache import ReferenceIndex
 from edgemine.jobs.run_state import RunState, positions
 from edgemine.jobs.sources import EmbeddingSource, Manifest
-from edgemine.mining.calibration import Reservoir
+from edgemine.mining.calibration import Reservoir, calibrated
 from edgemine.mining.index import VectorIndex
-from edgemine.mining.scoring import FusionOptions, needs, raw_columns, reference_calibration, score_batch
+from edgemine.mining.scoring import (
+    FusionOptions,
+    needs,
+    raw_columns,
+    reference_calibration,
+    score_batch,
+    score_batch_by_group,
+)
 from edgemine.mining.signals import Signal, SignalInputs
 from edgemine.vectors import list_matrix
 
+MAX_CONDITIONS = 8  # uncovered values novelty is calibrated within (the ones explaining the most novel frames)
 Signals = dict[str, tuple[float, Signal]]  # name -> (weight, signal), as `MineSpec.make_signals` gives them
 
 
@@ -155,10 +165,11 @@ def reference_calibration_knn(st: RunState, ref_index: ReferenceIndex, rows: np.
     return d
 
 
-def fuse_scores(st: RunState, signals: Signals, raw_path: Path,
-                calib: dict[str, np.ndarray]) -> tuple[Path, Reservoir, dict[str, np.ndarray]]:
+def fuse_scores(st: RunState, signals: Signals, raw_path: Path, calib: dict[str, np.ndarray],
+                conditions: Conditions | None = None) -> tuple[Path, Reservoir, dict[str, np.ndarray]]:
     """Percentiles, fused score and reasons per frame -> .work/scores.parquet (SCORES_SCHEMA + raw columns).
 
+    `conditions`: rows of raw.parquet whose novelty is calibrated within a value the reference lacks.
     Returns the path, a sample of the fused score (for the thresholds) and the report's samples."""
     spec = st.spec
     sigs = [s for _, s in signals.values()]
@@ -172,10 +183,16 @@ def fuse_scores(st: RunState, signals: Signals, raw_path: Path,
         ["score", *SIGNAL_COLUMNS, *[f"{n}_raw" for n in signals], *[f"contrib_{n}" for n in signals]])}
     n_scored = 0
     raw_rows = pq.ParquetFile(raw_path).metadata.num_rows
+    variants = conditions.variants(signals, calib) if conditions is not None else None
     for batch in pq.ParquetFile(raw_path).iter_batches(batch_size=spec.score_batch_rows):
         t = pa.Table.from_batches([batch])
         st.report(n_scored + t.num_rows, raw_rows)
-        scored = score_batch(t, signals=sigs, weights=weights, calibration=calib, fusion=fusion)
+        if variants is None:
+            scored = score_batch(t, signals=sigs, weights=weights, calibration=calib, fusion=fusion)
+        else:
+            assert conditions is not None
+            scored = score_batch_by_group(t, groups=conditions.groups[n_scored:n_scored + t.num_rows],
+                                          variants=variants, weights=weights, fusion=fusion)
         out = pa.table({"frame_id": t.column("frame_id"), **scored.columns(),
                         "event_id": pa.nulls(t.num_rows, pa.string()),
                         **{c: t.column(c) for c in t.column_names if c != "frame_id"}})
@@ -210,14 +227,45 @@ def coverage_signal(st: RunState, signals: Signals) -> str | None:
     return None
 
 
-def check_coverage(st: RunState, fused_path: Path, *, signal: str) -> None:
+@dataclass
+class Conditions:
+    """Novelty calibrated within each metadata value the reference lacks (spec `coverage.condition`).
+
+    `groups` has one code per row of raw.parquet: 0 = calibrated on the reference as usual, g = among the
+    fleet's frames of `labels[g - 1]` (the first uncovered value a frame has, in the guardrail's order)."""
+
+    signal: str
+    groups: np.ndarray
+    labels: list[str]
+    calibration: list[np.ndarray]
+
+    def variants(self, signals: Signals,
+                 calib: dict[str, np.ndarray]) -> list[tuple[list[Signal], dict[str, np.ndarray]]]:
+        """(signals, calibration) per group code, for `mining.scoring.score_batch_by_group`."""
+        base = [s for _, s in signals.values()]
+        out = [(base, calib)]
+        for label, values in zip(self.labels, self.calibration, strict=True):
+            sigs = [s.within(label) if s.name == self.signal else s for s in base]
+            out.append((sigs, {**calib, self.signal: values}))
+        return out
+
+
+def check_coverage(st: RunState, raw_path: Path, signals: Signals, calib: dict[str, np.ndarray], *,
+                   signal: str) -> Conditions | None:
     """Warn when the reference does not cover the fleet (mining/coverage.py): streams the manifest's
-    metadata columns beside each frame's percentile of `signal` (novelty)."""
+    metadata columns beside each frame's reference-calibrated percentile of `signal` (novelty).
+
+    With `coverage.condition` on, each metadata value the guardrail names gets its own calibration: the raw
+    values of the fleet's frames with that value (a sample of `calibration_sample`), returned as `Conditions`
+    for the fuse stage. Night frames against a day-only reference are all "novel"; within the night frames
+    the rare ones still stand out."""
     from edgemine.mining.coverage import CoverageCheck, metadata_columns
 
-    scored = pq.read_table(fused_path, columns=["frame_id", signal])
-    ids = scored.column("frame_id").combine_chunks()
-    pct = scored.column(signal).to_numpy(zero_copy_only=False).astype(np.float64)
+    sig = signals[signal][1]
+    raw = pq.read_table(raw_path, columns=["frame_id", sig.raw_column])
+    ids = raw.column("frame_id").combine_chunks()
+    values = raw.column(sig.raw_column).to_numpy(zero_copy_only=False).astype(np.float64)
+    pct = calibrated(values, calib[signal], extrapolate=sig.extrapolate)
     d = open_dataset(st.spec.frames, what="manifest")
     cols = metadata_columns(d.schema)
     check = CoverageCheck()
@@ -230,3 +278,45 @@ def check_coverage(st: RunState, fused_path: Path, *, signal: str) -> None:
     for w in check.warnings():
         st.log(f"  WARNING: {w}")
         st.warnings.append(w)
+    found = check.uncovered()[:MAX_CONDITIONS]
+    if not st.spec.coverage.condition or not found:
+        return None
+    member = np.zeros((len(found), len(ids)), dtype=bool)  # frame has found[i]'s value
+    for b in d.to_batches(columns=["frame_id", *sorted({u.column for u in found})],
+                          batch_size=st.spec.score_batch_rows):
+        pos = positions(b.column("frame_id"), ids)
+        there = pos >= 0
+        for i, u in enumerate(found):
+            col = b.column(u.column)
+            if pa.types.is_dictionary(col.type):
+                col = col.dictionary_decode()
+            hit = pc.fill_null(pc.equal(col, pa.scalar(u.value, col.type)), False).to_numpy(zero_copy_only=False)
+            member[i, pos[there & hit]] = True
+    # Greedy, in the guardrail's order: a value is conditioned on the frames no earlier value took, and only
+    # if those are still mostly novel — weather=clear, mostly night frames in a fleet whose night drives are
+    # clear, is explained by time_of_day=night and its day frames stay calibrated on the reference.
+    groups = np.zeros(len(ids), dtype=np.int16)
+    kept = []
+    for i, u in enumerate(found):
+        rows = member[i] & (groups == 0) & np.isfinite(pct)
+        n = int(rows.sum())
+        if n >= check.min_frames and float((pct[rows] >= check.value_percentile).mean()) > check.value_share:
+            kept.append(u)
+            groups[rows] = len(kept)
+    if not kept:
+        return None
+    found = kept
+    rng = np.random.default_rng(st.spec.seed)
+    calibration, conditioned = [], []
+    for g, u in enumerate(found, 1):
+        v = values[groups == g]
+        v = v[np.isfinite(v)]
+        if v.size > st.spec.calibration_sample:
+            v = rng.choice(v, st.spec.calibration_sample, replace=False)
+        calibration.append(v)
+        conditioned.append({"value": u.label, "frames": int((groups == g).sum())})
+    st.counts["coverage"]["conditioned"] = conditioned
+    st.notes.append(f"{signal} is calibrated within " + ", ".join(
+        f"{c['value']} ({c['frames']:,} frames)" for c in conditioned)
+        + ": the reference lacks them, so those frames are ranked among themselves (coverage.condition)")
+    return Conditions(signal, groups, [u.label for u in found], calibration)

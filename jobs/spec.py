@@ -130,6 +130,14 @@ class SelectionSpec(_Section):
         return v
 
 
+class CoverageSpec(_Section):
+    """What the run does when the reference lacks a condition the fleet has (mining/coverage.py)."""
+
+    condition: bool = Field(True, description="calibrate novelty within each metadata value the coverage "
+                            "guardrail names (e.g. time_of_day=night against a day-only reference), so those "
+                            "frames are ranked among themselves instead of all being novel; false: warn only")
+
+
 class EvidenceSpec(_Section):
     neighbors: int = Field(5, ge=0, le=100, description="nearest reference frames stored per candidate")
     context_offsets_s: list[float] = Field(default_factory=lambda: [-1.0, -0.5, 0.5, 1.0])
@@ -161,6 +169,7 @@ class MineSpec(_Section):
     aggregate: AggregateSpec = Field(default_factory=lambda: AggregateSpec.model_validate({}))
     scenarios: ScenarioSpec = Field(default_factory=lambda: ScenarioSpec.model_validate({}))
     selection: SelectionSpec = Field(default_factory=lambda: SelectionSpec.model_validate({}))
+    coverage: CoverageSpec = Field(default_factory=lambda: CoverageSpec.model_validate({}))
     evidence: EvidenceSpec = Field(default_factory=lambda: EvidenceSpec.model_validate({}))
     spark: SparkSpec = Field(default_factory=lambda: SparkSpec.model_validate({}))
     calibration_sample: int = Field(100_000, ge=100, description="frames sampled to calibrate percentiles")

@@ -12,7 +12,8 @@ reference", not "rare". Two checks, each one line naming what it found:
   its own drives has a long tail, so frames of a condition it lacks sit far above its median (night against a
   day/dusk reference: all of them above p90) but not all above p99 (14% on the robustness matrix's F3).
 
-`CoverageCheck.add(novelty_percentiles, columns)` per batch; `warnings()` at the end. Only low-cardinality
+`CoverageCheck.add(novelty_percentiles, columns)` per batch; `warnings()` at the end; `uncovered()` the
+values themselves (the job then calibrates novelty within each: `edgemine.jobs.score.check_coverage`). Only low-cardinality
 string columns are tracked (at most `max_values` distinct values; wider columns are dropped on the fly).
 Pure numpy/pyarrow.
 """
@@ -39,6 +40,20 @@ def metadata_columns(schema: pa.Schema) -> list[str]:
         if f.name not in NOT_METADATA and (pa.types.is_string(t) or pa.types.is_large_string(t)):
             out.append(f.name)
     return out
+
+
+@dataclass(frozen=True)
+class Uncovered:
+    """A metadata value most of whose frames are above the reference's novelty p90."""
+
+    column: str
+    value: str
+    frames: int
+    share: float  # of its frames above the value percentile
+
+    @property
+    def label(self) -> str:
+        return f"{self.column}={self.value}"
 
 
 @dataclass
@@ -101,6 +116,19 @@ class CoverageCheck:
                 del self.by_value[name]
                 self.drives_of.pop(name, None)
 
+    def uncovered(self) -> list[Uncovered]:
+        """The metadata values the reference lacks, the one that explains the most novel frames first."""
+        found = []
+        for col, vals in self.by_value.items():
+            if len(vals) < 2:  # one value everywhere names no condition
+                continue
+            for v, (n, h) in vals.items():
+                enough = col not in self.drives_of or len(self.drives_of[col].get(v, ())) >= self.min_drives
+                if n >= self.min_frames and h / n > self.value_share and enough:
+                    found.append(Uncovered(col, v, n, h / n))
+        found.sort(key=lambda u: (-u.share * u.frames, u.column, u.value))
+        return found
+
     def warnings(self) -> list[str]:
         """One line per finding: the whole fleet first, then values by the novel frames they explain (most first)."""
         out: list[str] = []
@@ -110,15 +138,7 @@ class CoverageCheck:
             out.append(f"the reference does not cover this fleet: {self.novel / self.frames:.0%} of its "
                        f"{self.frames:,} frames are above the reference's novelty {p} (expected {expected:.0%}); "
                        "novelty then means 'unlike the reference', not 'rare' — add such drives to the reference")
-        found = []
-        for col, vals in self.by_value.items():
-            if len(vals) < 2:  # one value everywhere names no condition
-                continue
-            for v, (n, h) in vals.items():
-                enough = col not in self.drives_of or len(self.drives_of[col].get(v, ())) >= self.min_drives
-                if n >= self.min_frames and h / n > self.value_share and enough:
-                    found.append((h / n, col, v, n))
-        found.sort(key=lambda t: (-t[0] * t[3], t[1], t[2]))  # the value that explains the most novel frames first
+        found = [(u.share, u.column, u.value, u.frames) for u in self.uncovered()]
         for share, col, v, n in found[: self.max_warnings]:
             out.append(f"the reference does not cover {col}={v}: {share:.0%} of its {n:,} frames are above the "
                        f"reference's novelty {vp} (expected {v_expected:.0%}); add {col}={v} drives to the reference")

@@ -153,6 +153,47 @@ def score_batch(raw: pa.Table, *, signals: Sequence[Signal], weights: Mapping[st
     return score_outputs(outputs, signals=signals, weights=weights, calibration=calibration, fusion=fusion)
 
 
+def score_batch_by_group(raw: pa.Table, *, groups: np.ndarray,
+                         variants: Sequence[tuple[Sequence[Signal], Mapping[str, np.ndarray]]],
+                         weights: Mapping[str, float], fusion: FusionOptions = FusionOptions()) -> Scored:
+    """`score_batch` with a calibration per row group: rows where `groups == g` are scored with
+    `variants[g]` = (signals, calibration) — novelty calibrated within a condition the reference lacks
+    (`edgemine.jobs.score.Conditions`). Row order is kept."""
+    g = np.asarray(groups)
+    if len(g) != raw.num_rows:
+        raise ConfigError(f"{len(g)} group codes for {raw.num_rows} rows")
+    present = np.unique(g)
+    if len(present) and (present.min() < 0 or present.max() >= len(variants)):
+        raise ConfigError(f"group codes {present.tolist()} outside the {len(variants)} variants")
+    if len(present) <= 1:
+        sigs, cal = variants[int(present[0]) if len(present) else 0]
+        return score_batch(raw, signals=sigs, weights=weights, calibration=cal, fusion=fusion)
+    n = raw.num_rows
+    out: Scored | None = None
+    reasons: list[list[str]] = [[] for _ in range(n)]
+    for code in present.tolist():
+        rows = np.flatnonzero(g == code)
+        sigs, cal = variants[code]
+        part = score_batch(raw.take(pa.array(rows)), signals=sigs, weights=weights, calibration=cal, fusion=fusion)
+        if out is None:
+            out = Scored(raw={k: np.full(n, np.nan) for k in part.raw},
+                         percentiles={k: np.full(n, np.nan) for k in part.percentiles},
+                         score=np.zeros(n, dtype=part.score.dtype),
+                         contributions={k: np.zeros(n, dtype=v.dtype) for k, v in part.contributions.items()})
+        for k, v in part.raw.items():
+            out.raw[k][rows] = v
+        for k, v in part.percentiles.items():
+            out.percentiles[k][rows] = v
+        out.score[rows] = part.score
+        for k, v in part.contributions.items():
+            out.contributions[k][rows] = v
+        for i, r in zip(rows.tolist(), part.reasons, strict=True):
+            reasons[i] = r
+    assert out is not None
+    out.reasons = reasons
+    return out
+
+
 def score(inputs: SignalInputs, *, signals: Sequence[Signal], weights: Mapping[str, float],
           calibration: Mapping[str, np.ndarray] | None = None, fusion: FusionOptions = FusionOptions()) -> Scored:
     """Both steps on one batch. Signals calibrated on the mined frames use this batch's raw values unless

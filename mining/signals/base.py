@@ -8,6 +8,7 @@ function of numpy/Arrow inputs and can be tested without FAISS, Ray or Spark.
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -95,6 +96,7 @@ class Signal(ABC):
     guards_coverage: ClassVar[bool] = False
     neighbours: int = 0  # kNN depth this signal reads (for reference_knn / batch_knn)
     exclude_same_drive: bool = False  # batch_knn: neighbours from other drives only
+    condition: str | None = None  # calibrated among the fleet's frames of this metadata value (see `within`)
 
     @abstractmethod
     def compute(self, inputs: SignalInputs) -> SignalOutput: ...
@@ -107,6 +109,14 @@ class Signal(ABC):
     def fired_reason(cls, rule: str) -> str:
         """The reason a fired rule gives, e.g. "trigger hard_brake" (signals with a `fired_column`)."""
         return f"{cls.name} {rule}"
+
+    def within(self, condition: str) -> Signal:
+        """A copy of this signal calibrated among the fleet's frames of `condition` (e.g. "time_of_day=night"),
+        a value the reference lacks: its percentiles rank those frames among themselves rather than against a
+        reference they are all far from (`edgemine.jobs.score.Conditions`); `reason` may say so."""
+        out = copy.copy(self)
+        out.condition = condition
+        return out
 
     @property
     def raw_column(self) -> str:

@@ -52,4 +52,7 @@ class Novelty(Signal):
         return SignalOutput(knn_reduce(inputs.reference_distances, k=self.k, reduce=self.reduce))
 
     def reason(self, raw: float, pct: float, detail: dict[str, float]) -> str:
+        if self.condition is not None:
+            return (f"novelty {format_percentile(pct)} among this fleet's {self.condition} frames (the reference "
+                    f"has none like them; kNN distance {raw:.3g} to the reference)")
         return f"novelty {format_percentile(pct)} (kNN distance {raw:.3g} to the reference)"

@@ -357,6 +357,28 @@ def test_a_fleet_with_night_drives_against_a_day_only_reference_is_warned_about(
     assert not any("time_of_day=day" in w for w in warnings)
     page = (res.run_dir / "report.html").read_text()
     assert page.index("time_of_day=night") < page.index("<h2>Summary</h2>")  # at the top of the report
+    # coverage.condition (default on): night frames' novelty is calibrated among the fleet's night frames,
+    # so they are ranked among themselves instead of all being novel; the warning still says what is missing
+    cov = res.counts["coverage"]
+    assert cov["conditioned"] == [{"value": "time_of_day=night", "frames": tod.count("night")}], cov
+    assert any("novelty is calibrated within time_of_day=night" in n
+               for n in json.loads((res.run_dir / "run.json").read_text())["notes"])
+
+    def night_novelty(run_dir: Path) -> tuple[np.ndarray, list[list[str]]]:
+        sc = pq.read_table(run_dir / "scores.parquet", columns=["frame_id", "novelty", "reasons"]).to_pandas()
+        m = pq.read_table(tmp_path / "fleet" / "manifest.parquet", columns=["frame_id", "time_of_day"]).to_pandas()
+        sc = sc.merge(m, on="frame_id")
+        night = sc[sc["time_of_day"] == "night"]
+        return night["novelty"].to_numpy(), [list(r) for r in night["reasons"]]
+
+    pct, reasons = night_novelty(res.run_dir)
+    off = run_mine(make_spec(byo, tmp_path / "run_off", budget=10, coverage={"condition": False}), spark=spark)
+    assert "conditioned" not in off.counts["coverage"]
+    assert json.loads((off.run_dir / "run.json").read_text())["warnings"] == warnings  # the same guardrail
+    pct_off, _ = night_novelty(off.run_dir)
+    assert (pct_off >= 0.9).mean() > 0.5  # against the reference almost every night frame is novel
+    assert (pct >= 0.9).mean() < 0.25  # among themselves about a tenth are above their own p90
+    assert any("among this fleet's time_of_day=night frames" in r for rs in reasons for r in rs)
 
 
 @pytest.mark.spark

@@ -19,6 +19,7 @@ from edgemine.mining.scoring import (
     reference_calibration,
     score,
     score_batch,
+    score_batch_by_group,
 )
 from edgemine.mining.signals import SignalInputs, make_signal
 
@@ -116,6 +117,34 @@ def test_two_steps_through_a_table_equal_one_step() -> None:
     for name in ("novelty", "uncertainty", "trigger"):
         np.testing.assert_allclose(two.percentiles[name], one.percentiles[name])
     assert carried_columns(sigs) == ["novelty_raw", "uncertainty_raw", "trigger_raw", "triggers_fired"]
+
+
+def test_a_group_scored_within_its_own_calibration_ranks_among_itself_and_keeps_row_order() -> None:
+    """Rows of an uncovered condition (group 1) are all far from the reference; calibrated among themselves
+    only the farthest of them stays novel, and the other rows score exactly as score_batch scores them."""
+    rng = np.random.default_rng(5)
+    d = rng.uniform(0.0, 1.0, size=(N, 1))
+    night = np.arange(N) % 2 == 1
+    d[night] = 3.0 + rng.uniform(0.0, 0.5, size=(int(night.sum()), 1))  # all beyond the reference
+    d[5] = 6.0  # one night frame far beyond the other night frames
+    sigs = [make_signal("novelty", k=1)]
+    cols = pa.table(raw_columns(SignalInputs(n=N, reference_distances=d), signals=sigs))
+    cal = _novelty_cal()
+    within = {"novelty": d[night, 0]}
+    groups = night.astype(np.int16)
+    by = score_batch_by_group(cols, groups=groups, weights={"novelty": 1.0},
+                              variants=[(sigs, cal), ([sigs[0].within("time_of_day=night")], within)])
+    plain = score_batch(cols, signals=sigs, weights={"novelty": 1.0}, calibration=cal)
+    assert (plain.percentiles["novelty"][night] > 0.99).all()  # against the reference: every night frame novel
+    np.testing.assert_allclose(by.score[~night], plain.score[~night])
+    assert [r for r, n in zip(by.reasons, night, strict=True) if not n] == \
+        [r for r, n in zip(plain.reasons, night, strict=True) if not n]
+    p = by.percentiles["novelty"]
+    assert int(np.argmax(np.where(night, p, -1))) == 5 and (p[night] < 0.99).sum() >= night.sum() - 2
+    assert "novelty p" in by.reasons[5][0] and "among this fleet's time_of_day=night frames" in by.reasons[5][0]
+    np.testing.assert_allclose(by.raw["novelty"], d[:, 0])
+    with pytest.raises(ConfigError, match="group codes"):
+        score_batch_by_group(cols, groups=groups + 1, variants=[(sigs, cal)], weights={"novelty": 1.0})
 
 
 def test_mined_signals_rank_among_the_batch_when_no_calibration_is_given() -> None:
