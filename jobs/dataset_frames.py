@@ -8,6 +8,9 @@ object-store URI): a relative one means nothing outside the publisher's working 
 A frame's place is a function of (drive_id, frame_id), and a published row never changes, so the same file is
 what a later publish (or a racing one) would put there: an identical file already in place is kept, a
 different one is refused, never overwritten. Files are written to a temporary name and renamed.
+
+A `file://` root or uri is a local path (`local_path`: percent-decoded, `file://localhost/` too, as deltalake
+reads it): frames are placed under it and readers get the path, which PIL and open() can use.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
 
@@ -38,10 +42,29 @@ def is_remote(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
 
 
-def resolve_frame_uri(root: str, uri: str) -> str:
-    """A row's `uri` as a reader opens it: relative ones are resolved against the dataset root."""
-    if uri is None or is_absolute_uri(uri):
+def local_path(uri: str) -> str:
+    """A `file://` URI as the local path it names; any other string unchanged.
+
+    Read as deltalake reads a table URI: percent-escapes decoded, an empty host or `localhost` only.
+    """
+    if not uri.startswith("file://"):
         return uri
+    parts = urlsplit(uri)
+    if parts.netloc not in ("", "localhost"):
+        raise ConfigError(f"{uri!r} names the host {parts.netloc!r}; a file URI is file:///absolute/path")
+    return unquote(parts.path)
+
+
+def resolve_frame_uri(root: str, uri: str) -> str:
+    """A row's `uri` as a reader opens it: relative ones are resolved against the dataset root.
+
+    `file://` roots and uris become local paths (PIL cannot open a file URI); object-store ones stay URIs.
+    """
+    if uri is None:
+        return uri
+    if is_absolute_uri(uri):
+        return local_path(uri)
+    root = local_path(root)
     if "://" in root:
         return root.rstrip("/") + "/" + uri
     return os.path.normpath(os.path.join(os.path.abspath(root), uri))
@@ -158,12 +181,12 @@ def place_frames(rows: pa.Table, root: str, *, mode: FrameMode,
         if is_remote(root):
             raise ConfigError(f"--frames {mode} writes frames under the dataset root, which must be local; "
                               f"{root!r} is not - use --frames reference with object-store frame URIs")
-        local_root = root.removeprefix("file://")
+        local_root = local_path(root)
         drives = rows.column("drive_id").to_pylist()
         out, placed, kept = [], 0, 0
         for k, (fid, drive, src) in enumerate(zip(ids, drives, sources, strict=True)):
             rel = frame_path(drive, fid, src)
-            src_path = src.removeprefix("file://") if mode == "link" else src
+            src_path = local_path(src) if mode == "link" else src
             if _place_one(src_path, os.path.join(local_root, *rel.split("/")), mode, fid):
                 placed += 1
             else:

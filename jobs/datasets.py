@@ -7,6 +7,10 @@ resolved against the dataset root (frames published with `--frames copy|link` li
 `dataset_classes` its class list (a class's index never changes between versions).
 Ray users read the same table with `ray.data.read_delta(path, version=N)` (stored `uri`s: resolve relative
 ones with `resolve_frame_uri(path, uri)`).
+
+A dataset on an object store takes `storage_options` (deltalake's: credentials, region, endpoint...) in every
+reader, as `publish` does; they open the Delta log and read the version's files. A `file://` path is local:
+its frames resolve to local paths.
 """
 
 from __future__ import annotations
@@ -17,13 +21,14 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from edgemine.contracts import CLASSES_KEY, canonical_schema
 from edgemine.errors import ConfigError, InputNotFoundError, NotFoundError
-from edgemine.jobs.dataset_frames import resolve_frame_uri
+from edgemine.jobs.dataset_frames import is_remote, local_path, resolve_frame_uri
 
 _REF = re.compile(r"^(?P<path>.+?)@v?(?P<version>\d+)$")
 # Commit-info keys written by delta-rs itself; everything else in a commit's info is our lineage.
@@ -60,11 +65,14 @@ def parse_ref(ref: str, *, version: int | None = None) -> DatasetRef:
     return DatasetRef(ref, version)
 
 
-def _open(ref: DatasetRef):  # noqa: ANN202 - deltalake.DeltaTable
+StorageOptions = dict[str, str] | None
+
+
+def _open(ref: DatasetRef, storage_options: StorageOptions = None):  # noqa: ANN202 - deltalake.DeltaTable
     from deltalake import DeltaTable
 
     try:
-        dt = DeltaTable(ref.path)
+        dt = DeltaTable(ref.path, storage_options=storage_options)
     except Exception as exc:
         if type(exc).__name__ == "TableNotFoundError":
             raise InputNotFoundError(f"no dataset at {ref.path!r} (not a Delta table)") from exc
@@ -73,8 +81,14 @@ def _open(ref: DatasetRef):  # noqa: ANN202 - deltalake.DeltaTable
         latest = dt.version()
         if not 0 <= ref.version <= latest:
             raise NotFoundError(f"dataset {ref.path!r} has versions 0..{latest}; v{ref.version} does not exist")
-        dt = DeltaTable(ref.path, version=ref.version)
+        dt = DeltaTable(ref.path, version=ref.version, storage_options=storage_options)
     return dt
+
+
+def _options_of(dt: Any) -> StorageOptions:
+    """The storage options `dt` was opened with: a reader that reopens the table, or reads its files, needs
+    them too (deltalake keeps them on the table; it has no public accessor)."""
+    return getattr(dt, "_storage_options", None) or None
 
 
 def arrow_dataset(dt: Any):  # noqa: ANN201 - pyarrow.dataset.Dataset
@@ -82,19 +96,46 @@ def arrow_dataset(dt: Any):  # noqa: ANN201 - pyarrow.dataset.Dataset
 
     Used instead of `DeltaTable.to_pyarrow_dataset()`, whose Rust-backed filesystem can abort the process
     at interpreter exit ("terminate called without an active exception", delta-rs #2184, polars #24169).
-    Files written before a column existed read it as null.
+    Files written before a column existed read it as null. A table on an object store opened with
+    `storage_options` is read through deltalake's filesystem with those options (pyarrow's would not see them;
+    the exit abort is a risk there alone); without options pyarrow finds credentials as it does (environment).
     """
     import pyarrow.dataset as pads
 
     schema = pa.schema(dt.schema().to_arrow())
-    return pads.dataset(list(dt.file_uris()), format="parquet", schema=schema)
+    options = _options_of(dt)
+    if options and is_remote(dt.table_uri):
+        return _store_dataset(dt, options, schema)
+    return pads.dataset(_file_paths(dt), format="parquet", schema=schema)
 
 
-def latest_version(path: str) -> int:
+def _file_paths(dt: Any) -> list[str]:
+    """A version's files as a reader opens them. deltalake gives a local table's files as its URI's path,
+    percent-escapes and all (`/data/my%20ds/part-0.parquet` for `/data/my ds`): decoded here, as deltalake
+    decodes a table path when it writes (it cannot write under a directory whose name holds `%xx` itself)."""
+    if is_remote(dt.table_uri):
+        return list(dt.file_uris())
+    return [local_path(u) if u.startswith("file://") else unquote(u) for u in dt.file_uris()]
+
+
+def _store_dataset(dt: Any, options: dict[str, str], schema: pa.Schema):  # noqa: ANN202 - pyarrow Dataset
+    """A version's files read through deltalake's filesystem (paths relative to the table root), with `options`."""
+    import pyarrow.dataset as pads
+    import pyarrow.fs as pafs
+    from deltalake.fs import DeltaStorageHandler
+
+    root = dt.table_uri.rstrip("/") + "/"
+    # relative to the root: a remote table's file URIs start with it; a local one's with its URI's path
+    files = [u.removeprefix(root).removeprefix(urlsplit(root).path) for u in dt.file_uris()]
+    fs = pafs.PyFileSystem(DeltaStorageHandler(root, options))
+    return pads.dataset(files, format="parquet", schema=schema, filesystem=fs)
+
+
+def latest_version(path: str, *, storage_options: StorageOptions = None) -> int:
     r = parse_ref(path)
     if r.version is not None:
         raise ConfigError(f"latest_version takes a dataset path; {path!r} is pinned to v{r.version}")
-    return int(_open(r).version())
+    return int(_open(r, storage_options).version())
 
 
 def classes_of(dt: Any, categories: list[str] | None = None) -> list[str]:
@@ -126,15 +167,16 @@ def _history(dt: Any) -> list[dict[str, Any]]:
     from deltalake import DeltaTable
 
     version = dt.version()
-    latest = DeltaTable(dt.table_uri)
+    latest = DeltaTable(dt.table_uri, storage_options=_options_of(dt))
     return sorted((h for h in latest.history() if 0 <= h.get("version", -1) <= version),
                   key=lambda h: -h["version"])
 
 
-def dataset_classes(ref: str | DatasetRef, *, version: int | None = None) -> list[str]:
+def dataset_classes(ref: str | DatasetRef, *, version: int | None = None,
+                    storage_options: StorageOptions = None) -> list[str]:
     """The class list of one version (latest if unpinned): index i is class i in every later version too."""
     r = parse_ref(ref, version=version) if isinstance(ref, str) else ref
-    return classes_of(_open(r))
+    return classes_of(_open(r, storage_options))
 
 
 def read_dataset(
@@ -144,15 +186,17 @@ def read_dataset(
     split: str | None = None,
     columns: list[str] | None = None,
     resolve_uris: bool = True,
+    storage_options: StorageOptions = None,
 ) -> pa.Table:
     """The rows of one version (latest if unpinned), optionally one split, as a pyarrow Table.
 
     Rows come ordered by frame_id; types are the contract's (strings as string, lists as list<item>).
     `uri` is resolved against the dataset root, so a process can open it from any working directory
-    (`resolve_uris=False`: the stored value, relative for copied or linked frames).
+    (`resolve_uris=False`: the stored value, relative for copied or linked frames); a `file://` root gives
+    local paths.
     """
     r = parse_ref(ref, version=version) if isinstance(ref, str) else ref
-    dt = _open(r)
+    dt = _open(r, storage_options)
     ds = arrow_dataset(dt)
     cols = None if columns is None else list(dict.fromkeys([*columns, "frame_id"]))
     if split is not None:
@@ -176,16 +220,16 @@ def read_dataset(
     return table.select(columns) if columns is not None else table
 
 
-def version_files(ref: str | DatasetRef) -> list[str]:
+def version_files(ref: str | DatasetRef, *, storage_options: StorageOptions = None) -> list[str]:
     """The Parquet files that make up a version (for readers that do not speak Delta; `uri` as stored)."""
     r = parse_ref(ref) if isinstance(ref, str) else ref
-    return list(_open(r).file_uris())
+    return _file_paths(_open(r, storage_options))
 
 
-def dataset_log(ref: str | DatasetRef) -> list[dict[str, Any]]:
+def dataset_log(ref: str | DatasetRef, *, storage_options: StorageOptions = None) -> list[dict[str, Any]]:
     """Every version (up to a pinned one), newest first: when, what, rows added, and its lineage (keys sorted)."""
     r = parse_ref(ref) if isinstance(ref, str) else ref
-    dt = _open(r)
+    dt = _open(r, storage_options)
     out = []
     for h in _history(dt):
         metrics = h.get("operationMetrics") or {}
@@ -225,13 +269,15 @@ def duplicate_keys(table: pa.Table, key: str = "frame_id") -> list[str]:
     return sorted(str(v) for v in vc.filter(pc.greater(vc.field("counts"), 1)).field("values").to_pylist())
 
 
-def dataset_show(ref: str | DatasetRef, *, version: int | None = None) -> dict[str, Any]:
+def dataset_show(ref: str | DatasetRef, *, version: int | None = None,
+                 storage_options: StorageOptions = None) -> dict[str, Any]:
     """One version: rows, splits, categories and classes, schema (in column order), lineage. Keys sorted."""
     r = parse_ref(ref, version=version) if isinstance(ref, str) else ref
-    dt = _open(r)
+    dt = _open(r, storage_options)
     v = dt.version()
-    table = read_dataset(DatasetRef(r.path, v), resolve_uris=False)
-    entry = next((e for e in dataset_log(DatasetRef(r.path, v)) if e["version"] == v), None)
+    table = read_dataset(DatasetRef(r.path, v), resolve_uris=False, storage_options=storage_options)
+    entry = next((e for e in dataset_log(DatasetRef(r.path, v), storage_options=storage_options)
+                  if e["version"] == v), None)
     return {
         "categories": dict(sorted(_counts(table, "category").items())),
         "classes": classes_of(dt, table.column("category").to_pylist()),
@@ -261,7 +307,8 @@ def _diff_refs(a: str | DatasetRef, b: str | DatasetRef | int, c: int | None) ->
     return ra, rb
 
 
-def dataset_diff(a: str | DatasetRef, b: str | DatasetRef | int, c: int | None = None) -> dict[str, Any]:
+def dataset_diff(a: str | DatasetRef, b: str | DatasetRef | int, c: int | None = None, *,
+                 storage_options: StorageOptions = None) -> dict[str, Any]:
     """What changed from version a to b: rows added/removed (by frame_id), relabels, new/dropped columns, classes.
 
     `dataset_diff("ds@v0", "ds@v1")` (also `("ds@v0", "v1")`, and the old `("ds", 0, 1)`). Rows are counted as
@@ -269,8 +316,8 @@ def dataset_diff(a: str | DatasetRef, b: str | DatasetRef | int, c: int | None =
     duplicated frame cannot hide behind an unchanged set of keys. Lists are sorted.
     """
     ra, rb = _diff_refs(a, b, c)
-    ta = read_dataset(ra, resolve_uris=False)
-    tb = read_dataset(rb, resolve_uris=False)
+    ta = read_dataset(ra, resolve_uris=False, storage_options=storage_options)
+    tb = read_dataset(rb, resolve_uris=False, storage_options=storage_options)
     ca = dict(zip(ta.column("frame_id").to_pylist(), ta.column("category").to_pylist(), strict=True))
     cb = dict(zip(tb.column("frame_id").to_pylist(), tb.column("category").to_pylist(), strict=True))
     added = sorted(set(cb) - set(ca))
@@ -279,7 +326,8 @@ def dataset_diff(a: str | DatasetRef, b: str | DatasetRef | int, c: int | None =
     added_by_cat: dict[str, int] = {}
     for f in added:
         added_by_cat[cb[f]] = added_by_cat.get(cb[f], 0) + 1
-    classes_a, classes_b = dataset_classes(ra), dataset_classes(rb)
+    classes_a = dataset_classes(ra, storage_options=storage_options)
+    classes_b = dataset_classes(rb, storage_options=storage_options)
     return {
         "added_by_category": dict(sorted(added_by_cat.items())),
         "added_frame_ids": added[:20],
@@ -302,18 +350,21 @@ class EdgeCaseDataset:
 
     Class indices come from the dataset's class list (`dataset_classes`), so an index means the same class
     in every version. `classes` fixes another label space (e.g. a model's classes plus new categories).
-    Images are read through the row's `uri`, resolved against the dataset root.
+    Images are read through the row's `uri`, resolved against the dataset root (a `file://` root: local paths).
+    `storage_options` open a table on an object store for its rows and class list; the frames themselves are
+    opened with PIL, so they must be local files (a copied or linked dataset's root, or local reference uris).
     """
 
     def __init__(self, ref: str, *, split: str | None = "train", version: int | None = None,
-                 classes: list[str] | None = None, size: int = 64, label_column: str = "category") -> None:
+                 classes: list[str] | None = None, size: int = 64, label_column: str = "category",
+                 storage_options: StorageOptions = None) -> None:
         r = parse_ref(ref, version=version)
         if r.version is None:  # pin it now: rows and classes must come from the same version
-            r = DatasetRef(r.path, latest_version(r.path))
+            r = DatasetRef(r.path, latest_version(r.path, storage_options=storage_options))
         self.ref = r
-        self.table = read_dataset(r, split=split, columns=None)
+        self.table = read_dataset(r, split=split, columns=None, storage_options=storage_options)
         labels = self.table.column(label_column).to_pylist()
-        self.classes = list(classes) if classes is not None else dataset_classes(r)
+        self.classes = list(classes) if classes is not None else dataset_classes(r, storage_options=storage_options)
         index = {c: i for i, c in enumerate(self.classes)}
         unknown = sorted(set(labels) - set(index))
         if unknown:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from edgemine.errors import IncompatibleArtifactError, SchemaError
-from edgemine.jobs.dataset_frames import frame_path, segment
+from edgemine.errors import ConfigError, IncompatibleArtifactError, SchemaError
+from edgemine.jobs.dataset_frames import frame_path, resolve_frame_uri, segment
 from edgemine.jobs.datasets import EdgeCaseDataset, read_dataset
 from edgemine.jobs.publish import SplitPolicy, publish, training_rows
 from tests.support.datasets import CATS, confirmed, write_frames
@@ -110,3 +110,41 @@ def test_ids_that_are_not_path_segments_get_distinct_safe_names() -> None:
     assert a != b and "/" not in a and ":" not in b and a.startswith("drive_1-")
     parts = frame_path("../up", "../../etc", "s3://b/k.png").split("/")
     assert segment("..") != ".." and segment("") and len(parts) == 3 and ".." not in parts
+
+
+def test_a_file_uri_root_reads_a_pinned_version_after_moving_the_dataset(tmp_path: Path) -> None:
+    """`file:///data/edge_cases` is a local root: frames go under the directory it names (percent-escapes
+    decoded, as deltalake decodes them) and readers hand PIL local paths, not file URIs."""
+    colours = write_frames(tmp_path / "mining", IDS)
+    ds = tmp_path / "data root" / "edge_cases"  # the space is %20 in the URI
+    rows = training_rows(confirmed(IDS, uri_dir=tmp_path / "mining"), policy=ALL_TRAIN)
+    publish(rows.slice(0, 3), ds.as_uri(), lineage={}, frames="copy")
+    publish(rows.slice(3), ds.as_uri(), lineage={}, frames="copy")
+    assert sorted(p.name for p in (ds / "frames" / "d0").iterdir()) == [f"f{i:04d}.png" for i in range(5)]
+    assert not (tmp_path / "data%20root").exists()
+    shutil.rmtree(tmp_path / "mining")
+    moved = tmp_path / "moved root" / "edge_cases"
+    moved.parent.mkdir()
+    shutil.move(str(ds), str(moved))
+    for root in (moved.as_uri(), "file://localhost" + moved.as_uri().removeprefix("file://")):
+        v0 = read_dataset(f"{root}@v0")
+        assert v0.column("uri").to_pylist() == [str(moved / "frames" / "d0" / f"f{i:04d}.png") for i in range(3)]
+        data = EdgeCaseDataset(f"{root}@v0", split="train", size=8, classes=list(CATS))
+        assert _pixels(data) == pytest.approx({f"f{i:04d}": colours[i][0] / 255 for i in range(3)}, abs=0.01)
+    assert read_dataset(moved.as_uri(), resolve_uris=False).column("uri").to_pylist()[0] == "frames/d0/f0000.png"
+
+
+def test_file_uris_of_referenced_frames_resolve_to_local_paths(tmp_path: Path) -> None:
+    write_frames(tmp_path / "src", [1, 2])
+    rows = training_rows(confirmed([1, 2], uri_dir=tmp_path / "src"), policy=ALL_TRAIN)
+    uris = [(tmp_path / "src" / f"{i}.png").as_uri() for i in (1, 2)]
+    rows = rows.set_column(rows.column_names.index("uri"), "uri", pa.array(uris))
+    ds = str(tmp_path / "edge_cases")
+    publish(rows, ds, lineage={}, frames="reference")
+    assert read_dataset(ds, resolve_uris=False).column("uri").to_pylist() == uris  # stored as given
+    local = read_dataset(ds).column("uri").to_pylist()
+    assert local == [str(tmp_path / "src" / f"{i}.png") for i in (1, 2)]
+    assert len(EdgeCaseDataset(ds, size=4, classes=list(CATS))[0][0]) == 3
+    with pytest.raises(ConfigError, match=r"'file://nas/data/ec' names the host 'nas'"):
+        resolve_frame_uri("file://nas/data/ec", "frames/d0/f0001.png")
+    assert resolve_frame_uri("s3://b/ec", "frames/x.png") == "s3://b/ec/frames/x.png"  # object stores stay URIs

@@ -127,3 +127,65 @@ def test_ray_reads_the_pinned_version(dataset: str, ray_local: str) -> None:
         assert g["trigger_raw"] == w["trigger_raw"] or (g["trigger_raw"] != g["trigger_raw"] and w["trigger_raw"]
                                                         is None)
     assert ray.data.read_delta(dataset, version=1).count() == 12
+
+
+OPTIONS = {"timeout": "30s"}  # a real object-store option; a local table ignores it
+
+
+@pytest.fixture
+def opened(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, str] | None]:
+    """The storage_options every DeltaTable was opened with (the real class underneath: it really opens)."""
+    import deltalake
+
+    seen: list[dict[str, str] | None] = []
+
+    class Recording(deltalake.DeltaTable):
+        def __init__(self, table_uri: str, version: int | None = None,
+                     storage_options: dict[str, str] | None = None, **kw: object) -> None:
+            seen.append(storage_options)
+            super().__init__(table_uri, version=version, storage_options=storage_options, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(deltalake, "DeltaTable", Recording)
+    return seen
+
+
+def test_every_reader_passes_storage_options_to_deltalake(dataset: str, opened: list) -> None:
+    from edgemine.jobs.datasets import (
+        EdgeCaseDataset,
+        dataset_classes,
+        dataset_diff,
+        dataset_log,
+        dataset_show,
+        latest_version,
+    )
+
+    plain, files = read_dataset(f"{dataset}@v0"), version_files(f"{dataset}@v0")
+    opened.clear()
+    assert read_dataset(f"{dataset}@v0", storage_options=OPTIONS).equals(plain)
+    assert latest_version(dataset, storage_options=OPTIONS) == 1
+    assert version_files(f"{dataset}@v0", storage_options=OPTIONS) == files
+    assert dataset_classes(f"{dataset}@v1", storage_options=OPTIONS)  # reopens the latest for the history
+    assert [e["version"] for e in dataset_log(dataset, storage_options=OPTIONS)] == [1, 0]
+    assert dataset_show(f"{dataset}@v0", storage_options=OPTIONS)["rows"] == 7
+    assert dataset_diff(f"{dataset}@v0", f"{dataset}@v1", storage_options=OPTIONS)["rows_added"] == 5
+    assert len(EdgeCaseDataset(dataset, split=None, storage_options=OPTIONS)) == 12
+    assert len(opened) > 10 and all(o == OPTIONS for o in opened), opened
+
+
+def test_publish_reopens_the_table_with_its_storage_options(tmp_path: Path, opened: list) -> None:
+    ds = str(tmp_path / "edge_cases")
+    for ids in ([0, 1], [2, 3]):
+        publish(training_rows(confirmed(ids), policy=SplitPolicy()), ds, lineage={}, frames="reference",
+                storage_options=OPTIONS)
+    assert opened and all(o == OPTIONS for o in opened), opened  # the class-list history read included
+    assert read_dataset(ds).num_rows == 4
+
+
+def test_a_table_opened_with_storage_options_reads_through_deltalakes_filesystem(dataset: str) -> None:
+    """What a table on an object store opened with options is read through, checked on a local table."""
+    from edgemine.jobs.datasets import _store_dataset
+
+    for version in (0, 1):
+        dt = _open(DatasetRef(dataset, version), OPTIONS)
+        via_store = _store_dataset(dt, OPTIONS, pa.schema(dt.schema().to_arrow())).to_table()
+        assert via_store.sort_by("frame_id").equals(arrow_dataset(dt).to_table().sort_by("frame_id"))
