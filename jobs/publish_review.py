@@ -127,6 +127,7 @@ def publish_from_review(
     since: Any = None,
     frames: FrameMode = DEFAULT_FRAMES,
     gates: PublishGates | None = None,
+    storage_options: dict[str, str] | None = None,
 ) -> ReviewPublish:
     """Publish every confirmed edge case in the review store (`db`: a URL or review_api.db.Database).
 
@@ -145,6 +146,7 @@ def publish_from_review(
     (`storage.mark_published`); if the publish fails, each is settled by what the dataset holds (removed
     unless its row made it in). Reservations left by a dead publisher (older than
     `storage.RESERVATION_STALE_SECONDS`) are settled that way by the next publish into the dataset, first.
+    `storage_options` (deltalake's) open a dataset on an object store, for the publish and those reads alike.
     """
     from datetime import UTC, datetime
     from uuid import uuid4
@@ -166,7 +168,7 @@ def publish_from_review(
             lineage = review_lineage(s, run_ids=run_ids) if run_ids else {"mining_runs": []}
         confirmed, superseded = latest_per_frame(confirmed)
         lineage["superseded_confirmations"] = superseded  # frames confirmed by several runs: the latest won
-        _settle_stale(database, dataset, name)
+        _settle_stale(database, dataset, name, storage_options)
         confirmed, reserved, left_out = _reserve(database, confirmed, name, token)
         lineage.update(left_out)
         item_of = dict(zip(confirmed.column("frame_id").to_pylist(), confirmed.column("item_id").to_pylist(),
@@ -175,7 +177,8 @@ def publish_from_review(
         lineage["splits"] = json.loads(policy.to_json())
         taxonomy = extend_classes([], *(lineage.get("taxonomy") or {}).values())
         result = publish(rows, dataset, lineage=lineage, taxonomy=taxonomy, frames=frames,
-                         gates=PublishGates.warn_only() if gates is None else gates, policy=policy)
+                         gates=PublishGates.warn_only() if gates is None else gates, policy=policy,
+                         storage_options=storage_options)
         readable = datetime.now(UTC)  # publish returned: the new version is committed and readable
         latencies: list[float] = []
         if result.added:
@@ -200,7 +203,7 @@ def publish_from_review(
     finally:
         try:
             if reserved and not settled:
-                _settle(database, dataset, name, reserved, token=token)
+                _settle(database, dataset, name, reserved, token=token, storage_options=storage_options)
         except Exception as exc:  # noqa: BLE001 - the publish's own error matters more; staleness frees them
             _log().warning(f"could not settle this publish's reservations in {name!r} ({exc}); they hold off "
                            f"amends for {storage.RESERVATION_STALE_SECONDS} s, then the next publish settles them")
@@ -217,10 +220,14 @@ def _log() -> Any:
 
 
 def _store_name(dataset: str) -> str:
-    """How the review store names a dataset (publications, reservations): a URI as given, a path absolute."""
+    """How the review store names a dataset (publications, reservations): an object-store URI as given, a path
+    (or a file:// URI, the same table) absolute - two publishers naming one table differently must meet."""
     import os
 
-    return dataset if "://" in dataset else os.path.abspath(dataset)
+    from edgemine.jobs.dataset_frames import local_path
+
+    path = local_path(dataset)
+    return path if "://" in path else os.path.abspath(path)
 
 
 def _reserve(database: Any, confirmed: pa.Table, name: str, token: str
@@ -249,7 +256,7 @@ def _reserve(database: Any, confirmed: pa.Table, name: str, token: str
     return rows, {i: (frames[i], runs[i]) for i in held.reserved}, left_out
 
 
-def _settle_stale(database: Any, dataset: str, name: str) -> None:
+def _settle_stale(database: Any, dataset: str, name: str, storage_options: dict[str, str] | None) -> None:
     """Settle the reservations a dead publisher left in `dataset` (see storage.RESERVATION_STALE_SECONDS)."""
     from datetime import UTC, datetime
 
@@ -258,11 +265,11 @@ def _settle_stale(database: Any, dataset: str, name: str) -> None:
     with database.read() as s:
         stale = storage.stale_reservations(s, dataset=name, now=datetime.now(UTC))
     if stale:
-        _settle(database, dataset, name, stale, token=None)
+        _settle(database, dataset, name, stale, token=None, storage_options=storage_options)
 
 
 def _settle(database: Any, dataset: str, name: str, reservations: Mapping[int, tuple[str, str]], *,
-            token: str | None) -> None:
+            token: str | None, storage_options: dict[str, str] | None = None) -> None:
     """End reservations by what the dataset holds: an item whose row (its frame, from its run) is there is
     recorded as published at the first version holding it; the others' reservations are removed. `token`:
     this publish's own (it failed); None: stale ones (`storage.settle_reservations`)."""
@@ -270,14 +277,15 @@ def _settle(database: Any, dataset: str, name: str, reservations: Mapping[int, t
 
     from edgemine.review_api import storage
 
-    found = _first_versions(dataset, set(reservations.values()))
+    found = _first_versions(dataset, set(reservations.values()), storage_options)
     published = {i: found[key] for i, key in reservations.items() if key in found}
     with database.write() as s:
         storage.settle_reservations(s, dataset=name, published=published, now=datetime.now(UTC), token=token,
                                     item_ids=list(reservations))
 
 
-def _first_versions(dataset: str, keys: set[tuple[str, str]]) -> dict[tuple[str, str], int]:
+def _first_versions(dataset: str, keys: set[tuple[str, str]], storage_options: dict[str, str] | None = None
+                    ) -> dict[tuple[str, str], int]:
     """The first version of `dataset` holding each (frame_id, run_id) row; rows not in the latest version are
     absent. A publish only adds rows, so a row stays in every later version: a bisection per row, reading each
     probed version's keys once."""
@@ -285,12 +293,12 @@ def _first_versions(dataset: str, keys: set[tuple[str, str]]) -> dict[tuple[str,
 
     from edgemine.jobs.datasets import arrow_dataset
 
-    if not keys or not table_exists(dataset):
+    if not keys or not table_exists(dataset, storage_options):
         return {}
     cache: dict[int, set[tuple[str, str]]] = {}
 
     def rows_at(version: int | None) -> set[tuple[str, str]]:
-        dt = DeltaTable(dataset) if version is None else DeltaTable(dataset, version=version)
+        dt = DeltaTable(dataset, version=version, storage_options=storage_options)
         v = dt.version()
         if v not in cache:
             t = arrow_dataset(dt).to_table(columns=["frame_id", "run_id"])
@@ -329,13 +337,15 @@ def watch_and_publish(
     frames: FrameMode = DEFAULT_FRAMES,
     gates: PublishGates | None = None,
     on_refused: Callable[[str], None] | None = None,
+    storage_options: dict[str, str] | None = None,
 ) -> list[ReviewPublish]:
     """Continuous publishing: publish when `min_new` new confirmations are waiting, or every `interval_s`.
 
     Runs until `stop` (a threading.Event) is set; returns every publish that added rows. Each one's
     `latencies_s` is the time from consensus to readable row. A gate refusal means "not yet": the waiting
     confirmations stay waiting (and accumulate), `on_refused` gets the reason (default: the module logger),
-    and the next try comes with more confirmations or after `interval_s`. `gates=None`: as publish_from_review.
+    and the next try comes with more confirmations or after `interval_s`. `gates=None`, `storage_options`: as
+    publish_from_review.
     """
     import logging
     import threading
@@ -375,7 +385,8 @@ def watch_and_publish(
             if (waiting and (len(waiting) >= min_new or elapsed >= interval_s or stopping)) or retry:
                 try:
                     out = publish_from_review(database, dataset, run_id=run_id, policy=policy,
-                                              since=held[0] if held else since, frames=frames, gates=gates)
+                                              since=held[0] if held else since, frames=frames, gates=gates,
+                                              storage_options=storage_options)
                 except PublishRefusedError as exc:
                     held[:] = held or [since]  # the next try re-reads from here, so nothing refused is lost
                     say(f"not yet publishing {dataset}: {exc}")

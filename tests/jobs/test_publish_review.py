@@ -457,3 +457,93 @@ def test_the_next_publish_settles_the_reservations_of_a_publisher_that_died(tria
                                            **{r["item_id"]: ("edge_cases", 1) for r in later}}, 0)
     row = read_dataset(ds).filter(pc.equal(read_dataset(ds).column("frame_id"), later[0]["frame_id"])).to_pylist()[0]
     assert row["category"] == answer.json()["category"]
+
+
+def test_publish_cli_says_the_dataset_stays_at_its_latest_version_when_nothing_is_confirmed(
+        review: tuple[ReviewEnv, Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edgemine.jobs.cli import main
+    from edgemine.jobs.publish import publish, training_rows
+    from tests.support.datasets import confirmed
+
+    _, _, url = review  # a run in the store, nothing decided yet
+    ds = str(tmp_path / "edge_cases")
+    for ids in ([900], [901]):  # another publisher's two versions: v0, v1
+        publish(training_rows(confirmed(ids), policy=SplitPolicy()), ds, lineage={}, frames="reference")
+    for args, where in ((["--run", "run-pub"], "run 'run-pub'"), ([], "the review store")):
+        assert main(["publish", "--db", url, "--dataset", ds, *args]) == 0
+        out = capsys.readouterr()
+        assert out.out == f"nothing to publish: {where} has no confirmed edge cases yet; {ds} stays at v1\n"
+        assert out.err == ""
+    assert [e["version"] for e in dataset_log(ds)] == [1, 0]
+
+
+def test_publish_watch_cli_publishes_a_version_then_stops_on_ctrl_c(review: tuple[ReviewEnv, Path, str],
+                                                                     tmp_path: Path) -> None:
+    """The real `edgemine publish --watch` against a SQLite store with confirmed items: it publishes v0 at its
+    first poll (--min-new 1), says so, and Ctrl-C (its only stop) ends it with exit 0."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    env, logs, url = review
+    rare = sorted(f for f in _triage(env, _truth(logs)) if _truth(logs)[f]["is_rare"])
+    assert rare
+    ds = str(tmp_path / "edge_cases")
+    cmd = [sys.executable, "-m", "edgemine", "publish", "--db", url, "--dataset", ds, "--run", "run-pub",
+           "--watch", "--min-new", "1", "--interval", "60", "--empty-split", "warn"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    watchdog = threading.Timer(90, p.kill)  # a watcher that never publishes must not hang the suite
+    watchdog.start()
+    lines: list[str] = []
+    try:
+        assert p.stdout is not None
+        for line in p.stdout:
+            lines.append(line.rstrip("\n"))
+            if line.startswith("  run: "):  # the publish is committed and reported
+                break
+        os.killpg(p.pid, signal.SIGINT)
+        rest, err = p.communicate(timeout=60)
+    finally:
+        watchdog.cancel()
+    assert p.returncode == 0, err
+    assert lines[0] == f"watching {url} -> {ds} (every 60s or 1 new); Ctrl-C stops"
+    assert re.fullmatch(rf"published {re.escape(ds)}@v0: \+{len(rare)} rows; "
+                        r"decision->dataset median \d+\.\ds, max \d+\.\ds", lines[1]), lines
+    assert lines[2:] == [f"  run: run-pub +{len(rare)}"] and rest == ""
+    assert "warning: split 'val' would have 0 rows" in err and "Traceback" not in err
+    assert [e["version"] for e in dataset_log(ds)] == [0]
+    assert read_dataset(f"{ds}@v0").column("frame_id").to_pylist() == rare
+
+
+def test_a_file_uri_dataset_is_the_same_dataset_to_the_store_and_storage_options_reach_deltalake(
+        review: tuple[ReviewEnv, Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    import deltalake
+
+    from edgemine.review_api import storage
+
+    env, logs, url = review
+    _triage(env, _truth(logs))
+    seen: list[Any] = []
+
+    class Recording(deltalake.DeltaTable):  # the real table underneath: it really opens
+        def __init__(self, table_uri: str, version: int | None = None, storage_options: Any = None,
+                     **kw: Any) -> None:
+            seen.append(storage_options)
+            super().__init__(table_uri, version=version, storage_options=storage_options, **kw)
+
+    monkeypatch.setattr(deltalake, "DeltaTable", Recording)
+    ds = tmp_path / "edge cases"
+    options = {"timeout": "30s"}
+    out = publish_from_review(url, ds.as_uri(), storage_options=options)  # file:///.../edge%20cases
+    assert out.result.version == 0 and seen and all(o == options for o in seen), seen
+    with env.app_state.db.read() as s:
+        item_ids = storage.confirmed_items(s).column("item_id").to_pylist()
+        published = storage.publications_of(s, item_ids)
+    # named as the path names it: a publisher given the plain path meets this one's reservations
+    assert set(published.values()) == {(os.path.abspath(ds), 0)}
+    again = publish_from_review(url, str(ds), storage_options=options)
+    assert again.result.version is None and again.result.already_present == out.result.added
