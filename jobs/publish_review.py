@@ -116,6 +116,8 @@ class ReviewPublish:
     # rows the version added per mining run, every run of the snapshot (0: all its rows were there already);
     # without run_id a publish takes every run in the store, so say which went in
     added_by_run: dict[str, int] = field(default_factory=dict)
+    # confirmed frames this version left out, by why (`changed_during_publish`, `in_another_publish`)
+    left_out: dict[str, list[str]] = field(default_factory=dict)
 
 
 def publish_from_review(
@@ -210,7 +212,7 @@ def publish_from_review(
         finally:
             if isinstance(db, str):
                 database.dispose()
-    return ReviewPublish(result, latencies, by_run)
+    return ReviewPublish(result, latencies, by_run, left_out)
 
 
 def _log() -> Any:

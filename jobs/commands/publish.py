@@ -94,11 +94,21 @@ def publish(
             typer.echo(f"warning: {w}", err=True)
         if r.version is None and r.already_present:
             typer.echo(f"nothing new: {r.already_present} confirmed edge case(s) already in {dataset}")
-        elif r.version is None:  # no confirmations at all: say so, and never call a missing dataset "in" it
+        elif r.version is None:  # nothing went in: say why, and never call a missing dataset "in" it
             where = f"run {run!r}" if run else "the review store"
             state = (f"{dataset} stays at v{latest_version(dataset)}" if table_exists(dataset)
                      else f"{dataset} was not created")
-            typer.echo(f"nothing to publish: {where} has no confirmed edge cases yet; {state}")
+            busy = len(out.left_out.get("in_another_publish", []))
+            changed = len(out.left_out.get("changed_during_publish", []))
+            if busy or changed:  # confirmations exist, but none could go into this version
+                why = []
+                if busy:
+                    why.append(f"{busy} in another publish of {dataset}")
+                if changed:
+                    why.append(f"{changed} amended or undone during this one (the next publish takes them)")
+                typer.echo(f"nothing published: {where}'s confirmed edge cases are {', '.join(why)}; {state}")
+            else:
+                typer.echo(f"nothing to publish: {where} has no confirmed edge cases yet; {state}")
         else:
             typer.echo(f"published {dataset}@v{r.version}: +{r.added} rows ({r.already_present} already present)"
                        + (f"; classes added {list(r.classes_added)}" if r.classes_added else ""))

@@ -547,3 +547,20 @@ def test_a_file_uri_dataset_is_the_same_dataset_to_the_store_and_storage_options
     assert set(published.values()) == {(os.path.abspath(ds), 0)}
     again = publish_from_review(url, str(ds), storage_options=options)
     assert again.result.version is None and again.result.already_present == out.result.added
+
+
+def test_publish_cli_does_not_call_confirmations_held_by_another_publish_none(
+        review: tuple[ReviewEnv, Path, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edgemine.jobs.cli import main
+    from edgemine.jobs.publish_review import _reserve, _store_name
+    from edgemine.review_api import storage
+
+    env, logs, url = review
+    _triage(env, _truth(logs))
+    ds = str(tmp_path / "edge_cases")
+    with env.app_state.db.read() as s:
+        held = storage.confirmed_items(s)
+    _reserve(env.app_state.db, held, _store_name(ds), "another-publisher")  # it has not committed yet
+    assert main(["publish", "--db", url, "--dataset", ds, "--empty-split", "warn"]) == 0
+    assert capsys.readouterr().out == (f"nothing published: the review store's confirmed edge cases are "
+                                       f"{held.num_rows} in another publish of {ds}; {ds} was not created\n")
