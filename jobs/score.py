@@ -229,7 +229,7 @@ def coverage_signal(st: RunState, signals: Signals) -> str | None:
 
 @dataclass
 class Conditions:
-    """Novelty calibrated within each metadata value the reference lacks (spec `coverage.condition`).
+    """Novelty calibrated within each metadata value the reference lacks (spec `coverage.novelty`).
 
     `groups` has one code per row of raw.parquet: 0 = calibrated on the reference as usual, g = among the
     fleet's frames of `labels[g - 1]` (the first uncovered value a frame has, in the guardrail's order)."""
@@ -255,10 +255,11 @@ def check_coverage(st: RunState, raw_path: Path, signals: Signals, calib: dict[s
     """Warn when the reference does not cover the fleet (mining/coverage.py): streams the manifest's
     metadata columns beside each frame's reference-calibrated percentile of `signal` (novelty).
 
-    With `coverage.condition` on, each metadata value the guardrail names gets its own calibration: the raw
-    values of the fleet's frames with that value (a sample of `calibration_sample`), returned as `Conditions`
+    With `coverage.novelty: within`, each metadata value the guardrail names gets its own calibration: the
+    raw values of the fleet's frames with that value (a sample of `calibration_sample`); with `ignore`, an
+    empty one (no percentile, so novelty is left out of those frames' fused score). Returned as `Conditions`
     for the fuse stage. Night frames against a day-only reference are all "novel"; within the night frames
-    the rare ones still stand out."""
+    the rare ones may still stand out."""
     from edgemine.mining.coverage import CoverageCheck, metadata_columns
 
     sig = signals[signal][1]
@@ -279,7 +280,8 @@ def check_coverage(st: RunState, raw_path: Path, signals: Signals, calib: dict[s
         st.log(f"  WARNING: {w}")
         st.warnings.append(w)
     found = check.uncovered()[:MAX_CONDITIONS]
-    if not st.spec.coverage.condition or not found:
+    mode = st.spec.coverage.novelty
+    if mode == "reference" or not found:
         return None
     member = np.zeros((len(found), len(ids)), dtype=bool)  # frame has found[i]'s value
     for b in d.to_batches(columns=["frame_id", *sorted({u.column for u in found})],
@@ -313,10 +315,13 @@ def check_coverage(st: RunState, raw_path: Path, signals: Signals, calib: dict[s
         v = v[np.isfinite(v)]
         if v.size > st.spec.calibration_sample:
             v = rng.choice(v, st.spec.calibration_sample, replace=False)
-        calibration.append(v)
+        calibration.append(v if mode == "within" else np.empty(0))  # no calibration: no percentile, left out
         conditioned.append({"value": u.label, "frames": int((groups == g).sum())})
     st.counts["coverage"]["conditioned"] = conditioned
-    st.notes.append(f"{signal} is calibrated within " + ", ".join(
-        f"{c['value']} ({c['frames']:,} frames)" for c in conditioned)
-        + ": the reference lacks them, so those frames are ranked among themselves (coverage.condition)")
+    st.counts["coverage"]["novelty"] = mode
+    values = ", ".join(f"{c['value']} ({c['frames']:,} frames)" for c in conditioned)
+    st.notes.append(f"{signal} is calibrated within {values}: the reference lacks them, so those frames are "
+                    "ranked among themselves (coverage.novelty: within)" if mode == "within" else
+                    f"{signal} is left out of the score of {values}: the reference lacks them, so the other "
+                    "signals rank those frames (coverage.novelty: ignore)")
     return Conditions(signal, groups, [u.label for u in found], calibration)

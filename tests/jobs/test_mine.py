@@ -357,7 +357,7 @@ def test_a_fleet_with_night_drives_against_a_day_only_reference_is_warned_about(
     assert not any("time_of_day=day" in w for w in warnings)
     page = (res.run_dir / "report.html").read_text()
     assert page.index("time_of_day=night") < page.index("<h2>Summary</h2>")  # at the top of the report
-    # coverage.condition (default on): night frames' novelty is calibrated among the fleet's night frames,
+    # coverage.novelty "within" (the default): night frames' novelty is calibrated among the fleet's night frames,
     # so they are ranked among themselves instead of all being novel; the warning still says what is missing
     cov = res.counts["coverage"]
     assert cov["conditioned"] == [{"value": "time_of_day=night", "frames": tod.count("night")}], cov
@@ -372,13 +372,17 @@ def test_a_fleet_with_night_drives_against_a_day_only_reference_is_warned_about(
         return night["novelty"].to_numpy(), [list(r) for r in night["reasons"]]
 
     pct, reasons = night_novelty(res.run_dir)
-    off = run_mine(make_spec(byo, tmp_path / "run_off", budget=10, coverage={"condition": False}), spark=spark)
+    off = run_mine(make_spec(byo, tmp_path / "run_off", budget=10, coverage={"novelty": "reference"}), spark=spark)
     assert "conditioned" not in off.counts["coverage"]
     assert json.loads((off.run_dir / "run.json").read_text())["warnings"] == warnings  # the same guardrail
     pct_off, _ = night_novelty(off.run_dir)
     assert (pct_off >= 0.9).mean() > 0.5  # against the reference almost every night frame is novel
     assert (pct >= 0.9).mean() < 0.25  # among themselves about a tenth are above their own p90
     assert any("among this fleet's time_of_day=night frames" in r for rs in reasons for r in rs)
+    ign = run_mine(make_spec(byo, tmp_path / "run_ign", budget=10, coverage={"novelty": "ignore"}), spark=spark)
+    assert ign.counts["coverage"]["novelty"] == "ignore"
+    pct_ign, reasons_ign = night_novelty(ign.run_dir)
+    assert np.isnan(pct_ign).all() and not any(r.startswith("novelty") for rs in reasons_ign for r in rs)
 
 
 @pytest.mark.spark
