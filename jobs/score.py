@@ -4,8 +4,10 @@
 probabilities, and streams each batch's raw signal columns to `.work/raw.parquet` while reservoirs keep
 a sample of the mined-calibrated signals. `calibrations` gathers every signal's calibration values
 (novelty's from the reference: `reference_calibration_knn`). `fuse_scores` streams the raw columns back
-through `mining.scoring.score_batch` into `.work/scores.parquet`. `check_coverage` is the guardrail on
-the reference's coverage of the fleet. All the scoring itself is in `mining/scoring.py`.
+through `mining.scoring.score_batch` into `.work/scores.parquet` (`score_batch_by_group` where novelty is
+calibrated within a value the reference lacks). `check_coverage`, run between the two, is the guardrail on
+the reference's coverage of the fleet and returns those `Conditions`. All the scoring itself is in
+`mining/scoring.py`.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from edgemine.mining.scoring import (
 from edgemine.mining.signals import Signal, SignalInputs
 from edgemine.vectors import list_matrix
 
-MAX_CONDITIONS = 8  # uncovered values novelty is calibrated within (the ones explaining the most novel frames)
+MAX_CONDITIONS = 8  # values novelty is calibrated within (memory: 2x this many bool columns over the frames)
 Signals = dict[str, tuple[float, Signal]]  # name -> (weight, signal), as `MineSpec.make_signals` gives them
 
 
@@ -255,23 +257,28 @@ def check_coverage(st: RunState, raw_path: Path, signals: Signals, calib: dict[s
     """Warn when the reference does not cover the fleet (mining/coverage.py): streams the manifest's
     metadata columns beside each frame's reference-calibrated percentile of `signal` (novelty).
 
-    With `coverage.novelty: within`, each metadata value the guardrail names gets its own calibration: the
-    raw values of the fleet's frames with that value (a sample of `calibration_sample`); with `ignore`, an
-    empty one (no percentile, so novelty is left out of those frames' fused score). Returned as `Conditions`
-    for the fuse stage. Night frames against a day-only reference are all "novel"; within the night frames
-    the rare ones may still stand out."""
-    from edgemine.mining.coverage import CoverageCheck, metadata_columns
+    With `coverage.novelty: within` (the default), each metadata value the guardrail names gets its own
+    calibration, the raw values of the fleet's frames with that value (a sample of `calibration_sample`),
+    returned as `Conditions` for the fuse stage: night frames against a day-only reference are all "novel";
+    ranked among the night frames, the rare ones may still stand out. Values are taken greedily in the
+    guardrail's order (the one explaining the most novel frames first), each on the frames no earlier value
+    took, and kept only if those are still mostly novel and span `min_drives` drives; at most
+    MAX_CONDITIONS are kept, of the first 2 * MAX_CONDITIONS candidates."""
+    from edgemine.mining.coverage import CoverageCheck, Uncovered, metadata_columns
 
     sig = signals[signal][1]
     raw = pq.read_table(raw_path, columns=["frame_id", sig.raw_column])
     ids = raw.column("frame_id").combine_chunks()
-    values = raw.column(sig.raw_column).to_numpy(zero_copy_only=False).astype(np.float64)
-    pct = calibrated(values, calib[signal], extrapolate=sig.extrapolate)
+    novelty = raw.column(sig.raw_column).to_numpy(zero_copy_only=False).astype(np.float64)
+    del raw
+    pct = calibrated(novelty, calib[signal], extrapolate=sig.extrapolate)
     d = open_dataset(st.spec.frames, what="manifest")
     cols = metadata_columns(d.schema)
     check = CoverageCheck()
+    seen: list[tuple[int, object, object, np.ndarray]] = []  # per batch: rows, first and last id, positions
     for b in d.to_batches(columns=["frame_id", "drive_id", *cols], batch_size=st.spec.score_batch_rows):
         pos = positions(b.column("frame_id"), ids)
+        seen.append(_batch_key(b, pos))
         there = pos >= 0
         check.add(np.where(there, pct[np.maximum(pos, 0)], np.nan), {c: b.column(c) for c in cols},
                   drives=b.column("drive_id").to_numpy(zero_copy_only=False))
@@ -279,49 +286,62 @@ def check_coverage(st: RunState, raw_path: Path, signals: Signals, calib: dict[s
     for w in check.warnings():
         st.log(f"  WARNING: {w}")
         st.warnings.append(w)
-    found = check.uncovered()[:MAX_CONDITIONS]
     mode = st.spec.coverage.novelty
+    st.counts["coverage"]["novelty"] = mode
+    found = check.uncovered()[: 2 * MAX_CONDITIONS]
     if mode == "reference" or not found:
         return None
     member = np.zeros((len(found), len(ids)), dtype=bool)  # frame has found[i]'s value
-    for b in d.to_batches(columns=["frame_id", *sorted({u.column for u in found})],
-                          batch_size=st.spec.score_batch_rows):
-        pos = positions(b.column("frame_id"), ids)
+    drive_of = np.full(len(ids), -1, dtype=np.int64)
+    drive_codes: dict[object, int] = {}
+    batches = d.to_batches(columns=["frame_id", "drive_id", *sorted({u.column for u in found})],
+                           batch_size=st.spec.score_batch_rows)
+    for k, b in enumerate(batches):
+        pos = seen[k][3] if k < len(seen) and _batch_key(b, seen[k][3])[:3] == seen[k][:3] else \
+            positions(b.column("frame_id"), ids)  # the same scan, so the same batches: positions once
         there = pos >= 0
+        uniq, inv = np.unique(b.column("drive_id").to_numpy(zero_copy_only=False).astype(str), return_inverse=True)
+        codes = np.array([drive_codes.setdefault(u, len(drive_codes)) for u in uniq.tolist()], dtype=np.int64)
+        drive_of[pos[there]] = codes[inv][there]
         for i, u in enumerate(found):
             col = b.column(u.column)
             if pa.types.is_dictionary(col.type):
                 col = col.dictionary_decode()
             hit = pc.fill_null(pc.equal(col, pa.scalar(u.value, col.type)), False).to_numpy(zero_copy_only=False)
             member[i, pos[there & hit]] = True
-    # Greedy, in the guardrail's order: a value is conditioned on the frames no earlier value took, and only
-    # if those are still mostly novel — weather=clear, mostly night frames in a fleet whose night drives are
-    # clear, is explained by time_of_day=night and its day frames stay calibrated on the reference.
+    del seen
+    # Greedy: weather=clear, mostly night frames in a fleet whose night drives are clear, is explained by
+    # time_of_day=night, and its day frames stay calibrated on the reference.
     groups = np.zeros(len(ids), dtype=np.int16)
-    kept = []
+    kept: list[Uncovered] = []
     for i, u in enumerate(found):
         rows = member[i] & (groups == 0) & np.isfinite(pct)
         n = int(rows.sum())
-        if n >= check.min_frames and float((pct[rows] >= check.value_percentile).mean()) > check.value_share:
+        if (len(kept) < MAX_CONDITIONS and n >= check.min_frames
+                and float((pct[rows] >= check.value_percentile).mean()) > check.value_share
+                and len(np.unique(drive_of[rows])) >= check.min_drives):
             kept.append(u)
             groups[rows] = len(kept)
-    if not kept:
-        return None
-    found = kept
     rng = np.random.default_rng(st.spec.seed)
     calibration, conditioned = [], []
-    for g, u in enumerate(found, 1):
-        v = values[groups == g]
+    for g, u in enumerate(kept, 1):
+        v = novelty[groups == g]
         v = v[np.isfinite(v)]
         if v.size > st.spec.calibration_sample:
             v = rng.choice(v, st.spec.calibration_sample, replace=False)
-        calibration.append(v if mode == "within" else np.empty(0))  # no calibration: no percentile, left out
+        calibration.append(v)
         conditioned.append({"value": u.label, "frames": int((groups == g).sum())})
     st.counts["coverage"]["conditioned"] = conditioned
-    st.counts["coverage"]["novelty"] = mode
-    values = ", ".join(f"{c['value']} ({c['frames']:,} frames)" for c in conditioned)
-    st.notes.append(f"{signal} is calibrated within {values}: the reference lacks them, so those frames are "
-                    "ranked among themselves (coverage.novelty: within)" if mode == "within" else
-                    f"{signal} is left out of the score of {values}: the reference lacks them, so the other "
-                    "signals rank those frames (coverage.novelty: ignore)")
-    return Conditions(signal, groups, [u.label for u in found], calibration)
+    if not kept:
+        st.notes.append(f"{signal} keeps the reference's calibration everywhere: no value the guardrail named "
+                        "is still mostly novel, in enough drives, once the values before it are taken")
+        return None
+    listed = ", ".join(f"{c['value']} ({c['frames']:,} frames)" for c in conditioned)
+    st.notes.append(f"{signal} is calibrated within {listed}: the reference lacks them, so those frames are "
+                    "ranked among themselves (coverage.novelty: within); their reasons say so")
+    return Conditions(signal, groups, [u.label for u in kept], calibration)
+
+
+def _batch_key(b: pa.RecordBatch, pos: np.ndarray) -> tuple[int, object, object, np.ndarray]:
+    ids = b.column("frame_id")
+    return (b.num_rows, ids[0].as_py() if b.num_rows else None, ids[-1].as_py() if b.num_rows else None, pos)

@@ -133,11 +133,11 @@ class SelectionSpec(_Section):
 class CoverageSpec(_Section):
     """What the run does when the reference lacks a condition the fleet has (mining/coverage.py)."""
 
-    novelty: Literal["within", "ignore", "reference"] = Field(
+    novelty: Literal["within", "reference"] = Field(
         "within", description="novelty of the frames of each metadata value the coverage guardrail names (e.g. "
-        "time_of_day=night against a day-only reference): within = calibrated among the fleet's frames of that "
-        "value, so they are ranked among themselves instead of all being novel; ignore = left out of their "
-        "fused score (the other signals rank them); reference = as for every other frame (warn only)")
+        "time_of_day=night against a day-only reference; at most 8 values, each spanning 5+ drives): within = "
+        "calibrated among the fleet's frames of that value, so they are ranked among themselves instead of all "
+        "being novel; reference = calibrated on the reference like every other frame (warn only)")
 
 
 class EvidenceSpec(_Section):

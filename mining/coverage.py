@@ -13,9 +13,9 @@ reference", not "rare". Two checks, each one line naming what it found:
   day/dusk reference: all of them above p90) but not all above p99 (14% on the robustness matrix's F3).
 
 `CoverageCheck.add(novelty_percentiles, columns)` per batch; `warnings()` at the end; `uncovered()` the
-values themselves (the job then calibrates novelty within each: `edgemine.jobs.score.check_coverage`). Only low-cardinality
-string columns are tracked (at most `max_values` distinct values; wider columns are dropped on the fly).
-Pure numpy/pyarrow.
+values themselves (the job then calibrates novelty within each: `edgemine.jobs.score.check_coverage`).
+Only low-cardinality string columns are tracked (at most `max_values` distinct values; wider columns are
+dropped on the fly). Pure numpy/pyarrow.
 """
 
 from __future__ import annotations

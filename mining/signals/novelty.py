@@ -54,5 +54,5 @@ class Novelty(Signal):
     def reason(self, raw: float, pct: float, detail: dict[str, float]) -> str:
         if self.condition is not None:
             return (f"novelty {format_percentile(pct)} among this fleet's {self.condition} frames (the reference "
-                    f"has none like them; kNN distance {raw:.3g} to the reference)")
+                    f"lacks {self.condition}; kNN distance {raw:.3g} to it)")
         return f"novelty {format_percentile(pct)} (kNN distance {raw:.3g} to the reference)"

@@ -349,7 +349,8 @@ def test_a_fleet_with_night_drives_against_a_day_only_reference_is_warned_about(
     assert {"day", "night"} <= set(tod) and len({d for d, t in zip(drives, tod, strict=True) if t == "night"}) >= 5
     byo = {"frames": with_embeddings(tmp_path / "fleet", tmp_path / "frames.parquet"),
            "reference": with_embeddings(tmp_path / "ref", tmp_path / "reference.parquet")}
-    res = run_mine(make_spec(byo, tmp_path / "run", budget=10), spark=spark)
+    # small score batches: the coverage pass and the grouped fusion must keep rows aligned across batches
+    res = run_mine(make_spec(byo, tmp_path / "run", budget=10, score_batch_rows=64), spark=spark)
     warnings = json.loads((res.run_dir / "run.json").read_text())["warnings"]
     night = [w for w in warnings if "time_of_day=night" in w]
     assert len(night) == 1 and night[0].startswith("the reference does not cover time_of_day=night: ")
@@ -372,17 +373,16 @@ def test_a_fleet_with_night_drives_against_a_day_only_reference_is_warned_about(
         return night["novelty"].to_numpy(), [list(r) for r in night["reasons"]]
 
     pct, reasons = night_novelty(res.run_dir)
-    off = run_mine(make_spec(byo, tmp_path / "run_off", budget=10, coverage={"novelty": "reference"}), spark=spark)
-    assert "conditioned" not in off.counts["coverage"]
+    off = run_mine(make_spec(byo, tmp_path / "run_off", budget=10, score_batch_rows=64,
+                             coverage={"novelty": "reference"}), spark=spark)
+    assert "conditioned" not in off.counts["coverage"] and off.counts["coverage"]["novelty"] == "reference"
     assert json.loads((off.run_dir / "run.json").read_text())["warnings"] == warnings  # the same guardrail
     pct_off, _ = night_novelty(off.run_dir)
     assert (pct_off >= 0.9).mean() > 0.5  # against the reference almost every night frame is novel
     assert (pct >= 0.9).mean() < 0.25  # among themselves about a tenth are above their own p90
     assert any("among this fleet's time_of_day=night frames" in r for rs in reasons for r in rs)
-    ign = run_mine(make_spec(byo, tmp_path / "run_ign", budget=10, coverage={"novelty": "ignore"}), spark=spark)
-    assert ign.counts["coverage"]["novelty"] == "ignore"
-    pct_ign, reasons_ign = night_novelty(ign.run_dir)
-    assert np.isnan(pct_ign).all() and not any(r.startswith("novelty") for rs in reasons_ign for r in rs)
+    with pytest.raises(ConfigError, match="coverage.novelty"):
+        make_spec(byo, tmp_path / "run_bad", budget=10, coverage={"novelty": "ignore"})
 
 
 @pytest.mark.spark
