@@ -98,7 +98,7 @@ def run_mine(spec: MineSpec, *, spark: Any = None, log: Log = quiet,
         guard, conditions = coverage_signal(st, signals), None
         if guard is not None:
             with st.stage("coverage"):
-                conditions = check_coverage(st, raw_path, signals, calib, signal=guard)
+                conditions = check_coverage(st, raw_path, signals, calib, man, signal=guard)
         with st.stage("fuse"):
             fused_path, fused_res, samples = fuse_scores(st, signals, raw_path, calib, conditions)
             threshold, peak = pick_thresholds(st, fused_res.values)

@@ -252,7 +252,7 @@ class Conditions:
         return out
 
 
-def check_coverage(st: RunState, raw_path: Path, signals: Signals, calib: dict[str, np.ndarray], *,
+def check_coverage(st: RunState, raw_path: Path, signals: Signals, calib: dict[str, np.ndarray], man: Manifest, *,
                    signal: str) -> Conditions | None:
     """Warn when the reference does not cover the fleet (mining/coverage.py): streams the manifest's
     metadata columns beside each frame's reference-calibrated percentile of `signal` (novelty).
@@ -275,10 +275,10 @@ def check_coverage(st: RunState, raw_path: Path, signals: Signals, calib: dict[s
     d = open_dataset(st.spec.frames, what="manifest")
     cols = metadata_columns(d.schema)
     check = CoverageCheck()
-    seen: list[tuple[int, object, object, np.ndarray]] = []  # per batch: rows, first and last id, positions
+    seen: list[tuple[tuple[int, object, object], np.ndarray]] = []  # per batch: its key, its positions
     for b in d.to_batches(columns=["frame_id", "drive_id", *cols], batch_size=st.spec.score_batch_rows):
         pos = positions(b.column("frame_id"), ids)
-        seen.append(_batch_key(b, pos))
+        seen.append((_batch_key(b), pos))
         there = pos >= 0
         check.add(np.where(there, pct[np.maximum(pos, 0)], np.nan), {c: b.column(c) for c in cols},
                   drives=b.column("drive_id").to_numpy(zero_copy_only=False))
@@ -292,17 +292,14 @@ def check_coverage(st: RunState, raw_path: Path, signals: Signals, calib: dict[s
     if mode == "reference" or not found:
         return None
     member = np.zeros((len(found), len(ids)), dtype=bool)  # frame has found[i]'s value
-    drive_of = np.full(len(ids), -1, dtype=np.int64)
-    drive_codes: dict[object, int] = {}
-    batches = d.to_batches(columns=["frame_id", "drive_id", *sorted({u.column for u in found})],
+    drive_of = man.drive_codes[positions(ids, man.ids)]  # every scored frame is a manifest row
+    batches = d.to_batches(columns=["frame_id", *sorted({u.column for u in found})],
                            batch_size=st.spec.score_batch_rows)
     for k, b in enumerate(batches):
-        pos = seen[k][3] if k < len(seen) and _batch_key(b, seen[k][3])[:3] == seen[k][:3] else \
-            positions(b.column("frame_id"), ids)  # the same scan, so the same batches: positions once
+        # the same scan gives the same batches, so positions are computed once (and again only if not)
+        same = k < len(seen) and seen[k][0] == _batch_key(b)
+        pos = seen[k][1] if same else positions(b.column("frame_id"), ids)
         there = pos >= 0
-        uniq, inv = np.unique(b.column("drive_id").to_numpy(zero_copy_only=False).astype(str), return_inverse=True)
-        codes = np.array([drive_codes.setdefault(u, len(drive_codes)) for u in uniq.tolist()], dtype=np.int64)
-        drive_of[pos[there]] = codes[inv][there]
         for i, u in enumerate(found):
             col = b.column(u.column)
             if pa.types.is_dictionary(col.type):
@@ -342,6 +339,7 @@ def check_coverage(st: RunState, raw_path: Path, signals: Signals, calib: dict[s
     return Conditions(signal, groups, [u.label for u in kept], calibration)
 
 
-def _batch_key(b: pa.RecordBatch, pos: np.ndarray) -> tuple[int, object, object, np.ndarray]:
+def _batch_key(b: pa.RecordBatch) -> tuple[int, object, object]:
+    """A manifest batch's rows and first and last frame ids: two scans' batch k are the same rows if equal."""
     ids = b.column("frame_id")
-    return (b.num_rows, ids[0].as_py() if b.num_rows else None, ids[-1].as_py() if b.num_rows else None, pos)
+    return (b.num_rows, ids[0].as_py() if b.num_rows else None, ids[-1].as_py() if b.num_rows else None)
