@@ -343,7 +343,8 @@ def watch_and_publish(
 ) -> list[ReviewPublish]:
     """Continuous publishing: publish when `min_new` new confirmations are waiting, or every `interval_s`.
 
-    Runs until `stop` (a threading.Event) is set; returns every publish that added rows. Each one's
+    Runs until `stop` (a threading.Event, or anything with its `is_set` and `wait`) is set, then publishes
+    once more what is waiting (gates applied) and returns every publish that added rows. Each one's
     `latencies_s` is the time from consensus to readable row. A gate refusal means "not yet": the waiting
     confirmations stay waiting (and accumulate), `on_refused` gets the reason (default: the module logger),
     and the next try comes with more confirmations or after `interval_s`. `gates=None`, `storage_options`: as
@@ -364,8 +365,12 @@ def watch_and_publish(
     published: list[ReviewPublish] = []
     last = time.monotonic()
     done: set[str] = set()
+    waiting: set[str] = set()
     watermark = None  # consensus time of the newest confirmation seen; the scan starts a little before it
-    held: list[Any] = []  # while refused: the scan start of the oldest confirmation still unpublished
+    # the scan start that first saw a confirmation still unpublished (waiting for min_new/interval, or refused):
+    # the publish reads from there, so one that the watermark has moved past is not left out
+    pending: list[Any] = []
+    refused = False
     try:
         if run_id is not None:
             with database.read() as s:
@@ -376,29 +381,34 @@ def watch_and_publish(
             with database.read() as s:
                 fresh = storage.confirmed_items(s, run_id=run_id, since=since)
             ids = fresh.column("frame_id").to_pylist()
-            waiting = [f for f in ids if f not in done]  # after a refusal: only those that came since
+            # not yet tried (after a refusal: only those that came since); kept over polls, as the scan moves on
+            waiting.update(f for f in ids if f not in done)
+            if waiting and not pending:
+                pending.append(since)
             if fresh.num_rows:
                 newest = max(d for d in fresh.column("decided_at").to_pylist() if d is not None)
                 watermark = newest if watermark is None else max(watermark, newest)
             elapsed = time.monotonic() - last
-            # while refused, try again every interval too: what a gate lacked (agreement, another publisher's
-            # rows) can come without a new confirmation
-            retry = bool(held) and elapsed >= interval_s
+            # while refused, try again every interval too (what a gate lacked - agreement, another publisher's
+            # rows - can come without a new confirmation), and once more at the stop
+            retry = refused and (elapsed >= interval_s or stopping)
             if (waiting and (len(waiting) >= min_new or elapsed >= interval_s or stopping)) or retry:
                 try:
                     out = publish_from_review(database, dataset, run_id=run_id, policy=policy,
-                                              since=held[0] if held else since, frames=frames, gates=gates,
+                                              since=pending[0] if pending else since, frames=frames, gates=gates,
                                               storage_options=storage_options)
                 except PublishRefusedError as exc:
-                    held[:] = held or [since]  # the next try re-reads from here, so nothing refused is lost
+                    refused = True  # `pending` stays: the next try re-reads from there, so nothing is lost
                     say(f"not yet publishing {dataset}: {exc}")
                 else:
-                    held.clear()
+                    refused = False
+                    pending.clear()
                     if out.result.added:
                         published.append(out)
                         if on_publish is not None:
                             on_publish(out)
                 done.update(waiting)
+                waiting.clear()
                 last = time.monotonic()
             if stopping:
                 return published

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
 import typer
 
 from edgemine.jobs.commands import examples
@@ -41,6 +45,61 @@ def _runs_line(added_by_run: dict[str, int], run: str | None) -> str:
     return f"  runs ({len(added_by_run)}, every run in the store; --run RUN_ID publishes one): {parts}"
 
 
+class _SignalStop:
+    """The watch's stop flag, set by a signal handler. Not a threading.Event: the handler runs in the thread
+    that waits on it, and could find the Event's (non-reentrant) lock held by that very wait."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def set(self) -> None:
+        self.signum = self.signum or -1
+
+    def is_set(self) -> bool:
+        return self.signum is not None
+
+    def wait(self, timeout: float) -> bool:
+        import time
+
+        time.sleep(timeout)  # a signal's handler runs during it; the watch sees the flag at most `timeout` later
+        return self.is_set()
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[Any]:
+    """SIGINT and SIGTERM stop `publish --watch` gracefully: the first one sets the stop flag (the watch then
+    publishes what is waiting, gates applied, and returns) and puts the previous handlers back, so a second
+    Ctrl-C interrupts that last publish as it would any job (exit 130). Off the main thread (where signals
+    cannot be caught) it is a plain Event."""
+    import os
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield threading.Event()
+        return
+    stop = _SignalStop()
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore() -> None:
+        for s, handler in previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+
+    def first(signum: int, frame: object) -> None:
+        stop.signum = signum
+        restore()
+        with contextlib.suppress(OSError):  # os.write: a handler must not re-enter sys.stderr's buffer
+            os.write(2, f"stopping ({signal.Signals(signum).name}): publishing the confirmations waiting now; "
+                        f"Ctrl-C again aborts that\n".encode())
+
+    for s in previous:
+        signal.signal(s, first)
+    try:
+        yield stop
+    finally:
+        restore()
+
+
 def publish(
     db: str | None = DbOption,
     dataset: str = typer.Option(..., "--dataset", help="Delta table path (created on first publish)."),
@@ -65,7 +124,6 @@ def publish(
 ) -> None:
     """Publish consensus-confirmed edge cases as one new dataset version, with lineage, classes and gates."""
     import statistics
-    import threading
 
     from edgemine.errors import ConfigError
     from edgemine.jobs.dataset_frames import FRAME_MODES
@@ -132,14 +190,16 @@ def publish(
                    f"decision->dataset median {med:.1f}s, max {max(lat, default=float('nan')):.1f}s")
         typer.echo(_runs_line(p.added_by_run, run))
 
-    stop = threading.Event()
-    typer.echo(f"watching {url} -> {dataset} (every {interval:g}s or {min_new} new); Ctrl-C stops")
-    try:
-        watch_and_publish(url, dataset, interval_s=interval, min_new=min_new, policy=policy, stop=stop,
-                          on_publish=report, frames=frames, gates=gates, on_refused=refused,  # type: ignore[arg-type]
-                          run_id=run)
-    except KeyboardInterrupt:
-        stop.set()
+    with _stop_on_signals() as stop:
+        typer.echo(f"watching {url} -> {dataset} (every {interval:g}s or {min_new} new); Ctrl-C stops")
+        done = watch_and_publish(url, dataset, interval_s=interval, min_new=min_new, policy=policy, stop=stop,
+                                 on_publish=report, frames=frames, gates=gates,  # type: ignore[arg-type]
+                                 on_refused=refused, run_id=run)
+    rows = sum(p.result.added for p in done)
+    said = f"stopped watching {dataset}: {len(done)} version(s) published while watching, +{rows} rows"
+    if last_refusal:  # the last try, at the stop or before it, was refused: those confirmations still wait
+        said += "; the confirmations refused above stay in the review store for the next publish"
+    typer.echo(said)
 
 
 def register(app: typer.Typer) -> None:

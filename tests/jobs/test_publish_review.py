@@ -511,10 +511,114 @@ def test_publish_watch_cli_publishes_a_version_then_stops_on_ctrl_c(review: tupl
     assert lines[0] == f"watching {url} -> {ds} (every 60s or 1 new); Ctrl-C stops"
     assert re.fullmatch(rf"published {re.escape(ds)}@v0: \+{len(rare)} rows; "
                         r"decision->dataset median \d+\.\ds, max \d+\.\ds", lines[1]), lines
-    assert lines[2:] == [f"  run: run-pub +{len(rare)}"] and rest == ""
+    assert lines[2:] == [f"  run: run-pub +{len(rare)}"]
+    assert rest == f"stopped watching {ds}: 1 version(s) published while watching, +{len(rare)} rows\n"
     assert "warning: split 'val' would have 0 rows" in err and "Traceback" not in err
+    assert "stopping (SIGINT): publishing the confirmations waiting now" in err
     assert [e["version"] for e in dataset_log(ds)] == [0]
     assert read_dataset(f"{ds}@v0").column("frame_id").to_pylist() == rare
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_publish_watch_cli_publishes_what_is_waiting_when_stopped_by_a_signal(
+        review: tuple[ReviewEnv, Path, str], tmp_path: Path, signame: str) -> None:
+    """Ctrl-C (or SIGTERM) while confirmations wait for --min-new / --interval: the watch publishes them (a new
+    version), says so and exits 0 - the stop is the normal end of a watch, not a lost batch."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env, logs, url = review
+    truth = _truth(logs)
+    ds = str(tmp_path / "edge_cases")
+    first = _triage(env, truth, limit=4)
+    publish_from_review(url, ds, gates=PublishGates(empty_split="warn"))  # v0, before the watch
+    cmd = [sys.executable, "-m", "edgemine", "publish", "--db", url, "--dataset", ds, "--run", "run-pub",
+           "--watch", "--min-new", "1000", "--interval", "600", "--empty-split", "warn"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    watchdog = threading.Timer(90, p.kill)
+    watchdog.start()
+    try:
+        assert p.stdout is not None
+        assert p.stdout.readline().startswith("watching ")  # the handlers are in place before this line
+        later = {f for f in _triage(env, truth) if truth[f]["is_rare"]}  # confirmed while it watches
+        assert later
+        time.sleep(1.0)  # a few polls: it sees them waiting, and publishes nothing yet (1000 new, 600 s)
+        assert [e["version"] for e in dataset_log(ds)] == [0]
+        os.killpg(p.pid, getattr(signal, signame))
+        out, err = p.communicate(timeout=60)
+    finally:
+        watchdog.cancel()
+    assert p.returncode == 0, err
+    assert f"stopping ({signame}): publishing the confirmations waiting now" in err and "Traceback" not in err
+    assert f"published {ds}@v1: +{len(later)} rows" in out, out
+    assert out.endswith(f"stopped watching {ds}: 1 version(s) published while watching, +{len(later)} rows\n")
+    assert [e["version"] for e in dataset_log(ds)] == [1, 0]
+    rare = {f for f in first if truth[f]["is_rare"]} | later
+    assert set(read_dataset(f"{ds}@v1").column("frame_id").to_pylist()) == rare
+
+
+def test_a_watch_stopped_publishes_confirmations_the_scan_has_moved_past(review: tuple[ReviewEnv, Path, str],
+                                                                         tmp_path: Path) -> None:
+    """A confirmation waiting (min_new not reached) while newer ones arrive more than the scan's 5 s overlap
+    later is still in the version the stop publishes: the publish reads from where the oldest waiting one was
+    seen, not from the moving watermark."""
+    from datetime import timedelta
+
+    env, logs, url = review
+    truth = _truth(logs)
+
+    def confirm_one(at: datetime) -> str:
+        while True:
+            env.clock.now = at
+            got = env.next("ana")
+            assert got is not None
+            item = got["item"]
+            g = truth[item["frame_id"]]
+            body = {"verdict": "edge_case", "category": g["category"]} if g["is_rare"] else {"verdict": "not_edge_case"}
+            assert env.decide("ana", item["id"], **body).status_code == 201
+            if g["is_rare"]:
+                return str(item["frame_id"])
+
+    ds = str(tmp_path / "edge_cases")
+    now = datetime.now(UTC)
+    old = confirm_one(now - timedelta(seconds=60))
+    stop = threading.Event()
+    published: list[Any] = []
+    worker = threading.Thread(target=lambda: published.extend(watch_and_publish(
+        url, ds, interval_s=600, min_new=1000, stop=stop, poll_s=0.05, gates=PublishGates(empty_split="warn"))))
+    worker.start()
+    try:
+        time.sleep(0.5)
+        new = confirm_one(now)
+        time.sleep(0.5)  # polls since: the scan starts 5 s before `now`, past `old`
+        assert not Path(ds).exists()
+    finally:
+        stop.set()
+        worker.join(timeout=60)
+    assert not worker.is_alive() and len(published) == 1
+    assert set(read_dataset(ds).column("frame_id").to_pylist()) == {old, new}
+
+
+def test_the_watch_stop_flag_is_set_by_the_first_signal_and_the_second_interrupts(
+        capfd: pytest.CaptureFixture[str]) -> None:
+    import os
+    import signal
+
+    from edgemine.jobs.commands.publish import _stop_on_signals
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with _stop_on_signals() as stop:
+        assert not stop.is_set()
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.wait(0.5)
+        assert "stopping (SIGTERM)" in capfd.readouterr().err
+        assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before  # the next one aborts
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1.0)
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 
 
 def test_a_file_uri_dataset_is_the_same_dataset_to_the_store_and_storage_options_reach_deltalake(
