@@ -7,8 +7,9 @@ cast to (or checked against) one of the schemas below before it hits disk.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -76,6 +77,13 @@ SIGNAL_COLUMNS = ("novelty", "uncertainty", "rarity", "trigger")
 # Per-signal columns are calibrated scores in [0, 1] (percentiles); null where a signal has no value for
 # the frame. Extra columns after these: the raw values (`<signal>_raw`, e.g. kNN distance, entropy) and
 # `triggers_fired` list<string>.
+# Which calibration each frame's `novelty` percentile got: "reference" (the reference's kNN distances to its
+# other drives), or the metadata value the reference lacks that it was calibrated within, as the guardrail and
+# the reasons name it ("time_of_day=night"; spec `coverage.novelty: within`); null exactly where `novelty` is.
+# Not run.json's `counts.novelty_calibration` ("other_drives" | "leave_one_out": how the reference's own
+# calibration was measured).
+NOVELTY_CALIBRATION = "novelty_calibration"
+REFERENCE_CALIBRATION = "reference"
 SCORES_SCHEMA = pa.schema(
     [
         pa.field("frame_id", pa.string(), nullable=False),
@@ -83,8 +91,18 @@ SCORES_SCHEMA = pa.schema(
         pa.field("reasons", pa.list_(pa.string()), nullable=False),
     ]
     + [pa.field(s, pa.float32()) for s in SIGNAL_COLUMNS]
+    + [pa.field(NOVELTY_CALIBRATION, pa.string())]
     + [pa.field("event_id", pa.string())]  # set when the frame is part of an event
 )
+
+
+def novelty_calibration_before_column(counts: Mapping[str, Any] | None) -> str | None:
+    """The `novelty_calibration` of every frame with a novelty value in an output written before the column:
+    "reference" when the run calibrated novelty within no value (`counts.coverage.conditioned` empty or absent,
+    as in every run before `coverage.novelty`), None (unknown: only the reasons say) when it did."""
+    coverage = (counts or {}).get("coverage")
+    conditioned = coverage.get("conditioned") if isinstance(coverage, Mapping) else None
+    return None if conditioned else REFERENCE_CALIBRATION
 
 
 def _signal_stat_fields() -> list[pa.Field]:
@@ -134,6 +152,7 @@ CANDIDATES_CORE_SCHEMA = pa.schema(
         pa.field("selected_by", pa.string(), nullable=False),
     ]
     + [pa.field(s, pa.float32()) for s in SIGNAL_COLUMNS]
+    + [pa.field(NOVELTY_CALIBRATION, pa.string())]
 )
 # Evidence a reviewer sees ("why is this novel"): nearest reference frames and the frames around the candidate.
 CANDIDATES_EVIDENCE_SCHEMA = pa.schema(

@@ -313,7 +313,7 @@ def random_control_run(mined_run: Path, fleet_manifest: Path, out: Path, *, budg
     rows = man.filter(pc.is_in(man.column("frame_id"), value_set=chosen))
     at = {f: i for i, f in enumerate(scores.column("frame_id").to_pylist())}
     picked = scores.take(pa.array([at[f] for f in rows.column("frame_id").to_pylist()]))
-    for c in ("score", "novelty", "uncertainty", "rarity", "trigger"):
+    for c in ("score", "novelty", "uncertainty", "rarity", "trigger", "novelty_calibration"):
         if c in picked.column_names:
             rows = rows.append_column(c, picked.column(c))
     n = rows.num_rows

@@ -24,6 +24,7 @@ from edgemine.contracts import (
     CANDIDATES_EVIDENCE_SCHEMA,
     ERRORS_SCHEMA,
     EVENTS_SCHEMA,
+    NOVELTY_CALIBRATION,
     SCENARIOS_SCHEMA,
     SCORES_SCHEMA,
     SIGNAL_COLUMNS,
@@ -143,7 +144,8 @@ def write_candidates(st: RunState, kept: pa.Table, order: np.ndarray, scen: np.n
     have = set(pq.read_schema(fused_path).names)
     scores = ds.dataset(str(fused_path), format="parquet").to_table(
         filter=ds.field("frame_id").isin(ids),
-        columns=["frame_id", "score", "reasons", *SIGNAL_COLUMNS, *[c for c in carried if c in have]])
+        columns=["frame_id", "score", "reasons", *SIGNAL_COLUMNS, NOVELTY_CALIBRATION,
+                 *[c for c in carried if c in have]])
     scores = scores.take(pa.array(positions(ids, scores.column("frame_id").combine_chunks())))
     n = len(order)
     core = {
@@ -155,7 +157,7 @@ def write_candidates(st: RunState, kept: pa.Table, order: np.ndarray, scen: np.n
         "event_id": kept.column("event_id").take(idx),
         "selected_by": pa.array(["event" if i < n_pool else "fill" for i in order.tolist()], pa.string()),
     }
-    for s in SIGNAL_COLUMNS:
+    for s in (*SIGNAL_COLUMNS, NOVELTY_CALIBRATION):
         core[s] = scores.column(s)
     meta = manifest_rows(st.spec, ds.field("frame_id").isin(ids))
     meta = meta.take(pa.array(positions(ids, meta.column("frame_id").combine_chunks())))

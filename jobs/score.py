@@ -335,7 +335,7 @@ def check_coverage(st: RunState, raw_path: Path, signals: Signals, calib: dict[s
         return None
     listed = ", ".join(f"{c['value']} ({c['frames']:,} frames)" for c in conditioned)
     st.notes.append(f"{signal} is calibrated within {listed}: the reference lacks them, so those frames are "
-                    "ranked among themselves (coverage.novelty: within); their reasons say so")
+                    "ranked among themselves (coverage.novelty: within); their reasons and novelty_calibration say so")
     return Conditions(signal, groups, [u.label for u in kept], calibration)
 
 

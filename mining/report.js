@@ -104,6 +104,8 @@
     for (const [name, pct, raw] of c.signals) {
       if (pct !== null || raw !== null) add(name, "percentile " + fmt(pct, 4) + " · raw " + fmt(raw, 3));
     }
+    add("novelty calibrated on", c.novelty_calibration === "reference" ? "the reference"
+      : c.novelty_calibration ? "this fleet's " + c.novelty_calibration + " frames" : "");
     for (const [k, v] of c.meta) add(k, v);
     body.appendChild(facts);
     const ul = el("ul", "reasons");

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from edgemine.contracts import SIGNAL_COLUMNS
+from edgemine.contracts import NOVELTY_CALIBRATION, SIGNAL_COLUMNS, novelty_calibration_before_column
 from edgemine.mining.report_grid import (
     THUMB_PX,
     Similar,
@@ -284,6 +284,11 @@ def render_report(*, info: Mapping[str, Any], samples: Mapping[str, np.ndarray],
     counts = info.get("counts", {})
     run_id = html.escape(info["run_id"])
     have_cands = candidates is not None and len(candidates) > 0
+    if have_cands and NOVELTY_CALIBRATION not in candidates.columns and "novelty" in candidates.columns:
+        # a run written before the column: "reference" unless it calibrated novelty within some value
+        before = novelty_calibration_before_column(counts)
+        candidates = candidates.assign(**{NOVELTY_CALIBRATION: candidates["novelty"].map(
+            lambda v: before if v is not None and v == v else None)})
     scen_ids = sorted(str(s) for s in scenarios["scenario_id"]) if scenarios is not None and len(scenarios) else []
     colors = {s: SCENARIO_COLORS[i % len(SCENARIO_COLORS)] for i, s in enumerate(scen_ids)}
     cat, num = metadata_columns(candidates) if have_cands else ([], [])

@@ -23,14 +23,14 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 
-from edgemine.contracts import SIGNAL_COLUMNS
+from edgemine.contracts import NOVELTY_CALIBRATION, SIGNAL_COLUMNS
 
 THUMB_PX = 160
 MAX_CATEGORIES = 50  # a string column with more distinct values among the candidates is an identifier
 # candidates.parquet columns that are not the manifest's descriptive metadata
 NOT_METADATA = {"frame_id", "rank", "score", "reasons", "scenario_id", "event_id", "selected_by", "drive_id",
                 "timestamp", "uri", "embedding", "probs", "neighbor_ids", "neighbor_uris", "neighbor_distances",
-                "context_uris", "context_offsets_s", "triggers_fired", *SIGNAL_COLUMNS}
+                "context_uris", "context_offsets_s", "triggers_fired", *SIGNAL_COLUMNS, NOVELTY_CALIBRATION}
 
 
 # ================================================================ thumbnails
@@ -204,12 +204,14 @@ def candidate_grid(cands: Any, *, thumbs: Mapping[str, str], categorical: Sequen
                    similar: Mapping[str, Sequence[Similar]] | None = None) -> tuple[str, dict[str, Any]]:
     """The controls and cards (HTML) and the data the page's script reads (JSON-able).
 
-    Filters: the signals named in the reasons, scenario, event, drive, how it was selected, each categorical
+    Filters: the signals named in the reasons, scenario, event, drive, how it was selected, what its novelty
+    was calibrated on ("reference" or a value the reference lacks, "time_of_day=night"), each categorical
     metadata column. Sort keys: rank, score, each signal's percentile and raw value, each numeric column.
     Each card holds its filter values as `data-f<i>="|v1|v2|"` and its sort values as `data-s<j>`."""
     rows = cands.sort_values("rank").reset_index(drop=True)
     filt_cols: list[tuple[str, str]] = [("signal (in the reasons)", "__signal"), ("scenario", "scenario_id"),
-                                        ("event", "event_id"), ("drive", "drive_id"), ("selected by", "selected_by")]
+                                        ("event", "event_id"), ("drive", "drive_id"), ("selected by", "selected_by"),
+                                        ("novelty calibrated on", NOVELTY_CALIBRATION)]
     filt_cols = [(label, c) for label, c in filt_cols if c == "__signal" or c in rows.columns]
     filt_cols += [(c, c) for c in categorical]
     sort_cols: list[tuple[str, str, str]] = [("rank", "rank", "asc"), ("fused score", "score", "desc")]
@@ -267,7 +269,8 @@ def candidate_grid(cands: Any, *, thumbs: Mapping[str, str], categorical: Sequen
         data.append({
             "frame_id": str(r["frame_id"]), "rank": int(r["rank"]), "score": float(r["score"]),
             "scenario": scen, "event": _s(r.get("event_id")), "drive": _s(r.get("drive_id")),
-            "timestamp": _s(r.get("timestamp")), "selected_by": _s(r.get("selected_by")), "reasons": reasons,
+            "timestamp": _s(r.get("timestamp")), "selected_by": _s(r.get("selected_by")),
+            "novelty_calibration": _s(r.get(NOVELTY_CALIBRATION)), "reasons": reasons,
             "img": src, "color": col,
             "signals": [[s, _num(r[s]), _num(r[f"{s}_raw"]) if f"{s}_raw" in rows.columns else None]
                         for s in SIGNAL_COLUMNS if s in rows.columns],

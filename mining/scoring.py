@@ -8,7 +8,8 @@ raw value before any frame gets a percentile:
    `triggers_fired`). A job streams these to disk while its calibration reservoirs fill.
 2. `score_batch(raw, signals=..., weights=..., calibration=...)`: each signal's percentile against its
    calibration values (`mining.calibration`), the fused score and each signal's share of it
-   (`mining.fusion`), and the reasons, as a `Scored` (`Scored.columns()` gives the output columns).
+   (`mining.fusion`), the reasons, and what each percentile was calibrated on, as a `Scored`
+   (`Scored.columns()` gives the output columns).
 
 `score(inputs, ...)` runs both on one batch, calibrating the mined-calibrated signals on that batch: the
 whole algorithm on small numpy arrays, with no index, Parquet, Spark or Ray. `needs(signals)` says what
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from edgemine.contracts import SIGNAL_COLUMNS
+from edgemine.contracts import NOVELTY_CALIBRATION, SIGNAL_COLUMNS
 from edgemine.errors import ConfigError
 from edgemine.mining.calibration import calibrated
 from edgemine.mining.fusion import DEFAULT_MAX_SURPRISE, FusionMode, build_reasons, check_weights, contributions, fuse
@@ -95,9 +96,13 @@ class Scored:
     score: np.ndarray  # fused score, in the fusion mode's units
     contributions: dict[str, np.ndarray]  # weighted signal -> its share of the score
     reasons: list[list[str]] = field(default_factory=list)
+    # signal -> what each row's percentile was calibrated on (object array): its `calibration` ("reference",
+    # "mined", "absolute"), or the metadata value it was calibrated within ("time_of_day=night", `Signal.within`)
+    calibrated_on: dict[str, np.ndarray] = field(default_factory=dict)
 
     def columns(self) -> dict[str, pa.Array]:
-        """score (float32), reasons, and one percentile column per contract signal (null where none)."""
+        """score (float32), reasons, one percentile column per contract signal (null where none), and
+        `novelty_calibration` (null where novelty is)."""
         n = len(self.score)
         cols: dict[str, pa.Array] = {"score": pa.array(self.score.astype(np.float32)),
                                      "reasons": pa.array(self.reasons, pa.list_(pa.string()))}
@@ -105,6 +110,9 @@ class Scored:
             v = self.percentiles.get(s)
             cols[s] = pa.array(np.zeros(n, np.float32) if v is None else v.astype(np.float32),
                                mask=np.ones(n, bool) if v is None else np.isnan(v))
+        on, pct = self.calibrated_on.get("novelty"), self.percentiles.get("novelty")
+        cols[NOVELTY_CALIBRATION] = (pa.nulls(n, pa.string()) if on is None or pct is None
+                                     else pa.array(on, pa.string(), mask=np.isnan(pct)))
         return cols
 
 
@@ -143,7 +151,9 @@ def score_outputs(outputs: Mapping[str, SignalOutput], *, signals: Sequence[Sign
                             min_percentile=fusion.reason_percentile,
                             rule_signals={rule.name} if rule is not None else set(),
                             fired_reason=rule.fired_reason if rule is not None else str)
-    return Scored(raw=raw, percentiles=pct, score=score, contributions=contrib, reasons=reasons)
+    n = len(score)
+    on = {s.name: np.full(n, s.condition or s.calibration, dtype=object) for s in signals}
+    return Scored(raw=raw, percentiles=pct, score=score, contributions=contrib, reasons=reasons, calibrated_on=on)
 
 
 def score_batch(raw: pa.Table, *, signals: Sequence[Signal], weights: Mapping[str, float],
@@ -158,7 +168,8 @@ def score_batch_by_group(raw: pa.Table, *, groups: np.ndarray,
                          weights: Mapping[str, float], fusion: FusionOptions = FusionOptions()) -> Scored:
     """`score_batch` with a calibration per row group: rows where `groups == g` are scored with
     `variants[g]` = (signals, calibration) — novelty calibrated within a condition the reference lacks
-    (`edgemine.jobs.score.Conditions`). Row order is kept."""
+    (`edgemine.jobs.score.Conditions`). Row order is kept; `Scored.calibrated_on` (the `novelty_calibration`
+    column) says which calibration each row got."""
     g = np.asarray(groups)
     if len(g) != raw.num_rows:
         raise ConfigError(f"{len(g)} group codes for {raw.num_rows} rows")
@@ -179,11 +190,14 @@ def score_batch_by_group(raw: pa.Table, *, groups: np.ndarray,
             out = Scored(raw={k: np.full(n, np.nan) for k in part.raw},
                          percentiles={k: np.full(n, np.nan) for k in part.percentiles},
                          score=np.zeros(n, dtype=part.score.dtype),
-                         contributions={k: np.zeros(n, dtype=v.dtype) for k, v in part.contributions.items()})
+                         contributions={k: np.zeros(n, dtype=v.dtype) for k, v in part.contributions.items()},
+                         calibrated_on={k: np.empty(n, dtype=object) for k in part.calibrated_on})
         for k, v in part.raw.items():
             out.raw[k][rows] = v
         for k, v in part.percentiles.items():
             out.percentiles[k][rows] = v
+        for k, v in part.calibrated_on.items():
+            out.calibrated_on[k][rows] = v
         out.score[rows] = part.score
         for k, v in part.contributions.items():
             out.contributions[k][rows] = v

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from sqlalchemy import Table, func, insert, select
 from sqlalchemy.orm import Session
 
-from edgemine.contracts import SIGNAL_COLUMNS
+from edgemine.contracts import NOVELTY_CALIBRATION, SIGNAL_COLUMNS, novelty_calibration_before_column
 from edgemine.errors import ConfigError, InputNotFoundError, SchemaError
 from edgemine.limits import quote
 from edgemine.review_api.db import Database, Item, Run
@@ -35,7 +35,7 @@ from edgemine.review_api.storage import EDGE, NOT_EDGE, unit_hash
 REQUIRED = ("frame_id", "rank", "uri", "drive_id", "timestamp")
 KNOWN = {
     *REQUIRED, "score", "reasons", "scenario_id", "event_id", "selected_by", "label", *SIGNAL_COLUMNS,
-    "neighbor_ids", "neighbor_uris", "neighbor_distances", "context_uris", "context_offsets_s",
+    NOVELTY_CALIBRATION, "neighbor_ids", "neighbor_uris", "neighbor_distances", "context_uris", "context_offsets_s",
 }
 NOT_METADATA = {"probs", "embedding", "logits"}  # per-frame arrays, not reviewer-facing metadata
 MAX_LISTED_SKIPS = 1000
@@ -212,6 +212,9 @@ def import_run(
     if missing:
         raise SchemaError(f"{cand_path}: missing required column(s) {missing}; required are {list(REQUIRED)}")
     metadata_cols = [c for c in names if c not in KNOWN and c not in NOT_METADATA]
+    # candidates written before the column: what their novelty was calibrated on, from run.json's counts
+    calibration_before = (novelty_calibration_before_column(info.get("counts"))
+                          if NOVELTY_CALIBRATION not in names else None)
     ignored = [c for c in names if c in NOT_METADATA]
 
     with db.write() as s:
@@ -244,7 +247,7 @@ def import_run(
     for batch in _batches(pf, cand_path, what="candidates", batch_size=batch_size):
         rows, problems = _rows(batch, run_id=run_id, base=base, metadata_cols=metadata_cols, now=now,
                                answers=answers, gold_p=gold_p, overlap_fraction=overlap_fraction,
-                               overlap_reviews=overlap_reviews)
+                               overlap_reviews=overlap_reviews, calibration_before=calibration_before)
         skipped += len(problems)
         skipped_rows.extend(problems[: max(0, MAX_LISTED_SKIPS - len(skipped_rows))])
         if not rows:
@@ -304,8 +307,11 @@ def _rows(
     gold_p: float,
     overlap_fraction: float,
     overlap_reviews: int,
+    calibration_before: str | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, str | None]]]:
     cols = {name: _list_col(batch, name) for name in KNOWN}
+    if NOVELTY_CALIBRATION not in batch.schema.names:
+        cols[NOVELTY_CALIBRATION] = [None if _jsonable(v) is None else calibration_before for v in cols["novelty"]]
     ts = batch.column("timestamp")
     if pa.types.is_integer(ts.type):
         ts = ts.cast(pa.timestamp("us", tz="UTC"))
@@ -344,6 +350,8 @@ def _rows(
             "neighbor_distances": _jsonable(cols["neighbor_distances"][i] or []),
             "context_uris": [_resolve(u, base) if u else u for u in (cols["context_uris"][i] or [])],
         }
+        if cols[NOVELTY_CALIBRATION][i] is not None:  # "reference" or the value it was calibrated within
+            evidence[NOVELTY_CALIBRATION] = str(cols[NOVELTY_CALIBRATION][i])
         if cols["context_offsets_s"][i] is not None:  # signed seconds from the candidate, as context_uris
             evidence["context_offsets_s"] = _jsonable([float(x) if x is not None else None
                                                        for x in cols["context_offsets_s"][i]])

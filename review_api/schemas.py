@@ -77,6 +77,10 @@ class ItemPublic(BaseModel):
     rank: int
     score: float | None
     signals: dict[str, float | None]  # novelty, uncertainty, rarity, trigger
+    # what `signals.novelty` was calibrated on: "reference", or the metadata value the reference lacks that it
+    # was ranked within ("time_of_day=night"); null where novelty is, or the store does not know (an item
+    # imported before the column, or from a run without it that calibrated some value within)
+    novelty_calibration: str | None = None
     reasons: list[str]
     scenario_id: str | None
     event_id: str | None

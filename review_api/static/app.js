@@ -307,9 +307,12 @@ function renderItem(next, preset) {
   $("#keymeta").textContent = keyMeta(item.metadata || {});
   $("#score").textContent = item.score == null ? "–" : item.score.toFixed(3);
   $("#rank").textContent = `rank ${item.rank} · ${item.run_id}`;
+  const within = item.novelty_calibration && item.novelty_calibration !== "reference" ? item.novelty_calibration : "";
   $("#signals").innerHTML = Object.entries(item.signals).map(([k, v]) =>
     `<div class="signal"><span>${escapeHtml(k)}</span><div class="bar"><i data-share="${Math.round(100 * Math.max(0, Math.min(1, v || 0)))}"></i></div>` +
-    `<b>${v == null ? "–" : v.toFixed(2)}</b></div>`).join("");
+    `<b>${v == null ? "–" : v.toFixed(2)}</b></div>`).join("") +
+    // novelty ranked among the fleet's frames of a value the reference lacks, not against the reference
+    (within ? `<div class="small" id="novelty-within">novelty among this fleet's ${escapeHtml(within)} frames</div>` : "");
   // widths through the CSSOM: the Content-Security-Policy refuses inline style attributes in markup
   $$("#signals .bar i").forEach((bar) => { bar.style.width = `${bar.dataset.share}%`; });
   $("#reasons").innerHTML = item.reasons.map((r) => `<li>${escapeHtml(r)}</li>`).join("");

@@ -365,18 +365,38 @@ def test_a_fleet_with_night_drives_against_a_day_only_reference_is_warned_about(
     assert any("novelty is calibrated within time_of_day=night" in n
                for n in json.loads((res.run_dir / "run.json").read_text())["notes"])
 
+    m = pq.read_table(tmp_path / "fleet" / "manifest.parquet", columns=["frame_id", "time_of_day"]).to_pandas()
+
     def night_novelty(run_dir: Path) -> tuple[np.ndarray, list[list[str]]]:
         sc = pq.read_table(run_dir / "scores.parquet", columns=["frame_id", "novelty", "reasons"]).to_pandas()
-        m = pq.read_table(tmp_path / "fleet" / "manifest.parquet", columns=["frame_id", "time_of_day"]).to_pandas()
         sc = sc.merge(m, on="frame_id")
         night = sc[sc["time_of_day"] == "night"]
         return night["novelty"].to_numpy(), [list(r) for r in night["reasons"]]
 
+    def calibration(run_dir: Path, name: str) -> Any:
+        """Each scored frame's (or candidate's) time_of_day beside its novelty_calibration."""
+        t = pq.read_table(run_dir / name, columns=["frame_id", "novelty", "novelty_calibration"]).to_pandas()
+        assert t["novelty"].notna().all() and t["novelty_calibration"].notna().all()
+        return t.merge(m, on="frame_id")
+
+    # the calibration each frame's novelty got, per frame: the conditioned value exactly on its frames
+    sc = calibration(res.run_dir, "scores.parquet")
+    assert len(sc) == res.counts["scored_frames"]
+    assert (sc["novelty_calibration"] == np.where(sc["time_of_day"] == "night", "time_of_day=night",
+                                                  "reference")).all()
+    cand = calibration(res.run_dir, "candidates.parquet")
+    assert len(cand) == res.counts["candidates"]
+    assert (cand["novelty_calibration"] == np.where(cand["time_of_day"] == "night", "time_of_day=night",
+                                                    "reference")).all()
+    for v in set(cand["novelty_calibration"]):  # in the report: each card's evidence panel, and a filter
+        assert f'"novelty_calibration":"{v}"' in page and f"<option value='{v}'>{v} (" in page
     pct, reasons = night_novelty(res.run_dir)
     off = run_mine(make_spec(byo, tmp_path / "run_off", budget=10, score_batch_rows=64,
                              coverage={"novelty": "reference"}), spark=spark)
     assert "conditioned" not in off.counts["coverage"] and off.counts["coverage"]["novelty"] == "reference"
     assert json.loads((off.run_dir / "run.json").read_text())["warnings"] == warnings  # the same guardrail
+    for name in ("scores.parquet", "candidates.parquet"):  # coverage.novelty: reference: every frame's is
+        assert (calibration(off.run_dir, name)["novelty_calibration"] == "reference").all()
     pct_off, _ = night_novelty(off.run_dir)
     assert (pct_off >= 0.9).mean() > 0.5  # against the reference almost every night frame is novel
     assert (pct >= 0.9).mean() < 0.25  # among themselves about a tenth are above their own p90

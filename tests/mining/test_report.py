@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -57,6 +59,32 @@ def test_report_has_histograms_scenarios_grid_contributions_and_dropped_counts(t
     # offline: no URL but the SVG namespace, no external script or stylesheet
     assert "http://" not in page.replace("http://www.w3.org/2000/svg", "") and "https://" not in page
     assert "<script src" not in page and "<link" not in page
+
+
+def _cards(page: str) -> list[dict[str, Any]]:
+    data = page.split("<script type='application/json' id='report-data'>")[1].split("</script>")[0]
+    return json.loads(data)["cands"]
+
+
+def test_the_grid_says_what_each_candidates_novelty_was_calibrated_on_and_reads_older_runs(tmp_path: Path) -> None:
+    """A filter and each card's evidence say "reference" or the value it was ranked within; candidates written
+    before the column read "reference" unless the run conditioned some value (then nothing: only the reasons know)."""
+    info = {"run_id": "r1", "encoder": "builtin", "dim": 64, "counts": {"candidates": 2}}
+    cands = _candidates(tmp_path).assign(novelty_calibration=["time_of_day=night", "reference"])
+
+    def render(c: pd.DataFrame, counts: dict[str, Any]) -> str:
+        return render_report(info={**info, "counts": counts}, samples={}, candidates=c, scenarios=None,
+                             errors_by_reason={})
+
+    page = render(cands, info["counts"])
+    assert [c["novelty_calibration"] for c in _cards(page)] == ["time_of_day=night", "reference"]
+    assert "aria-label='novelty calibrated on'" in page and "<option value='time_of_day=night'>" in page
+    assert "aria-label='novelty_calibration'" not in page  # not shown as if it were manifest metadata
+    old = _candidates(tmp_path).assign(novelty=[0.999, np.nan])  # an older run's candidates: no column
+    assert [c["novelty_calibration"] for c in _cards(render(old, {}))] == ["reference", ""]
+    conditioned = {"coverage": {"conditioned": [{"value": "time_of_day=night", "frames": 9}]}}
+    assert [c["novelty_calibration"] for c in _cards(render(old, conditioned))] == ["", ""]
+    assert "novelty_calibration" not in old.columns  # the caller's frame is left as it was
 
 
 def test_one_colour_per_meaning_across_plots() -> None:

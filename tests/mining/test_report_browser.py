@@ -87,6 +87,9 @@ def test_report_opens_offline_with_thumbnails_filters_map_and_neighbours(chromiu
                          f".filter(i => i.naturalWidth > 0).length === {n_nb}")
         for nb in first["neighbor_ids"]:
             assert nb in page.locator("#detail .strip").first.inner_text()
+        # what its novelty was calibrated on (this fleet's reference covers it: the reference)
+        assert first["novelty_calibration"] == "reference"
+        assert "novelty calibrated on\tthe reference" in page.locator("#detail table.facts").inner_text()
         # "more like this": fleet frames from other drives than the candidate's, thumbnails loaded
         more = page.locator("#detail .strip", has_text="More like this, from other drives")
         assert more.count() == 1

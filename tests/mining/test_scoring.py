@@ -143,8 +143,35 @@ def test_a_group_scored_within_its_own_calibration_ranks_among_itself_and_keeps_
     assert int(np.argmax(np.where(night, p, -1))) == 5 and (p[night] < 0.99).sum() >= night.sum() - 2
     assert "novelty p" in by.reasons[5][0] and "among this fleet's time_of_day=night frames" in by.reasons[5][0]
     np.testing.assert_allclose(by.raw["novelty"], d[:, 0])
+    # which calibration each row got, as a column: the condition exactly on group 1's rows
+    col = by.columns()["novelty_calibration"].to_pylist()
+    assert col == ["time_of_day=night" if n else "reference" for n in night]
+    assert by.calibrated_on["novelty"].tolist() == col
+    assert plain.columns()["novelty_calibration"].to_pylist() == ["reference"] * N
+    only_day = score_batch_by_group(cols, groups=np.zeros(N, np.int16), weights={"novelty": 1.0},
+                                    variants=[(sigs, cal), ([sigs[0].within("time_of_day=night")], within)])
+    assert set(only_day.columns()["novelty_calibration"].to_pylist()) == {"reference"}
     with pytest.raises(ConfigError, match="group codes"):
         score_batch_by_group(cols, groups=groups + 1, variants=[(sigs, cal)], weights={"novelty": 1.0})
+
+
+def test_novelty_calibration_is_null_exactly_where_novelty_is() -> None:
+    """Three groups (reference, night, rain), a frame without a novelty value, and a run without novelty."""
+    d = np.linspace(0.1, 4.0, N)[:, None]
+    d[3] = np.nan  # no reference neighbour: no novelty value
+    sigs = [make_signal("novelty", k=1), make_signal("rarity", k=1)]
+    inputs = SignalInputs(n=N, reference_distances=d, batch_distances=RNG.uniform(0, 1, (N, 1)))
+    cols = pa.table(raw_columns(inputs, signals=sigs))
+    cal = {**_novelty_cal(), "rarity": np.linspace(0, 1, 50)}
+    groups = (np.arange(N) % 3).astype(np.int16)
+    variants = [(sigs, cal)] + [([sigs[0].within(c), sigs[1]], {**cal, "novelty": d[groups == g, 0]})
+                                for g, c in ((1, "time_of_day=night"), (2, "weather=rain"))]
+    by = score_batch_by_group(cols, groups=groups, variants=variants, weights={"novelty": 1.0, "rarity": 1.0})
+    want = [None if i == 3 else ("reference", "time_of_day=night", "weather=rain")[g] for i, g in enumerate(groups)]
+    assert by.columns()["novelty_calibration"].to_pylist() == want
+    assert by.calibrated_on["rarity"].tolist() == ["mined"] * N  # other signals keep their own calibration
+    no_novelty = score_batch(cols, signals=sigs[1:], weights={"rarity": 1.0}, calibration=cal).columns()
+    assert no_novelty["novelty_calibration"].null_count == N and no_novelty["novelty"].null_count == N
 
 
 def test_mined_signals_rank_among_the_batch_when_no_calibration_is_given() -> None:

@@ -240,3 +240,41 @@ def test_context_time_offsets_reach_the_item_view(env: ReviewEnv, run_dirs: dict
     env.decide("ana", item["id"], verdict="unsure")
     plain = env.next("ana", run_id="run-small")
     assert plain["item"]["context_offsets_s"] is None  # type: ignore[index]
+
+
+def test_an_item_says_what_its_novelty_was_calibrated_on_also_for_runs_written_before_the_column(
+        env: ReviewEnv, synth_logs: Path, reference_logs: Path, tmp_path: Path) -> None:
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tests.support.review import make_run_dir
+
+    def run(name: str, calibration: list[str | None] | None, counts: dict[str, Any] | None) -> str:
+        d = make_run_dir(tmp_path / name, synth_logs, reference_logs, run_id=name, n=3)
+        if calibration is not None:
+            t = pq.read_table(d / "candidates.parquet")
+            pq.write_table(t.append_column("novelty_calibration", pa.array(calibration, pa.string())),
+                           d / "candidates.parquet")
+        if counts is not None:
+            info = json.loads((d / "run.json").read_text())
+            (d / "run.json").write_text(json.dumps({**info, "counts": counts}))
+        env.import_run(d, overlap_fraction=0.0)
+        return name
+
+    def seen(run_id: str) -> list[tuple[Any, Any]]:
+        page = env.client.get(f"/runs/{run_id}/items", headers=env.auth("lead")).json()
+        items = [env.client.get(f"/items/{i['item_id']}/review", headers=env.auth("lead")).json()
+                 for i in page["items"]]
+        assert all("novelty_calibration" not in i["metadata"] for i in items)  # not manifest metadata
+        return [(i["rank"], i["novelty_calibration"]) for i in sorted(items, key=lambda i: i["rank"])]
+
+    night = {"coverage": {"conditioned": [{"value": "time_of_day=night", "frames": 40}]}}
+    assert seen(run("new", ["time_of_day=night", "reference", None], night)) == [
+        (1, "time_of_day=night"), (2, "reference"), (3, None)]
+    # candidates written before the column: every frame's is "reference" unless the run conditioned a value
+    assert seen(run("before", None, None)) == [(1, "reference"), (2, "reference"), (3, "reference")]
+    assert seen(run("before-night", None, night)) == [(1, None), (2, None), (3, None)]
+    held = env.next("ana")
+    assert held is not None and "novelty_calibration" in held["item"]

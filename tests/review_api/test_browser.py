@@ -77,7 +77,8 @@ def browser(chromium: str) -> Iterator[Any]:
 
 def with_context_offsets(src: Path, logs: Path, out: Path) -> Path:
     """A copy of run dir `src` whose candidates carry context_offsets_s (as `edgemine mine` writes them):
-    each context frame's signed offset in seconds from its candidate, from the frames' timestamps."""
+    each context frame's signed offset in seconds from its candidate, from the frames' timestamps; and
+    novelty_calibration, every other rank as if ranked among the fleet's night frames ("time_of_day=night")."""
     out.mkdir(parents=True, exist_ok=True)
     shutil.copy(src / "run.json", out / "run.json")
     man = pq.read_table(logs / "manifest.parquet", columns=["uri", "timestamp"]).to_pylist()
@@ -88,6 +89,8 @@ def with_context_offsets(src: Path, logs: Path, out: Path) -> Path:
                                   strict=True)]
     assert any(o < 0 for row in offsets for o in row) and any(o > 0 for row in offsets for o in row)
     cand = cand.append_column("context_offsets_s", pa.array(offsets, pa.list_(pa.float32())))
+    cand = cand.append_column("novelty_calibration", pa.array(
+        ["time_of_day=night" if r % 2 else "reference" for r in cand.column("rank").to_pylist()], pa.string()))
     pq.write_table(cand, out / "candidates.parquet")
     return out
 
@@ -196,6 +199,7 @@ def test_evidence_enlarges_by_click_and_key_with_time_offsets_and_metadata(brows
     expect(line).to_contain_text(f"weather: {meta['weather']}")
     expect(line).to_contain_text(f"road: {meta['road_type'].replace('_', ' ')}")
     expect(line).to_contain_text(f"speed: {meta['speed_mps']:.1f} m/s")
+    calibrations = {novelty_within_shown(page, item)}
     # context frames carry their time offsets, in drive order, with this frame marked at 0
     offsets = item["context_offsets_s"]
     assert offsets, "the item JSON has no context_offsets_s"
@@ -243,7 +247,28 @@ def test_evidence_enlarges_by_click_and_key_with_time_offsets_and_metadata(brows
     p.press("Enter")
     expect(page.locator("#frame-caption")).not_to_contain_text(shown, timeout=10_000)
     expect(box).to_be_hidden()
+    for _ in range(6):  # skip (k) until an item of the other calibration shows: every other rank has it
+        calibrations.add(novelty_within_shown(page, page.evaluate("state.current.item")))
+        if len(calibrations) == 2:
+            break
+        shown = p.frame_id()
+        p.press("k")
+        expect(page.locator("#frame-caption")).not_to_contain_text(shown, timeout=10_000)
+    assert calibrations == {"reference", "time_of_day=night"}
     p.close()
+
+
+def novelty_within_shown(page: Any, item: dict[str, Any]) -> str:
+    """Novelty ranked among the fleet's frames of a value says so under the signals; against the reference,
+    nothing does. Returns the item's novelty_calibration."""
+    from playwright.sync_api import expect
+
+    within = page.locator("#novelty-within")
+    if item["novelty_calibration"] == "reference":
+        expect(within).to_have_count(0)
+    else:
+        expect(within).to_have_text(f"novelty among this fleet's {item['novelty_calibration']} frames")
+    return str(item["novelty_calibration"])
 
 
 def rgb(css: str) -> tuple[float, ...]:
