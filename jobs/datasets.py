@@ -68,6 +68,24 @@ def parse_ref(ref: str, *, version: int | None = None) -> DatasetRef:
 StorageOptions = dict[str, str] | None
 
 
+def parse_storage_options(values: list[str] | tuple[str, ...], *, flag: str = "--storage-option") -> StorageOptions:
+    """`["AWS_REGION=eu-west-1", ...]` (the CLI's repeated `--storage-option KEY=VALUE`) -> deltalake's
+    `storage_options` dict; None when there are none (deltalake then reads its environment, e.g. AWS_*).
+    The value may contain `=`; a missing `=`, an empty key or a key given twice is refused, naming it."""
+    options: dict[str, str] = {}
+    for item in values:
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq:
+            raise ConfigError(f"{flag} {item!r} is not KEY=VALUE")
+        if not key:
+            raise ConfigError(f"{flag} {item!r} has an empty key: write KEY=VALUE")
+        if key in options:
+            raise ConfigError(f"{flag} {key} is given twice")
+        options[key] = value
+    return options or None
+
+
 def _open(ref: DatasetRef, storage_options: StorageOptions = None):  # noqa: ANN202 - deltalake.DeltaTable
     from deltalake import DeltaTable
 

@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from edgemine.jobs.commands import examples
+from edgemine.jobs.commands.datasets import StorageOption
 from edgemine.jobs.commands.review import DbOption
 
 
@@ -121,13 +122,14 @@ def publish(
     watch: bool = typer.Option(False, "--watch", help="Keep publishing as confirmations arrive (Ctrl-C stops)."),
     interval: float = typer.Option(5.0, "--interval", help="--watch: publish at least this often (s)."),
     min_new: int = typer.Option(20, "--min-new", help="--watch: publish as soon as this many are waiting."),
+    storage_option: list[str] = StorageOption,
 ) -> None:
     """Publish consensus-confirmed edge cases as one new dataset version, with lineage, classes and gates."""
     import statistics
 
     from edgemine.errors import ConfigError
     from edgemine.jobs.dataset_frames import FRAME_MODES
-    from edgemine.jobs.datasets import latest_version
+    from edgemine.jobs.datasets import latest_version, parse_storage_options
     from edgemine.jobs.publish import PublishGates, SplitPolicy, table_exists
     from edgemine.jobs.publish_review import publish_from_review, watch_and_publish
 
@@ -143,10 +145,11 @@ def publish(
                          category_without_train=_gate_action(category_without_train,  # type: ignore[arg-type]
                                                              "--category-without-train"))
     policy = SplitPolicy.parse(splits)
+    options = parse_storage_options(storage_option)
     url = _db_url(db)
     if not watch:
         out = publish_from_review(url, dataset, run_id=run, policy=policy, frames=frames,  # type: ignore[arg-type]
-                                  gates=gates)
+                                  gates=gates, storage_options=options)
         r = out.result
         for w in r.warnings:
             typer.echo(f"warning: {w}", err=True)
@@ -154,7 +157,8 @@ def publish(
             typer.echo(f"nothing new: {r.already_present} confirmed edge case(s) already in {dataset}")
         elif r.version is None:  # nothing went in: say why, and never call a missing dataset "in" it
             where = f"run {run!r}" if run else "the review store"
-            state = (f"{dataset} stays at v{latest_version(dataset)}" if table_exists(dataset)
+            state = (f"{dataset} stays at v{latest_version(dataset, storage_options=options)}"
+                     if table_exists(dataset, options)
                      else f"{dataset} was not created")
             busy = len(out.left_out.get("in_another_publish", []))
             changed = len(out.left_out.get("changed_during_publish", []))
@@ -194,7 +198,7 @@ def publish(
         typer.echo(f"watching {url} -> {dataset} (every {interval:g}s or {min_new} new); Ctrl-C stops")
         done = watch_and_publish(url, dataset, interval_s=interval, min_new=min_new, policy=policy, stop=stop,
                                  on_publish=report, frames=frames, gates=gates,  # type: ignore[arg-type]
-                                 on_refused=refused, run_id=run)
+                                 on_refused=refused, run_id=run, storage_options=options)
     rows = sum(p.result.added for p in done)
     said = f"stopped watching {dataset}: {len(done)} version(s) published while watching, +{rows} rows"
     if last_refusal:  # the last try, at the stop or before it, was refused: those confirmations still wait
@@ -208,4 +212,5 @@ def register(app: typer.Typer) -> None:
         "EDGEMINE_DATABASE_URL=sqlite:///review.db edgemine publish --dataset data/edge_cases --frames link",
         "edgemine publish --db sqlite:///review.db --dataset data/edge_cases --min-agreement 0.4 --min-reviews 2",
         "edgemine publish --db sqlite:///review.db --dataset data/edge_cases --watch --interval 30 --min-new 10",
+        "edgemine publish --db sqlite:///review.db --dataset s3://bkt/edge_cases --storage-option AWS_REGION=eu-west-1",
     ))(publish)

@@ -88,3 +88,57 @@ def test_a_directory_whose_name_has_an_at_sign_is_still_a_path(tmp_path: Path) -
     odd.mkdir()
     assert parse_ref(str(odd)) == DatasetRef(str(odd))
     assert parse_ref(f"{odd}@v2") == DatasetRef(str(odd), 2)
+
+
+@pytest.mark.parametrize(("values", "expected"), [
+    ([], None),
+    (["AWS_REGION=eu-west-1"], {"AWS_REGION": "eu-west-1"}),
+    (["a=b=c", " k =", "AWS_ALLOW_HTTP=true"], {"a": "b=c", "k": "", "AWS_ALLOW_HTTP": "true"}),
+])
+def test_storage_options_parse_key_equals_value(values: list[str], expected: dict[str, str] | None) -> None:
+    from edgemine.jobs.datasets import parse_storage_options
+
+    assert parse_storage_options(values) == expected
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    (["AWS_REGION"], "--storage-option 'AWS_REGION' is not KEY=VALUE"),
+    (["=x"], "--storage-option '=x' has an empty key"),
+    (["a=1", "a=2"], "--storage-option a is given twice"),
+])
+def test_bad_storage_options_are_refused_naming_the_value(values: list[str], message: str) -> None:
+    from edgemine.errors import ConfigError
+    from edgemine.jobs.datasets import parse_storage_options
+
+    with pytest.raises(ConfigError, match=message):
+        parse_storage_options(values)
+
+
+def test_every_datasets_command_passes_storage_options_to_deltalake(
+        ds: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """--storage-option reaches every DeltaTable the command opens (a local table takes them harmlessly); a
+    bad one is a one-line error naming it, before anything is read."""
+    from typing import Any
+
+    import deltalake
+
+    from edgemine.jobs.cli import main
+
+    seen: list[Any] = []
+
+    class Recording(deltalake.DeltaTable):  # the real table underneath: it really opens
+        def __init__(self, table_uri: str, version: int | None = None, storage_options: Any = None,
+                     **kw: Any) -> None:
+            seen.append(storage_options)
+            super().__init__(table_uri, version=version, storage_options=storage_options, **kw)
+
+    monkeypatch.setattr(deltalake, "DeltaTable", Recording)
+    flags = ["--storage-option", "timeout=30s", "--storage-option", "AWS_REGION=eu-west-1"]
+    for args in (["log", ds], ["show", f"{ds}@v1"], ["diff", f"{ds}@v0", f"{ds}@v1"], ["classes", f"{ds}@v0"]):
+        seen.clear()
+        assert main(["datasets", *args, *flags]) == 0, capsys.readouterr().err
+        assert seen and all(o == {"timeout": "30s", "AWS_REGION": "eu-west-1"} for o in seen), (args, seen)
+    capsys.readouterr()
+    seen.clear()
+    assert main(["datasets", "show", ds, "--storage-option", "timeout"]) == 1
+    assert capsys.readouterr().err == "error: --storage-option 'timeout' is not KEY=VALUE\n" and not seen

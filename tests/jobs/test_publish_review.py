@@ -651,6 +651,12 @@ def test_a_file_uri_dataset_is_the_same_dataset_to_the_store_and_storage_options
     assert set(published.values()) == {(os.path.abspath(ds), 0)}
     again = publish_from_review(url, str(ds), storage_options=options)
     assert again.result.version is None and again.result.already_present == out.result.added
+    from edgemine.jobs.cli import main  # the CLI's --storage-option reaches the same calls
+
+    seen.clear()
+    assert main(["publish", "--db", url, "--dataset", str(ds), "--storage-option", "timeout=30s"]) == 0
+    assert seen and all(o == options for o in seen), seen
+    assert main(["publish", "--db", url, "--dataset", str(ds), "--storage-option", "=30s"]) == 1
 
 
 def test_publish_cli_does_not_call_confirmations_held_by_another_publish_none(
