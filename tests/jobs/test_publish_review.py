@@ -608,17 +608,23 @@ def test_the_watch_stop_flag_is_set_by_the_first_signal_and_the_second_interrupt
 
     from edgemine.jobs.commands.publish import _stop_on_signals
 
-    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    with _stop_on_signals() as stop:
-        assert not stop.is_set()
-        os.kill(os.getpid(), signal.SIGTERM)
-        assert stop.wait(0.5)
-        assert "stopping (SIGTERM)" in capfd.readouterr().err
-        assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before  # the next one aborts
-        with pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(1.0)
-    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    # Python's own Ctrl-C handler, as in a terminal: a job started in the background of a non-interactive shell
+    # (CI's `make test &`) inherits SIGINT ignored, and then no second Ctrl-C could interrupt anything.
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+        with _stop_on_signals() as stop:
+            assert not stop.is_set()
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert stop.wait(0.5)
+            assert "stopping (SIGTERM)" in capfd.readouterr().err
+            assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before  # the next aborts
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1.0)
+        assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    finally:
+        signal.signal(signal.SIGINT, inherited)
 
 
 def test_a_file_uri_dataset_is_the_same_dataset_to_the_store_and_storage_options_reach_deltalake(
