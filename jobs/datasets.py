@@ -9,8 +9,9 @@ Ray users read the same table with `ray.data.read_delta(path, version=N)` (store
 ones with `resolve_frame_uri(path, uri)`).
 
 A dataset on an object store takes `storage_options` (deltalake's: credentials, region, endpoint...) in every
-reader, as `publish` does; they open the Delta log and read the version's files. A `file://` path is local:
-its frames resolve to local paths.
+reader, as `publish` does; they open the Delta log and read the version's files, and `EdgeCaseDataset` reads
+its object-store frames through pyarrow.fs with them. A `file://` path is local: its frames resolve to local
+paths.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import pyarrow.compute as pc
 
 from edgemine.contracts import CLASSES_KEY, canonical_schema
 from edgemine.errors import ConfigError, InputNotFoundError, NotFoundError
-from edgemine.jobs.dataset_frames import is_remote, local_path, resolve_frame_uri
+from edgemine.jobs.dataset_frames import is_remote, local_path, resolve_frame_uri, store_paths
 
 _REF = re.compile(r"^(?P<path>.+?)@v?(?P<version>\d+)$")
 # Commit-info keys written by delta-rs itself; everything else in a commit's info is our lineage.
@@ -124,6 +125,9 @@ def arrow_dataset(dt: Any):  # noqa: ANN201 - pyarrow.dataset.Dataset
     options = _options_of(dt)
     if options and is_remote(dt.table_uri):
         return _store_dataset(dt, options, schema)
+    if is_remote(dt.table_uri):  # no options: pyarrow's filesystem for the store, credentials from the environment
+        fs, paths = store_paths(_file_paths(dt))
+        return pads.dataset(paths, format="parquet", schema=schema, filesystem=fs)
     return pads.dataset(_file_paths(dt), format="parquet", schema=schema)
 
 
@@ -369,8 +373,9 @@ class EdgeCaseDataset:
     Class indices come from the dataset's class list (`dataset_classes`), so an index means the same class
     in every version. `classes` fixes another label space (e.g. a model's classes plus new categories).
     Images are read through the row's `uri`, resolved against the dataset root (a `file://` root: local paths).
-    `storage_options` open a table on an object store for its rows and class list; the frames themselves are
-    opened with PIL, so they must be local files (a copied or linked dataset's root, or local reference uris).
+    `storage_options` open a table on an object store for its rows and class list, and its frames: an
+    object-store `uri` (`s3://...`, or relative to an object-store root) is read through pyarrow.fs with the
+    options' AWS_* keys (`dataset_frames.filesystem`); a local one is opened as a file.
     """
 
     def __init__(self, ref: str, *, split: str | None = "train", version: int | None = None,
@@ -390,6 +395,32 @@ class EdgeCaseDataset:
         self.targets = [index[c] for c in labels]
         self.uris = self.table.column("uri").to_pylist()
         self.size = size
+        self.storage_options = storage_options
+        self._filesystems: dict[str, Any] = {}  # per store (scheme://bucket): made once, not per frame
+
+    def __getstate__(self) -> dict[str, Any]:  # DataLoader workers make their own filesystems
+        return {**self.__dict__, "_filesystems": {}}
+
+    def _open(self, uri: str) -> Any:
+        import io
+
+        from edgemine.jobs.dataset_frames import filesystem
+
+        if not is_remote(uri):
+            return uri
+        key = "/".join(uri.split("/", 3)[:3])  # scheme://bucket
+        if key in self._filesystems:
+            fs, prefix = self._filesystems[key]
+            path = uri[len(prefix):]
+        else:
+            fs, path = filesystem(uri, self.storage_options)
+            if uri.endswith(path):  # s3://bkt/k -> bkt/k: the same prefix comes off every uri of this store
+                self._filesystems[key] = fs, uri[: len(uri) - len(path)]
+        try:
+            with fs.open_input_stream(path) as f:
+                return io.BytesIO(f.read())
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise InputNotFoundError(f"frame {uri!r} cannot be read: {exc}") from exc
 
     def __len__(self) -> int:
         return len(self.uris)
@@ -399,7 +430,7 @@ class EdgeCaseDataset:
         import torch
         from PIL import Image
 
-        with Image.open(self.uris[i]) as im:
+        with Image.open(self._open(self.uris[i])) as im:
             img = im.convert("RGB").resize((self.size, self.size), Image.Resampling.BILINEAR)
         x = torch.from_numpy(np.asarray(img, np.float32).transpose(2, 0, 1) / 255.0)
         return x, self.targets[i]

@@ -321,7 +321,7 @@ def publish(
                 warnings = check_gates(gates, dataset=dataset, expected_splits=expected_splits,
                                        added_reviews=new.column("n_reviews").to_pylist(),
                                        agreement=lineage.get("agreement") or {}, **_gate_figures(state, new))
-            new, frame_stats = place_frames(new, dataset, mode=frames)
+            new, frame_stats = place_frames(new, dataset, mode=frames, storage_options=storage_options)
             meta.update(_lineage_strings({
                 "edgemine.added": new.num_rows, CLASSES_KEY: classes, CLASSES_ADDED_KEY: classes[len(before):],
                 "edgemine.frames": frame_stats.lineage(),
