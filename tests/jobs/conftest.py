@@ -24,3 +24,23 @@ def byo(synth_logs: Path, reference_logs: Path, tmp_path_factory: pytest.TempPat
     pq.write_table(t, frames)
     ref = with_embeddings(reference_logs, out / "reference.parquet")
     return {"frames": frames, "reference": ref, "root": out, "gt": synth_logs / "ground_truth.parquet"}
+
+
+@pytest.fixture()
+def deltalake_storage_options(monkeypatch: pytest.MonkeyPatch) -> list:
+    """The `storage_options` of every deltalake.DeltaTable opened while the test runs, in order (the real
+    table underneath: it really opens)."""
+    from typing import Any
+
+    import deltalake
+
+    seen: list[Any] = []
+
+    class Recording(deltalake.DeltaTable):
+        def __init__(self, table_uri: str, version: int | None = None, storage_options: Any = None,
+                     **kw: Any) -> None:
+            seen.append(storage_options)
+            super().__init__(table_uri, version=version, storage_options=storage_options, **kw)
+
+    monkeypatch.setattr(deltalake, "DeltaTable", Recording)
+    return seen

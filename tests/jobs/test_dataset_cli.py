@@ -115,24 +115,12 @@ def test_bad_storage_options_are_refused_naming_the_value(values: list[str], mes
 
 
 def test_every_datasets_command_passes_storage_options_to_deltalake(
-        ds: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+        ds: str, deltalake_storage_options: list, capsys: pytest.CaptureFixture[str]) -> None:
     """--storage-option reaches every DeltaTable the command opens (a local table takes them harmlessly); a
     bad one is a one-line error naming it, before anything is read."""
-    from typing import Any
-
-    import deltalake
-
     from edgemine.jobs.cli import main
 
-    seen: list[Any] = []
-
-    class Recording(deltalake.DeltaTable):  # the real table underneath: it really opens
-        def __init__(self, table_uri: str, version: int | None = None, storage_options: Any = None,
-                     **kw: Any) -> None:
-            seen.append(storage_options)
-            super().__init__(table_uri, version=version, storage_options=storage_options, **kw)
-
-    monkeypatch.setattr(deltalake, "DeltaTable", Recording)
+    seen = deltalake_storage_options
     flags = ["--storage-option", "timeout=30s", "--storage-option", "AWS_REGION=eu-west-1"]
     for args in (["log", ds], ["show", f"{ds}@v1"], ["diff", f"{ds}@v0", f"{ds}@v1"], ["classes", f"{ds}@v0"]):
         seen.clear()

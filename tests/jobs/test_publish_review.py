@@ -628,24 +628,14 @@ def test_the_watch_stop_flag_is_set_by_the_first_signal_and_the_second_interrupt
 
 
 def test_a_file_uri_dataset_is_the_same_dataset_to_the_store_and_storage_options_reach_deltalake(
-        review: tuple[ReviewEnv, Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        review: tuple[ReviewEnv, Path, str], tmp_path: Path, deltalake_storage_options: list) -> None:
     import os
-
-    import deltalake
 
     from edgemine.review_api import storage
 
     env, logs, url = review
     _triage(env, _truth(logs))
-    seen: list[Any] = []
-
-    class Recording(deltalake.DeltaTable):  # the real table underneath: it really opens
-        def __init__(self, table_uri: str, version: int | None = None, storage_options: Any = None,
-                     **kw: Any) -> None:
-            seen.append(storage_options)
-            super().__init__(table_uri, version=version, storage_options=storage_options, **kw)
-
-    monkeypatch.setattr(deltalake, "DeltaTable", Recording)
+    seen = deltalake_storage_options
     ds = tmp_path / "edge cases"
     options = {"timeout": "30s"}
     out = publish_from_review(url, ds.as_uri(), storage_options=options)  # file:///.../edge%20cases
