@@ -305,6 +305,9 @@ CONFIRMED_ITEMS_SCHEMA = pa.schema(
         pa.field("score", pa.float32()),
     ]
     + [pa.field(s, pa.float32()) for s in SIGNAL_COLUMNS]
+    # as the item's candidate said (null: unknown, or no novelty); runs written before the column: the importer's
+    # novelty_calibration_before_column
+    + [pa.field(NOVELTY_CALIBRATION, pa.string())]
     + [
         pa.field("scenario_id", pa.string()),
         pa.field("event_id", pa.string()),

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from edgemine.contracts import NOVELTY_CALIBRATION, SIGNAL_COLUMNS
+from edgemine.contracts import SIGNAL_COLUMNS
 from edgemine.review_api import schemas, storage
 from edgemine.review_api.db import Assignment, Decision, Item, Reviewer, Run
 
@@ -38,7 +38,7 @@ def item_public(session: Session, item: Any, run: Any) -> schemas.ItemPublic:
                 for k, p in enumerate(peers)]
     return schemas.ItemPublic(
         id=item.id, run_id=item.run_id, frame_id=item.frame_id, rank=item.rank, score=item.score,
-        signals={s: getattr(item, s) for s in SIGNAL_COLUMNS}, novelty_calibration=_calibration(ev),
+        signals={s: getattr(item, s) for s in SIGNAL_COLUMNS}, novelty_calibration=storage.novelty_calibration_of(ev),
         reasons=list(item.reasons or []),
         scenario_id=item.scenario_id, event_id=item.event_id, drive_id=item.drive_id, timestamp=item.timestamp,
         label=item.label, metadata=dict(item.meta or {}),
@@ -46,11 +46,6 @@ def item_public(session: Session, item: Any, run: Any) -> schemas.ItemPublic:
         neighbors=neighbors, context=context, context_offsets_s=context_offsets, scenario=scenario,
         taxonomy=schemas.Taxonomy(categories=list(run.categories), root_causes=list(run.root_causes)),
     )
-
-
-def _calibration(evidence: dict[str, Any]) -> str | None:
-    v = evidence.get(NOVELTY_CALIBRATION)
-    return v if isinstance(v, str) else None
 
 
 def lease_public(lease: Assignment | storage.Lease) -> schemas.LeasePublic:

@@ -33,6 +33,7 @@ from edgemine.review_api.storage._common import (
     NOT_EDGE,
     VOTER_ACCURACY,
     decision_label,
+    novelty_calibration_of,
     top_share,
     unit_hash,
 )
@@ -132,6 +133,7 @@ __all__ = [
     "list_runs",
     "mark_published",
     "my_decisions",
+    "novelty_calibration_of",
     "plan_consensus",
     "plan_consensus_job",
     "progress",

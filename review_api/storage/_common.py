@@ -23,6 +23,7 @@ from typing import Any, cast
 from sqlalchemy import Table, literal_column, text
 from sqlalchemy.sql.elements import ColumnElement
 
+from edgemine.contracts import NOVELTY_CALIBRATION
 from edgemine.review_api.db import Assignment, Decision, Item, Run
 
 NOT_EDGE, UNSURE, EDGE = "not_edge_case", "unsure", "edge_case"
@@ -61,6 +62,13 @@ def unit_hash(*parts: object) -> float:
     """A stable pseudo-random number in [0, 1) from the parts (gold draws, overlap sampling)."""
     digest = hashlib.blake2b("\x1f".join(str(p) for p in parts).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / 2**64
+
+
+def novelty_calibration_of(evidence: dict[str, Any] | None) -> str | None:
+    """What an item's novelty was calibrated on, as the importer kept it in its evidence ("reference", or the
+    metadata value it was ranked within); None when unknown or the item has no novelty."""
+    v = (evidence or {}).get(NOVELTY_CALIBRATION)
+    return v if isinstance(v, str) else None
 
 
 def label_space(run: Run) -> list[str]:

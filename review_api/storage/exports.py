@@ -16,10 +16,10 @@ import pyarrow as pa
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from edgemine.contracts import CONFIRMED_ITEMS_SCHEMA, DECISIONS_SCHEMA, SIGNAL_COLUMNS
+from edgemine.contracts import CONFIRMED_ITEMS_SCHEMA, DECISIONS_SCHEMA, NOVELTY_CALIBRATION, SIGNAL_COLUMNS
 from edgemine.errors import ConfigError
 from edgemine.review_api.db import Decision, Item, Reviewer
-from edgemine.review_api.storage._common import CONFIRMED_STATUSES, EDGE
+from edgemine.review_api.storage._common import CONFIRMED_STATUSES, EDGE, novelty_calibration_of
 
 
 def _confirmed_query(run_id: str | None, since: datetime | None) -> Any:
@@ -60,7 +60,8 @@ def iter_confirmed_items(
             "drive_id": item.drive_id, "timestamp": item.timestamp, "category": item.consensus_category,
             "root_cause": item.consensus_root_cause, "confidence": item.confidence,
             "n_reviews": n_reviews, "consensus_method": item.consensus_method, "decided_at": item.consensus_at,
-            "rank": item.rank, "score": item.score, "scenario_id": item.scenario_id, "event_id": item.event_id,
+            "rank": item.rank, "score": item.score, NOVELTY_CALIBRATION: novelty_calibration_of(item.evidence),
+            "scenario_id": item.scenario_id, "event_id": item.event_id,
             "label": item.label, "metadata": json.dumps(item.meta, sort_keys=True),
         }
         row.update({s: getattr(item, s) for s in SIGNAL_COLUMNS})

@@ -73,6 +73,7 @@ def test_confirmed_decisions_become_exactly_the_published_rows(review: tuple[Rev
     assert all(cats[f] == truth[f]["category"] for f in cats)
     assert set(table.column("n_reviews").to_pylist()) == {1}
     assert "weather" in table.column_names and "speed_mps" in table.column_names  # manifest metadata carried
+    assert set(table.column("novelty_calibration").to_pylist()) == {"reference"}  # beside the novelty it explains
     lineage = dataset_log(ds)[0]["lineage"]
     assert lineage["mining_runs"] == ["run-pub"] and lineage["reviewers"] == 3
     assert lineage["review_policy"]["run-pub"]["overlap_fraction"] == 0.0

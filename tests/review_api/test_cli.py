@@ -74,4 +74,5 @@ def test_import_consensus_metrics_export(tmp_path: Path, run_dirs: dict[str, Pat
     confirmed = pq.read_table(tmp_path / "export" / "confirmed.parquet")
     assert decisions.schema == DECISIONS_SCHEMA and decisions.num_rows >= 6
     assert confirmed.schema == storage.CONFIRMED_ITEMS_SCHEMA and confirmed.num_rows >= 6
+    assert set(confirmed.column("novelty_calibration").to_pylist()) == {"reference"}  # a run before the column
     assert f"wrote {decisions.num_rows} decisions" in out.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
@@ -21,7 +23,7 @@ from edgemine.review_api.db import Assignment, Database, Decision, Item, Publish
 from edgemine.review_api.importer import Policy, import_run
 from edgemine.review_api.settings import load_settings
 from edgemine.review_api.storage import DecisionInput
-from tests.support.review import SPLIT_2_1, T0, UNANIMOUS_3
+from tests.support.review import SPLIT_2_1, T0, UNANIMOUS_3, make_run_dir
 
 SETTINGS = load_settings(environment="test")
 T = TypeVar("T")
@@ -223,10 +225,46 @@ def test_confirmed_items_and_decisions_export(db: Database, run_dirs: dict[str, 
     assert table.column("n_reviews").to_pylist() == [1, 1]
     assert table.column("confidence").to_pylist() == pytest.approx([0.8, 0.8])  # one review: never 1.0
     assert '"weather"' in table.column("metadata")[0].as_py()
+    # candidates written before the column, by a run that conditioned no value: every novelty on the reference
+    assert table.column("novelty_calibration").to_pylist() == ["reference", "reference"]
     assert later.num_rows == 1  # consensus reached after `since`
     assert decisions.schema == DECISIONS_SCHEMA and decisions.num_rows == 4
     assert decisions.column("verdict").to_pylist() == verdicts
     assert set(decisions.column("reviewer").to_pylist()) == {"ana"}
+
+
+def test_confirmed_items_carry_what_each_novelty_was_calibrated_on(
+        db: Database, synth_logs: Path, reference_logs: Path, tmp_path: Path) -> None:
+    """As the importer stored it: the candidates' column, or for runs written before it what run.json's counts
+    imply (`novelty_calibration_before_column`): "reference", or null once the run conditioned a value."""
+    night = {"coverage": {"conditioned": [{"value": "time_of_day=night", "frames": 40}]}}
+    runs = {"new": (["time_of_day=night", "reference", None], night), "before": (None, None),
+            "before-night": (None, night)}
+    for name, (calibration, counts) in runs.items():
+        d = make_run_dir(tmp_path / name, synth_logs, reference_logs, run_id=name, n=3)
+        if calibration is not None:
+            t = pq.read_table(d / "candidates.parquet")
+            novelty = t.column("novelty").to_pylist()
+            novelty[2] = None  # null exactly where novelty is
+            t = t.set_column(t.column_names.index("novelty"), "novelty", pa.array(novelty, pa.float32()))
+            pq.write_table(t.append_column("novelty_calibration", pa.array(calibration, pa.string())),
+                           d / "candidates.parquet")
+        if counts is not None:
+            info = json.loads((d / "run.json").read_text())
+            (d / "run.json").write_text(json.dumps({**info, "counts": counts}))
+        import_run(db, d, policy=policy(overlap_fraction=0.0), now=T0)
+    (ana,) = people(db, "ana")
+    for k in range(9):
+        held = lease(db, ana, now=T0 + timedelta(minutes=k))
+        decide(db, held.item_id, ana, "edge_case", "debris", now=T0 + timedelta(minutes=k))  # type: ignore[union-attr]
+    with db.read() as s:
+        table = storage.confirmed_items(s)
+    assert table.schema == storage.CONFIRMED_ITEMS_SCHEMA and table.num_rows == 9
+    seen = sorted((r["run_id"], r["rank"], r["novelty_calibration"]) for r in table.to_pylist())
+    assert seen == [("before", 1, "reference"), ("before", 2, "reference"), ("before", 3, "reference"),
+                    ("before-night", 1, None), ("before-night", 2, None), ("before-night", 3, None),
+                    ("new", 1, "time_of_day=night"), ("new", 2, "reference"), ("new", 3, None)]
+    assert all("novelty_calibration" not in json.loads(m) for m in table.column("metadata").to_pylist())
 
 
 def retry_on_conflict(fn: Callable[[], T], attempts: int = 3) -> T:
