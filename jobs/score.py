@@ -20,13 +20,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from edgemine.contracts import SIGNAL_COLUMNS, open_dataset
+from edgemine.contracts import NOVELTY_CALIBRATION, SIGNAL_COLUMNS, open_dataset
 from edgemine.errors import ConfigError
 from edgemine.jobs.reference_cache import ReferenceIndex
 from edgemine.jobs.run_state import RunState, positions
 from edgemine.jobs.sources import EmbeddingSource, Manifest
 from edgemine.mining.calibration import Reservoir, calibrated
 from edgemine.mining.index import VectorIndex
+from edgemine.mining.report import calibration_sample_key
 from edgemine.mining.scoring import (
     FusionOptions,
     needs,
@@ -172,7 +173,9 @@ def fuse_scores(st: RunState, signals: Signals, raw_path: Path, calib: dict[str,
     """Percentiles, fused score and reasons per frame -> .work/scores.parquet (SCORES_SCHEMA + raw columns).
 
     `conditions`: rows of raw.parquet whose novelty is calibrated within a value the reference lacks.
-    Returns the path, a sample of the fused score (for the thresholds) and the report's samples."""
+    Returns the path, a sample of the fused score (for the thresholds) and the report's samples (with the
+    novelty percentiles of each `novelty_calibration` apart, `calibration_sample_key`, and its frames counted in
+    `counts.novelty_calibrated_on`)."""
     spec = st.spec
     sigs = [s for _, s in signals.values()]
     weights = {n: w for n, (w, _) in signals.items()}
@@ -183,6 +186,9 @@ def fuse_scores(st: RunState, signals: Signals, raw_path: Path, calib: dict[str,
     fused_res = Reservoir(max(spec.calibration_sample, 200_000), seed=spec.seed)
     sample_res = {k: Reservoir(50_000, seed=spec.seed + i) for i, k in enumerate(
         ["score", *SIGNAL_COLUMNS, *[f"{n}_raw" for n in signals], *[f"contrib_{n}" for n in signals]])}
+    # novelty percentiles per `novelty_calibration`: values ranked within a metadata value are not comparable
+    # with reference-calibrated ones, so the report plots each on its own
+    by_calibration: dict[str, Reservoir] = {}
     n_scored = 0
     raw_rows = pq.ParquetFile(raw_path).metadata.num_rows
     variants = conditions.variants(signals, calib) if conditions is not None else None
@@ -211,12 +217,18 @@ def fuse_scores(st: RunState, signals: Signals, raw_path: Path, calib: dict[str,
             sample_res[f"{n}_raw"].add(scored.raw[n])
         for n, c in scored.contributions.items():
             sample_res[f"contrib_{n}"].add(c)
+        on = out.column(NOVELTY_CALIBRATION)
+        for value in pc.unique(on.drop_null()).to_pylist():
+            res = by_calibration.setdefault(value, Reservoir(50_000, seed=spec.seed + 1000 + len(by_calibration)))
+            res.add(out.column("novelty").filter(pc.fill_null(pc.equal(on, value), False)).to_numpy())
     if writer is None:
         raise ConfigError("no usable frame to score")
     writer.close()
     st.counts["scored_frames"] = n_scored
+    st.counts["novelty_calibrated_on"] = {v: by_calibration[v].seen for v in sorted(by_calibration)}
     samples = {k: r.values for k, r in sample_res.items()}
     samples.update({f"calibration_{n}": v for n, v in calib.items()})
+    samples.update({calibration_sample_key(v): r.values for v, r in by_calibration.items()})
     return path, fused_res, samples
 
 

@@ -7,7 +7,9 @@ candidates' metadata: "urban / night / rain", with drives, frames and peak novel
 embedding map (PCA of the candidates over a fleet and reference sample, `mining/report_map.py`), the candidate
 grid (thumbnail, rank, score, reasons; filter by signal, scenario, event, drive or any categorical metadata
 column, sort by any numeric one; a click opens the nearest reference frames and the context strip,
-`mining/report_grid.py`), the signal histograms, what each signal contributed, the dropped frames.
+`mining/report_grid.py`), the signal histograms (novelty's one per `novelty_calibration` when frames got
+different ones: samples under `calibration_sample_key`, frames from `counts.novelty_calibrated_on`), what each
+signal contributed, the dropped frames.
 
 Files: report.html and `report_files/` beside it (small JPEG thumbnails, linked relatively). The script is
 `mining/report.js`, inlined; nothing is fetched from a network. One colour per meaning in every plot:
@@ -29,7 +31,12 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from edgemine.contracts import NOVELTY_CALIBRATION, SIGNAL_COLUMNS, novelty_calibration_before_column
+from edgemine.contracts import (
+    NOVELTY_CALIBRATION,
+    REFERENCE_CALIBRATION,
+    SIGNAL_COLUMNS,
+    novelty_calibration_before_column,
+)
 from edgemine.mining.report_grid import (
     THUMB_PX,
     Similar,
@@ -42,7 +49,8 @@ from edgemine.mining.report_grid import (
 from edgemine.mining.report_map import MapSample, Projection, project, svg_map
 from edgemine.runtime import atomic_write_bytes
 
-__all__ = ["FILES_DIR", "PALETTE", "SCENARIO_COLORS", "render_report", "svg_histogram", "write_report"]
+__all__ = ["FILES_DIR", "PALETTE", "SCENARIO_COLORS", "calibration_sample_key", "render_report", "svg_histogram",
+           "write_report"]
 
 FILES_DIR = "report_files"
 # one colour per meaning, in every plot of the page
@@ -51,6 +59,14 @@ LABELS = {"fleet": "all scored frames", "reference": "reference frames", "candid
 SCENARIO_COLORS = ("#1f77b4", "#2ca02c", "#9467bd", "#17becf", "#8c564b", "#e377c2", "#bcbd22", "#ff7f0e",
                    "#393b79", "#637939", "#7b4173", "#3182bd")
 MAX_CARDS = 1000  # the grid shows the best candidates; candidates.parquet holds them all
+_BY_CALIBRATION = "novelty@"
+
+
+def calibration_sample_key(calibration: str) -> str:
+    """The samples' key of the novelty percentiles of the frames whose `novelty_calibration` is `calibration`."""
+    if not isinstance(calibration, str) or not calibration:
+        raise ValueError(f"calibration={calibration!r} must be a non-empty novelty_calibration value")
+    return _BY_CALIBRATION + calibration
 
 
 def svg_histogram(values: np.ndarray, *, bins: int = 20, lo: float | None = None, hi: float | None = None,
@@ -202,6 +218,11 @@ def _signal_plots(info: Mapping[str, Any], samples: Mapping[str, np.ndarray], ca
             continue
         ov = candidates[name].to_numpy(dtype=np.float64) if name in cand_cols and len(candidates) else None
         title = "fused score" if name == "score" else f"{name} (weight {weights.get(name, 0):g})"
+        split = _novelty_by_calibration(samples, counts) if name == "novelty" else {}
+        if len(split) > 1:  # percentiles of different calibrations share no axis: one histogram each
+            out += [_calibration_histogram(title, value, values, frames, candidates)
+                    for value, (values, frames) in split.items()]
+            continue
         hi = max(1.0, float(np.nanmax(samples[name]))) if name == "score" else 1.0
         if name == "score" and ov is not None and ov.size:
             hi = max(hi, float(np.nanmax(ov)))
@@ -219,6 +240,28 @@ def _signal_plots(info: Mapping[str, Any], samples: Mapping[str, np.ndarray], ca
                                      overlay=cal, overlay_label=ref_label, overlay_color=PALETTE["reference"],
                                      xlabel="distance to the k-th nearest reference frame"))
     return out
+
+
+def _novelty_by_calibration(samples: Mapping[str, np.ndarray],
+                            counts: Mapping[str, Any]) -> dict[str, tuple[np.ndarray, int]]:
+    """value -> (its frames' novelty sample, its frame count), in `counts.novelty_calibrated_on`'s order; the
+    count is the sample's size where the counts lack it."""
+    frames = counts.get("novelty_calibrated_on") or {}
+    found = {k[len(_BY_CALIBRATION):]: v for k, v in samples.items()
+             if k.startswith(_BY_CALIBRATION) and np.isfinite(v).any()}
+    order = [v for v in frames if v in found] + sorted(v for v in found if v not in frames)
+    return {v: (found[v], int(frames.get(v, np.isfinite(found[v]).sum()))) for v in order}
+
+
+def _calibration_histogram(title: str, value: str, values: np.ndarray, frames: int, candidates: Any) -> str:
+    """One calibration's novelty percentiles, its candidates as the line."""
+    ov = None
+    if candidates is not None and len(candidates) and NOVELTY_CALIBRATION in candidates.columns:
+        ov = candidates.loc[candidates[NOVELTY_CALIBRATION] == value, "novelty"].to_numpy(dtype=np.float64)
+    return svg_histogram(values, lo=0.0, hi=1.0, title=f"{title} · {value}", label=f"{value}: {frames:,} frames",
+                         overlay=ov, overlay_label=f"{value} candidates",
+                         xlabel=f"novelty percentile within {value}" if value != REFERENCE_CALIBRATION
+                         else "novelty percentile")
 
 
 def _contributions(info: Mapping[str, Any], candidates: Any) -> list[str]:

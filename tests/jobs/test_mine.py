@@ -390,6 +390,12 @@ def test_a_fleet_with_night_drives_against_a_day_only_reference_is_warned_about(
                                                     "reference")).all()
     for v in set(cand["novelty_calibration"]):  # in the report: each card's evidence panel, and a filter
         assert f'"novelty_calibration":"{v}"' in page and f"<option value='{v}'>{v} (" in page
+    # each calibration's frames counted, and its novelty histogram of its own
+    frames = sc["novelty_calibration"].value_counts().to_dict()
+    assert res.counts["novelty_calibrated_on"] == {"reference": frames["reference"],
+                                                   "time_of_day=night": tod.count("night")}
+    for v, n in frames.items():
+        assert f">novelty (weight 1) · {v}</text>" in page and f">{v}: {n:,} frames (n={n:,})</text>" in page
     pct, reasons = night_novelty(res.run_dir)
     off = run_mine(make_spec(byo, tmp_path / "run_off", budget=10, score_batch_rows=64,
                              coverage={"novelty": "reference"}), spark=spark)
@@ -397,6 +403,9 @@ def test_a_fleet_with_night_drives_against_a_day_only_reference_is_warned_about(
     assert json.loads((off.run_dir / "run.json").read_text())["warnings"] == warnings  # the same guardrail
     for name in ("scores.parquet", "candidates.parquet"):  # coverage.novelty: reference: every frame's is
         assert (calibration(off.run_dir, name)["novelty_calibration"] == "reference").all()
+    assert off.counts["novelty_calibrated_on"] == {"reference": off.counts["scored_frames"]}
+    off_page = (off.run_dir / "report.html").read_text()
+    assert ">novelty (weight 1)</text>" in off_page and "novelty (weight 1) · " not in off_page  # one histogram
     pct_off, _ = night_novelty(off.run_dir)
     assert (pct_off >= 0.9).mean() > 0.5  # against the reference almost every night frame is novel
     assert (pct >= 0.9).mean() < 0.25  # among themselves about a tenth are above their own p90

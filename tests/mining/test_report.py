@@ -1,15 +1,17 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pytest
 from PIL import Image
 
-from edgemine.mining.report import PALETTE, render_report, svg_histogram
+from edgemine.mining.report import PALETTE, calibration_sample_key, render_report, svg_histogram
 from edgemine.mining.report_grid import THUMB_PX, describe, metadata_columns, reason_kinds, write_thumbnails
 from edgemine.mining.report_map import MapSample, pca_fit, project, sample_map_vectors
 
@@ -85,6 +87,47 @@ def test_the_grid_says_what_each_candidates_novelty_was_calibrated_on_and_reads_
     conditioned = {"coverage": {"conditioned": [{"value": "time_of_day=night", "frames": 9}]}}
     assert [c["novelty_calibration"] for c in _cards(render(old, conditioned))] == ["", ""]
     assert "novelty_calibration" not in old.columns  # the caller's frame is left as it was
+
+
+def _bars(svg: str) -> list[tuple[float, float]]:
+    """A histogram's bars as (x, height), its legend swatch left out."""
+    found = re.findall(rf"<rect x='([\d.]+)' y='[\d.]+' width='[\d.]+' height='([\d.]+)' fill='{PALETTE['fleet']}'/>",
+                       svg)
+    return [(float(x), float(h)) for x, h in found if float(x) >= 40]
+
+
+def test_the_novelty_histogram_is_split_by_calibration_each_labelled_with_its_value_and_frames(
+        tmp_path: Path) -> None:
+    """Percentiles ranked within time_of_day=night share no axis with reference-calibrated ones: one histogram per
+    novelty_calibration (its frames as bars, its candidates as the line); one calibration: the page as before."""
+    rng = np.random.default_rng(2)
+    day, night = rng.uniform(0.0, 0.45, 900), rng.uniform(0.55, 1.0, 300)  # apart, so a mixed bar would show
+    info = {"run_id": "r1", "encoder": "builtin", "dim": 64, "signals": {"novelty": {"weight": 1.0}},
+            "counts": {"candidates": 2, "novelty_calibrated_on": {"reference": 900, "time_of_day=night": 1234}}}
+    cands = _candidates(tmp_path).assign(novelty_calibration=["time_of_day=night", "reference"])
+    samples = {"score": rng.random(1200), "novelty": np.concatenate([day, night]),
+               calibration_sample_key("reference"): day, calibration_sample_key("time_of_day=night"): night}
+    page = render_report(info=info, samples=samples, candidates=cands, scenarios=None, errors_by_reason={})
+    plots = {t: svg for svg in page.split("<svg")[1:]
+             for t in re.findall(r"font-weight='600'>([^<]*)</text>", svg)}
+    assert "novelty (weight 1)" not in plots  # no histogram of both calibrations
+    ref, within = plots["novelty (weight 1) · reference"], plots["novelty (weight 1) · time_of_day=night"]
+    assert "reference: 900 frames (n=900)" in ref and "reference candidates (n=1)" in ref
+    assert "time_of_day=night: 1,234 frames (n=300)" in within and "time_of_day=night candidates (n=1)" in within
+    assert "novelty percentile within time_of_day=night" in within
+    mid = 40 + (360 - 40 - 12) / 2  # the x axis' middle (0.5)
+    assert all(x < mid for x, h in _bars(ref) if h > 0) and all(x >= mid for x, h in _bars(within) if h > 0)
+    assert len(_bars(ref)) == len(_bars(within)) == 20
+    # one calibration (a run that conditioned no value): the single histogram, exactly as without the split
+    one = {"novelty_calibrated_on": {"reference": 1200}, "candidates": 2}
+    plain = {k: v for k, v in samples.items() if not k.startswith("novelty@")}
+    only_ref = {**plain, calibration_sample_key("reference"): samples["novelty"]}
+    cands_ref = cands.assign(novelty_calibration="reference")
+    pages = [render_report(info={**info, "counts": one}, samples=s, candidates=cands_ref, scenarios=None,
+                           errors_by_reason={}) for s in (only_ref, plain)]
+    assert pages[0] == pages[1] and "novelty (weight 1)</text>" in pages[0]
+    with pytest.raises(ValueError, match="calibration=''"):
+        calibration_sample_key("")
 
 
 def test_one_colour_per_meaning_across_plots() -> None:
