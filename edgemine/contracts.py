@@ -109,6 +109,12 @@ def _signal_stat_fields() -> list[pa.Field]:
     return [pa.field(f"{s}_{a}", pa.float64()) for s in ("score", *SIGNAL_COLUMNS) for a in ("max", "mean")]
 
 
+# The sorted distinct `novelty_calibration`s of an event's (a scenario's) frames, nulls left out ([] when none has a
+# novelty): more than one means its novelty_max/_mean mix percentiles calibrated differently.
+NOVELTY_CALIBRATIONS = "novelty_calibrations"
+NOVELTY_CALIBRATIONS_FIELD = pa.field(NOVELTY_CALIBRATIONS, pa.list_(pa.string()), nullable=False)
+
+
 # ---------------------------------------------------------------- events / scenarios (aggregation output)
 # An event: contiguous high-scoring frames of one drive. `<run>/events.parquet`.
 EVENTS_SCHEMA = pa.schema(
@@ -123,6 +129,7 @@ EVENTS_SCHEMA = pa.schema(
         pa.field("peak_frame_id", pa.string(), nullable=False),
     ]
     + _signal_stat_fields()
+    + [NOVELTY_CALIBRATIONS_FIELD]
 )
 # A scenario: a cluster of candidate-pool frames. `<run>/scenarios.parquet`.
 SCENARIOS_SCHEMA = pa.schema(
@@ -136,6 +143,7 @@ SCENARIOS_SCHEMA = pa.schema(
         pa.field("peak_uri", pa.string()),
     ]
     + _signal_stat_fields()
+    + [NOVELTY_CALIBRATIONS_FIELD]
 )
 
 # ---------------------------------------------------------------- candidates (what reviewers see)
@@ -173,15 +181,16 @@ _AGG_STATS = [pa.field(f"{s}_{a}", pa.float64()) for s in ("score", *SIGNAL_COLU
 EVENT_FRAMES_SCHEMA = pa.schema(
     [pa.field("frame_id", pa.string()), pa.field("drive_id", pa.string()), pa.field("ts_us", pa.int64()),
      pa.field("score", pa.float64())] + [pa.field(s, pa.float64()) for s in SIGNAL_COLUMNS]
-    + [pa.field("event_id", pa.string()), pa.field("keep", pa.bool_())])
+    + [pa.field(NOVELTY_CALIBRATION, pa.string()), pa.field("event_id", pa.string()), pa.field("keep", pa.bool_())])
 EVENT_FRAME_COLUMNS = tuple(EVENT_FRAMES_SCHEMA.names)
 EVENT_STATS_SCHEMA = pa.schema(
     [pa.field("event_id", pa.string()), pa.field("drive_id", pa.string()), pa.field("start_us", pa.int64()),
      pa.field("end_us", pa.int64()), pa.field("n_frames", pa.int64()), pa.field("n_kept", pa.int64()),
-     pa.field("peak_frame_id", pa.string())] + _AGG_STATS)
+     pa.field("peak_frame_id", pa.string())] + _AGG_STATS + [pa.field(NOVELTY_CALIBRATIONS, pa.list_(pa.string()))])
 SCENARIO_STATS_SCHEMA = pa.schema(
     [pa.field("scenario_id", pa.string()), pa.field("n_frames", pa.int64()), pa.field("n_drives", pa.int64()),
-     pa.field("n_events", pa.int64()), pa.field("peak_frame_id", pa.string())] + _AGG_STATS)
+     pa.field("n_events", pa.int64()), pa.field("peak_frame_id", pa.string())] + _AGG_STATS
+    + [pa.field(NOVELTY_CALIBRATIONS, pa.list_(pa.string()))])
 
 
 

@@ -13,6 +13,9 @@ fleet-sized inputs, and tests check that both give the same tables on small data
 - *Temporal de-duplication*: an event's time is cut into `dedup_s` buckets from its first frame; in each
   bucket only the highest-scoring frame is kept (ties: smallest frame_id).
 - *Scenarios* are clusters of the kept frames (see `mining.scenarios`); their statistics are computed here.
+- *Statistics* of an event (all its frames) or a scenario (its kept frames): counts, the peak frame, max and mean
+  of the score and each signal, and `novelty_calibrations`, the sorted distinct `novelty_calibration`s of those
+  frames (nulls left out): the novelty max/mean mix percentiles calibrated differently when it holds several.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edgemine.contracts import EVENT_FRAME_COLUMNS, SIGNAL_COLUMNS
+from edgemine.contracts import EVENT_FRAME_COLUMNS, NOVELTY_CALIBRATION, NOVELTY_CALIBRATIONS, SIGNAL_COLUMNS
 from edgemine.mining.aggregate import AggregateParams
 
 
@@ -28,7 +28,8 @@ def _ts_us_col(df: Any, name: str = "timestamp") -> Any:
 
 
 def scored_frames(spark: Any, *, scores_path: str, manifest_path: str, signals: Sequence[str] = SIGNAL_COLUMNS) -> Any:
-    """Scores joined with the manifest's drive_id and timestamp (as ts_us)."""
+    """Scores joined with the manifest's drive_id and timestamp (as ts_us); `novelty_calibration` null where the
+    scores have none."""
     from pyspark.sql import functions as F
 
     scores = spark.read.parquet(str(scores_path))
@@ -36,6 +37,8 @@ def scored_frames(spark: Any, *, scores_path: str, manifest_path: str, signals: 
     man = manifest.select("frame_id", "drive_id", _ts_us_col(manifest).alias("ts_us"))
     cols = [F.col("frame_id"), F.col("score").cast("double").alias("score")] + [
         (F.col(s).cast("double") if s in scores.columns else F.lit(None).cast("double")).alias(s) for s in signals]
+    cols.append((F.col(NOVELTY_CALIBRATION) if NOVELTY_CALIBRATION in scores.columns else F.lit(None))
+                .cast("string").alias(NOVELTY_CALIBRATION))
     return scores.select(*cols).join(man, on="frame_id", how="inner")
 
 
@@ -66,7 +69,7 @@ def event_frames(df: Any, params: AggregateParams, *, signals: Sequence[str] = S
         high = high.withColumn("keep", rank == 1)
     else:
         high = high.withColumn("keep", F.lit(True))
-    return high.select(*EVENT_FRAME_COLUMNS[:4], *signals, "event_id", "keep")
+    return high.select(*EVENT_FRAME_COLUMNS[:4], *signals, NOVELTY_CALIBRATION, "event_id", "keep")
 
 
 def _signal_aggs(signals: Sequence[str]) -> list[Any]:
@@ -75,6 +78,8 @@ def _signal_aggs(signals: Sequence[str]) -> list[Any]:
     out = []
     for s in ("score", *signals):
         out += [F.max(s).alias(f"{s}_max"), F.avg(s).alias(f"{s}_mean")]
+    # which calibrations those novelty stats mix (collect_set leaves nulls out)
+    out.append(F.array_sort(F.collect_set(NOVELTY_CALIBRATION)).alias(NOVELTY_CALIBRATIONS))
     return out
 
 

@@ -11,7 +11,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from edgemine.contracts import CANDIDATES_CORE_SCHEMA, CANDIDATES_EVIDENCE_SCHEMA, SCENARIOS_SCHEMA, SCORES_SCHEMA
+from edgemine.contracts import (
+    CANDIDATES_CORE_SCHEMA,
+    CANDIDATES_EVIDENCE_SCHEMA,
+    EVENTS_SCHEMA,
+    SCENARIOS_SCHEMA,
+    SCORES_SCHEMA,
+)
 from edgemine.errors import ConfigError, IncompatibleArtifactError, SchemaError
 from edgemine.jobs.mine import RunResult, run_mine
 from edgemine.jobs.similar import similar_frames
@@ -99,6 +105,7 @@ def test_run_json_events_scenarios_and_report(run: RunResult) -> None:
     assert sum(sc.column("n_candidates").to_pylist()) == run.counts["above_threshold"]
     assert sc.num_rows == run.counts["scenarios"] >= 1
     ev = pq.read_table(run.run_dir / "events.parquet")
+    assert ev.schema.equals(EVENTS_SCHEMA)
     assert sum(ev.column("n_candidates").to_pylist()) == run.counts["above_threshold"]
     assert ev.num_rows == run.counts["events"]
     page = (run.run_dir / "report.html").read_text()
@@ -396,6 +403,18 @@ def test_a_fleet_with_night_drives_against_a_day_only_reference_is_warned_about(
                                                    "time_of_day=night": tod.count("night")}
     for v, n in frames.items():
         assert f">novelty (weight 1) · {v}</text>" in page and f">{v}: {n:,} frames (n={n:,})</text>" in page
+    # events and scenarios say which calibrations their novelty stats mix: those of their frames
+    in_events = sc.merge(pq.read_table(res.run_dir / "scores.parquet", columns=["frame_id", "event_id"]).to_pandas(),
+                         on="frame_id").dropna(subset=["event_id"])
+    want = in_events.groupby("event_id")["novelty_calibration"].agg(lambda v: sorted(set(v))).to_dict()
+    ev = pq.read_table(res.run_dir / "events.parquet").to_pandas()
+    assert len(ev) > 0 and dict(zip(ev["event_id"], map(list, ev["novelty_calibrations"]), strict=True)) == want
+    scen = {r["scenario_id"]: r["novelty_calibrations"]
+            for r in pq.read_table(res.run_dir / "scenarios.parquet").to_pylist()}
+    assert all(v == sorted(set(v)) and v for v in scen.values())
+    picked = pq.read_table(res.run_dir / "candidates.parquet", columns=["scenario_id", "novelty_calibration"])
+    for r in picked.to_pylist():  # an event candidate is a kept frame of its scenario
+        assert r["scenario_id"] is None or r["novelty_calibration"] in scen[r["scenario_id"]]
     pct, reasons = night_novelty(res.run_dir)
     off = run_mine(make_spec(byo, tmp_path / "run_off", budget=10, score_batch_rows=64,
                              coverage={"novelty": "reference"}), spark=spark)
@@ -404,6 +423,9 @@ def test_a_fleet_with_night_drives_against_a_day_only_reference_is_warned_about(
     for name in ("scores.parquet", "candidates.parquet"):  # coverage.novelty: reference: every frame's is
         assert (calibration(off.run_dir, name)["novelty_calibration"] == "reference").all()
     assert off.counts["novelty_calibrated_on"] == {"reference": off.counts["scored_frames"]}
+    for name in ("events.parquet", "scenarios.parquet"):
+        assert {tuple(v) for v in pq.read_table(off.run_dir / name).column("novelty_calibrations").to_pylist()} == {
+            ("reference",)}
     off_page = (off.run_dir / "report.html").read_text()
     assert ">novelty (weight 1)</text>" in off_page and "novelty (weight 1) · " not in off_page  # one histogram
     pct_off, _ = night_novelty(off.run_dir)

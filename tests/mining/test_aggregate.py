@@ -69,6 +69,19 @@ def test_hysteresis_keeps_events_seeded_by_a_strong_frame() -> None:
         AggregateParams(threshold=0.5, min_frames=0)
 
 
+def test_event_and_scenario_stats_list_the_sorted_distinct_calibrations_of_their_frames() -> None:
+    df = frames([("a0", "A", 0.0, 0.95), ("a1", "A", 0.1, 0.99), ("a2", "A", 0.2, 0.91),
+                 ("a3", "A", 5.0, 0.93), ("b0", "B", 0.0, 0.96), ("b1", "B", 0.1, 0.97)])
+    df["novelty_calibration"] = ["time_of_day=night", "reference", "time_of_day=night", "reference", None, None]
+    df.loc[df["novelty_calibration"].isna(), "novelty"] = np.nan  # null exactly where novelty is
+    ev = ref.event_frames(df, AggregateParams(threshold=0.9, dedup_s=0))
+    stats = ref.event_stats(ev).set_index("event_id")["novelty_calibrations"].to_dict()
+    assert stats == {"A/e0001": ["reference", "time_of_day=night"], "A/e0002": ["reference"], "B/e0001": []}
+    assign = pd.DataFrame({"frame_id": ["a0", "a3", "b0", "a1"], "scenario_id": ["s0", "s0", "s1", "s2"]})
+    scen = ref.scenario_stats(ev, assign).set_index("scenario_id")["novelty_calibrations"].to_dict()
+    assert scen == {"s0": ["reference", "time_of_day=night"], "s1": [], "s2": ["reference"]}
+
+
 def test_bad_parameters_name_the_value() -> None:
     with pytest.raises(ConfigError, match="max_gap_s=-1"):
         AggregateParams(threshold=0.5, max_gap_s=-1)
@@ -103,6 +116,9 @@ def test_spark_aggregation_equals_the_pandas_reference(spark: Any, tmp_path: Pat
     out = run_scenarios(spark, event_frames_path=paths["event_frames"], assignments_path=tmp_path / "assign.parquet",
                         out_path=tmp_path / "agg" / "scenarios")
     same_tables(pq.read_table(out).to_pandas(), ref.scenario_stats(kept, assign), "scenario_id")
+    # novelty_calibrations (compared above with the oracle's): events of one calibration and of both are here
+    lists = {tuple(v) for v in ref.event_stats(pandas_frames)["novelty_calibrations"]}
+    assert ("reference",) in lists and ("reference", "time_of_day=night") in lists, lists
 
 
 @pytest.mark.spark

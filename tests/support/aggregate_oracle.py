@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from edgemine.contracts import EVENT_FRAME_COLUMNS, SIGNAL_COLUMNS
+from edgemine.contracts import EVENT_FRAME_COLUMNS, NOVELTY_CALIBRATION, NOVELTY_CALIBRATIONS, SIGNAL_COLUMNS
 from edgemine.mining.aggregate import AggregateParams
 
 
@@ -32,8 +32,10 @@ def event_frames(scored: pd.DataFrame, params: AggregateParams, *,
     for s in signals:
         if s not in df:
             df[s] = np.nan
+    if NOVELTY_CALIBRATION not in df:
+        df[NOVELTY_CALIBRATION] = None
     df = df[df["score"].astype("float64") >= params.threshold]
-    cols = ["frame_id", "drive_id", "ts_us", "score", *signals]
+    cols = ["frame_id", "drive_id", "ts_us", "score", *signals, NOVELTY_CALIBRATION]
     if df.empty:
         out = pd.DataFrame({c: pd.Series(dtype="object") for c in EVENT_FRAME_COLUMNS})
         return out
@@ -76,13 +78,14 @@ def _signal_stats(g: pd.core.groupby.DataFrameGroupBy, signals: Sequence[str]) -
     for s in ("score", *signals):
         parts[f"{s}_max"] = g[s].max()
         parts[f"{s}_mean"] = g[s].mean()
+    parts[NOVELTY_CALIBRATIONS] = g[NOVELTY_CALIBRATION].apply(lambda v: sorted(set(v.dropna())))
     return pd.DataFrame(parts)
 
 
 def event_stats(frames: pd.DataFrame, *, signals: Sequence[str] = SIGNAL_COLUMNS) -> pd.DataFrame:
     """One row per event: drive, start/end (µs), frames, kept frames, peak frame, max/mean of each signal."""
     cols = ["event_id", "drive_id", "start_us", "end_us", "n_frames", "n_kept", "peak_frame_id"] + [
-        f"{s}_{a}" for s in ("score", *signals) for a in ("max", "mean")]
+        f"{s}_{a}" for s in ("score", *signals) for a in ("max", "mean")] + [NOVELTY_CALIBRATIONS]
     if frames.empty:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in cols})
     f = frames.copy()
@@ -104,7 +107,7 @@ def scenario_stats(frames: pd.DataFrame, assignments: pd.DataFrame, *,
                    signals: Sequence[str] = SIGNAL_COLUMNS) -> pd.DataFrame:
     """One row per scenario from kept event frames joined with (frame_id, scenario_id) assignments."""
     cols = ["scenario_id", "n_frames", "n_drives", "n_events", "peak_frame_id"] + [
-        f"{s}_{a}" for s in ("score", *signals) for a in ("max", "mean")]
+        f"{s}_{a}" for s in ("score", *signals) for a in ("max", "mean")] + [NOVELTY_CALIBRATIONS]
     f = frames.merge(assignments[["frame_id", "scenario_id"]], on="frame_id", how="inner")
     if f.empty:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in cols})
@@ -140,10 +143,18 @@ def random_scores(seed: int, n_drives: int = 6, n: int = 120) -> tuple[pd.DataFr
         df[s] = (df["score"] * f).astype(np.float32)
     df["uncertainty"] = np.where(rng.random(len(df)) < 0.3, np.nan, rng.random(len(df))).astype(np.float32)
     df["trigger"] = (rng.random(len(df)) < 0.05).astype(np.float32)
+    # novelty calibrated on the reference, or (night frames, a run of them per drive) within time_of_day=night;
+    # a few frames without novelty have none (null exactly where novelty is)
+    pick = rng.random(len(df))
+    night = (df["frame_id"].str[-4:].astype(int) // 20 % 3 == 1).to_numpy()
+    df[NOVELTY_CALIBRATION] = np.where(night, "time_of_day=night", "reference").astype(object)
+    df.loc[pick < 0.05, "novelty"] = np.nan
+    df.loc[pick < 0.05, NOVELTY_CALIBRATION] = None
     scores = pa.table({
         "frame_id": df["frame_id"], "score": pa.array(df["score"], pa.float32()),
         **{s: pa.array(df[s].to_numpy(), pa.float32(), mask=np.isnan(df[s].to_numpy()))
            for s in ("novelty", "uncertainty", "rarity", "trigger")},
+        NOVELTY_CALIBRATION: pa.array(df[NOVELTY_CALIBRATION].tolist(), pa.string()),
     })
     manifest = pa.table({"frame_id": df["frame_id"], "drive_id": df["drive_id"],
                          "timestamp": pa.array(df["ts_us"], pa.int64()).cast(pa.timestamp("us", tz="UTC")),
@@ -157,7 +168,9 @@ def same_tables(spark_df: pd.DataFrame, pandas_df: pd.DataFrame, key: str) -> No
     assert list(a.columns) == list(b.columns)
     assert len(a) == len(b) > 0
     for c in a.columns:
-        if pd.api.types.is_float_dtype(b[c]) or pd.api.types.is_float_dtype(a[c]):
+        if c == NOVELTY_CALIBRATIONS:  # lists (Spark's come back as numpy arrays)
+            assert [list(v) for v in a[c]] == [list(v) for v in b[c]], c
+        elif pd.api.types.is_float_dtype(b[c]) or pd.api.types.is_float_dtype(a[c]):
             np.testing.assert_allclose(a[c].astype(float), b[c].astype(float), rtol=1e-6, atol=1e-9, err_msg=c)
         else:
             assert a[c].astype(str).tolist() == b[c].astype(str).tolist(), c
