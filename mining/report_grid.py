@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlparse
 
 import numpy as np
 
-from edgemine.contracts import NOVELTY_CALIBRATION, SIGNAL_COLUMNS
+from edgemine.contracts import NOVELTY_CALIBRATION, NOVELTY_CALIBRATIONS, REFERENCE_CALIBRATION, SIGNAL_COLUMNS
 
 THUMB_PX = 160
 MAX_CATEGORIES = 50  # a string column with more distinct values among the candidates is an identifier
@@ -301,11 +301,25 @@ def candidate_grid(cands: Any, *, thumbs: Mapping[str, str], categorical: Sequen
     return grid, {"cands": data}
 
 
+def _calibrations_said(calibrations: Any) -> str:
+    """What a scenario's peak novelty was calibrated on, when not only the reference (scenarios.parquet's
+    `novelty_calibrations`): a percentile among this fleet's time_of_day=night frames is not one against the
+    reference, and a scenario of both mixes them. "" for the reference alone, none, or a run before the column."""
+    values = [] if calibrations is None or isinstance(calibrations, float) else [str(v) for v in calibrations]
+    if not values or values == [REFERENCE_CALIBRATION]:
+        return ""
+    if len(values) == 1:
+        return f" among this fleet's {html.escape(values[0])} frames"
+    return " (its frames' novelty mixes calibrations: " + html.escape(", ".join(
+        "the reference" if v == REFERENCE_CALIBRATION else v for v in values)) + ")"
+
+
 def scenario_cards(scen: Any, cands: Any, *, thumbs: Mapping[str, str], categorical: Sequence[str],
                    informative: set[str], colors: Mapping[str, str], max_scenarios: int = 12,
                    thumbs_per_scenario: int = 6) -> str:
     """One card per scenario (most candidates first): what it is from its candidates' metadata, how many
-    drives, events and frames it spans, its peak novelty percentile and fused score, its best thumbnails."""
+    drives, events and frames it spans, its peak novelty percentile (and what it was calibrated on, when not the
+    reference) and fused score, its best thumbnails."""
     from edgemine.mining.calibration import format_percentile
 
     sc = scen.sort_values(["n_candidates", "score_max"], ascending=[False, False]).head(max_scenarios)
@@ -316,6 +330,7 @@ def scenario_cards(scen: Any, cands: Any, *, thumbs: Mapping[str, str], categori
         col = colors.get(sid, "#888")
         nov = s.get("novelty_max")
         peak_nov = format_percentile(float(nov)) if nov is not None and nov == nov else "–"
+        nov_on = _calibrations_said(s.get(NOVELTY_CALIBRATIONS))
         modes = modal_values(members, categorical)
         detail = " · ".join(f"{html.escape(c)}: {html.escape(v)} {k}/{n}" for c, v, k, n in modes)
         figs = "".join(
@@ -330,7 +345,7 @@ def scenario_cards(scen: Any, cands: Any, *, thumbs: Mapping[str, str], categori
             f"<b class='what'>{html.escape(describe(members, categorical, informative=informative))}</b></div>"
             f"<div>{int(s['n_candidates'])} candidates · {int(s['n_frames'])} frames · {int(s['n_events'])} events"
             f" · {int(s['n_drives'])} drives</div>"
-            f"<div>peak novelty <b>{peak_nov}</b> · peak fused score {float(s['score_max']):.3f}</div>"
+            f"<div>peak novelty <b>{peak_nov}</b>{nov_on} · peak fused score {float(s['score_max']):.3f}</div>"
             f"<div class='muted small'>peaks: {sig or '–'}</div>"
             f"<div class='muted small'>most common among its {len(members)} candidates: {detail or '–'}</div>"
             f"<div class='thumbs'>{figs}</div></div>")

@@ -130,6 +130,28 @@ def test_the_novelty_histogram_is_split_by_calibration_each_labelled_with_its_va
         calibration_sample_key("")
 
 
+def test_a_scenario_card_says_what_its_peak_novelty_was_calibrated_on(tmp_path: Path) -> None:
+    """scenarios.parquet's novelty_calibrations on the card: a peak ranked among the fleet's night frames is no
+    percentile against the reference; a scenario of both says it mixes them; the reference alone reads as before."""
+    cands = _candidates(tmp_path).assign(scenario_id=["s000", "s001"])
+    scen = pd.DataFrame({"scenario_id": ["s000", "s001", "s002", "s003"], "n_frames": [5, 3, 2, 1],
+                         "n_drives": [1] * 4, "n_events": [1] * 4, "n_candidates": [1, 1, 0, 0],
+                         "score_max": [0.99, 0.98, 0.97, 0.96], "novelty_max": [0.999, 0.995, 0.99, 0.98],
+                         # as pandas reads them from scenarios.parquet: numpy arrays
+                         "novelty_calibrations": [np.array(["time_of_day=night"], object),
+                                                  np.array(["reference", "time_of_day=night"], object),
+                                                  np.array(["reference"], object), np.array([], object)]})
+    page = render_report(info={"run_id": "r1", "counts": {}}, samples={}, candidates=cands, scenarios=scen,
+                         errors_by_reason={})
+    card = {m[0]: m[1] for m in re.findall(r"data-scenario='(s\d+)'.*?<div>peak novelty (.*?) · peak fused", page)}
+    assert card == {"s000": "<b>p99.9</b> among this fleet's time_of_day=night frames",
+                    "s001": "<b>p99.5</b> (its frames' novelty mixes calibrations: the reference, time_of_day=night)",
+                    "s002": "<b>p99.0</b>", "s003": "<b>p98.0</b>"}
+    old = render_report(info={"run_id": "r1", "counts": {}}, samples={}, candidates=cands, errors_by_reason={},
+                        scenarios=scen.drop(columns=["novelty_calibrations"]))  # a run before the column
+    assert "among this fleet" not in old and "mixes calibrations" not in old
+
+
 def test_one_colour_per_meaning_across_plots() -> None:
     rng = np.random.default_rng(1)
     a = svg_histogram(rng.random(100), title="x", overlay=rng.random(10), overlay_label="candidates")
