@@ -227,9 +227,11 @@ def _signal_plots(info: Mapping[str, Any], samples: Mapping[str, np.ndarray], ca
         if name == "score" and ov is not None and ov.size:
             hi = max(hi, float(np.nanmax(ov)))
         thr = counts.get("threshold") if name == "score" else None
+        xlabel = "fused score" if name == "score" else f"{name} percentile"
+        if name == "novelty" and len(split) == 1 and next(iter(split)) != REFERENCE_CALIBRATION:
+            xlabel = f"novelty percentile within {next(iter(split))}"  # every frame ranked within one value
         out.append(svg_histogram(samples[name], lo=0.0, hi=hi, title=title, overlay=ov,
-                                 overlay_label=LABELS["candidates"], threshold=thr,
-                                 xlabel="fused score" if name == "score" else f"{name} percentile"))
+                                 overlay_label=LABELS["candidates"], threshold=thr, xlabel=xlabel))
     for name in weights:
         raw, cal = samples.get(f"{name}_raw"), samples.get(f"calibration_{name}")
         if raw is not None and np.isfinite(raw).any() and cal is not None and name == "novelty":
@@ -250,6 +252,7 @@ def _novelty_by_calibration(samples: Mapping[str, np.ndarray],
     found = {k[len(_BY_CALIBRATION):]: v for k, v in samples.items()
              if k.startswith(_BY_CALIBRATION) and np.isfinite(v).any()}
     order = [v for v in frames if v in found] + sorted(v for v in found if v not in frames)
+    order.sort(key=lambda v: v != REFERENCE_CALIBRATION)  # the reference first, the others as counted
     return {v: (found[v], int(frames.get(v, np.isfinite(found[v]).sum()))) for v in order}
 
 
@@ -258,10 +261,13 @@ def _calibration_histogram(title: str, value: str, values: np.ndarray, frames: i
     ov = None
     if candidates is not None and len(candidates) and NOVELTY_CALIBRATION in candidates.columns:
         ov = candidates.loc[candidates[NOVELTY_CALIBRATION] == value, "novelty"].to_numpy(dtype=np.float64)
-    return svg_histogram(values, lo=0.0, hi=1.0, title=f"{title} · {value}", label=f"{value}: {frames:,} frames",
-                         overlay=ov, overlay_label=f"{value} candidates",
-                         xlabel=f"novelty percentile within {value}" if value != REFERENCE_CALIBRATION
-                         else "novelty percentile")
+    if value == REFERENCE_CALIBRATION:  # fleet frames ranked against the reference, not the reference's frames
+        return svg_histogram(values, lo=0.0, hi=1.0, title=f"{title} · against the reference",
+                             label=f"fleet frames ranked against the reference: {frames:,}", overlay=ov,
+                             overlay_label="their candidates", xlabel="novelty percentile")
+    return svg_histogram(values, lo=0.0, hi=1.0, title=f"{title} · within {value}",
+                         label=f"fleet frames with {value}, ranked among themselves: {frames:,}", overlay=ov,
+                         overlay_label="their candidates", xlabel=f"novelty percentile within {value}")
 
 
 def _contributions(info: Mapping[str, Any], candidates: Any) -> list[str]:
@@ -382,8 +388,9 @@ def render_report(*, info: Mapping[str, Any], samples: Mapping[str, np.ndarray],
             out.append(f"<p class='muted'>The best {max_cards} of {len(candidates)}; all in candidates.parquet.</p>")
     else:
         out.append("<p>No candidates.</p>")
-    out.append("<h2>Signals</h2><p class='muted'>Bars: all scored frames (a uniform sample); line: the "
-               "candidates (or, for distances, the reference). Shares of each population per bin, log-scaled.</p>")
+    out.append("<h2>Signals</h2><p class='muted'>Bars: all scored frames (a uniform sample; novelty split by "
+               "calibration, each histogram its own frames); line: the candidates (or, for distances, the "
+               "reference). Shares of each population per bin, log-scaled.</p>")
     out += _signal_plots(info, samples, candidates)
     out.append("<h2>What each signal contributed</h2>")
     out += _contributions(info, candidates)

@@ -402,7 +402,10 @@ def test_a_fleet_with_night_drives_against_a_day_only_reference_is_warned_about(
     assert res.counts["novelty_calibrated_on"] == {"reference": frames["reference"],
                                                    "time_of_day=night": tod.count("night")}
     for v, n in frames.items():
-        assert f">novelty (weight 1) · {v}</text>" in page and f">{v}: {n:,} frames (n={n:,})</text>" in page
+        assert (">novelty (weight 1) · against the reference</text>" in page
+                and f">fleet frames ranked against the reference: {n:,} (n={n:,})</text>" in page
+                if v == "reference" else f">novelty (weight 1) · within {v}</text>" in page
+                and f">fleet frames with {v}, ranked among themselves: {n:,} (n={n:,})</text>" in page)
     # events and scenarios say which calibrations their novelty stats mix: those of their frames
     in_events = sc.merge(pq.read_table(res.run_dir / "scores.parquet", columns=["frame_id", "event_id"]).to_pandas(),
                          on="frame_id").dropna(subset=["event_id"])

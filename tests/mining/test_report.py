@@ -111,9 +111,13 @@ def test_the_novelty_histogram_is_split_by_calibration_each_labelled_with_its_va
     plots = {t: svg for svg in page.split("<svg")[1:]
              for t in re.findall(r"font-weight='600'>([^<]*)</text>", svg)}
     assert "novelty (weight 1)" not in plots  # no histogram of both calibrations
-    ref, within = plots["novelty (weight 1) · reference"], plots["novelty (weight 1) · time_of_day=night"]
-    assert "reference: 900 frames (n=900)" in ref and "reference candidates (n=1)" in ref
-    assert "time_of_day=night: 1,234 frames (n=300)" in within and "time_of_day=night candidates (n=1)" in within
+    ref = plots["novelty (weight 1) · against the reference"]
+    within = plots["novelty (weight 1) · within time_of_day=night"]
+    # fleet frames, named so: 'reference' alone reads as the reference set's own frames
+    assert "fleet frames ranked against the reference: 900 (n=900)" in ref and "their candidates (n=1)" in ref
+    assert "fleet frames with time_of_day=night, ranked among themselves: 1,234 (n=300)" in within
+    assert "their candidates (n=1)" in within
+    assert page.index("· against the reference<") < page.index("· within time_of_day=night<")
     assert "novelty percentile within time_of_day=night" in within
     mid = 40 + (360 - 40 - 12) / 2  # the x axis' middle (0.5)
     assert all(x < mid for x, h in _bars(ref) if h > 0) and all(x >= mid for x, h in _bars(within) if h > 0)
@@ -126,6 +130,13 @@ def test_the_novelty_histogram_is_split_by_calibration_each_labelled_with_its_va
     pages = [render_report(info={**info, "counts": one}, samples=s, candidates=cands_ref, scenarios=None,
                            errors_by_reason={}) for s in (only_ref, plain)]
     assert pages[0] == pages[1] and "novelty (weight 1)</text>" in pages[0]
+    # one calibration, not the reference (an all-night fleet, every frame ranked within night): its axis says so
+    all_night = {**plain, calibration_sample_key("time_of_day=night"): samples["novelty"]}
+    night_page = render_report(info={**info, "counts": {"novelty_calibrated_on": {"time_of_day=night": 1200},
+                                                        "candidates": 2}}, samples=all_night,
+                               candidates=cands.assign(novelty_calibration="time_of_day=night"), scenarios=None,
+                               errors_by_reason={})
+    assert "novelty percentile within time_of_day=night" in night_page and "· within" not in night_page
     with pytest.raises(ValueError, match="calibration=''"):
         calibration_sample_key("")
 
