@@ -77,6 +77,15 @@ class LoopConfig:
     negative_gap: int = 50
     publish_interval_s: float = 2.0
     publish_min_new: int = 10
+    # The mined selection, for training rather than for the review defaults (dedup 0.5 s within an event, the
+    # budget's fill one frame per drive per 1 s, 10 frames an event): frames of one event a few tenths of a
+    # second apart are near-duplicates to a reviewer and other distances and angles to a model, so the loop's
+    # mining job goes deeper into each event for the same budget. Chosen on seed 2026 (rare frames among the
+    # 300 candidates 44 -> 112, v1's rare-slice gain +0.152 -> +0.261), checked on fresh seeds 14-16:
+    # docs/BENCHMARKS.md "Closed loop". None: the mining spec's own default.
+    mine_dedup_s: float | None = 0.2
+    mine_fill_nms_s: float | None = 0.2
+    mine_per_event_cap: int | None = 30
 
     def __post_init__(self) -> None:
         for name in ("reference_drives", "fleet_drives", "eval_drives", "frames_per_drive", "budget", "reviewers",
@@ -97,6 +106,18 @@ class LoopConfig:
                               f"distill_temperature={self.distill_temperature} > 0")
         if not 0 <= self.class_weight_power <= 1:
             raise ConfigError(f"class_weight_power={self.class_weight_power} must be between 0 and 1")
+        for name in ("mine_dedup_s", "mine_fill_nms_s"):
+            if getattr(self, name) is not None and not getattr(self, name) >= 0:
+                raise ConfigError(f"{name}={getattr(self, name)} must be >= 0 seconds (or None)")
+        if self.mine_per_event_cap is not None and self.mine_per_event_cap < 1:
+            raise ConfigError(f"mine_per_event_cap={self.mine_per_event_cap} must be >= 1 (or None)")
+
+    def mining_overrides(self) -> dict[str, dict[str, Any]]:
+        """The mining spec's `aggregate` / `selection` values this loop sets (those not None)."""
+        agg = {"dedup_s": self.mine_dedup_s}
+        sel = {"fill_nms_s": self.mine_fill_nms_s, "per_event_cap": self.mine_per_event_cap}
+        return {k: {n: v for n, v in d.items() if v is not None} for k, d in (("aggregate", agg), ("selection", sel))
+                if any(v is not None for v in d.values())}
 
 
 @dataclass
@@ -456,7 +477,8 @@ def run_loop(out: Path, cfg: LoopConfig = LoopConfig(), *, log: Log = print) -> 
     spec = build_spec({"frames": str(out / "fleet" / "manifest.parquet"),
                        "reference": str(out / "reference" / "manifest.parquet"),
                        "out": str(out / "runs" / "mined"), "budget": cfg.budget, "encoder": "builtin",
-                       "models": [f"torchscript:{models / 'v0.pt'}"], "seed": cfg.seed}, source="loop")
+                       "models": [f"torchscript:{models / 'v0.pt'}"], "seed": cfg.seed, **cfg.mining_overrides()},
+                      source="loop")
     mined = run_mine(spec, log=lambda m: None)
     n_mined = pq.read_metadata(Path(mined.run_dir) / "candidates.parquet").num_rows
     # The control spends exactly the review effort the mined run asks for: as many frames, chosen at random.

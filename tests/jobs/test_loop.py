@@ -45,6 +45,13 @@ def test_bad_loop_settings_name_the_value() -> None:
         LoopConfig(finetune_trunk_lr=-0.1)
     with pytest.raises(ConfigError, match="distill_weight=-1"):
         LoopConfig(distill_weight=-1.0)
+    with pytest.raises(ConfigError, match="mine_fill_nms_s=-1"):
+        LoopConfig(mine_fill_nms_s=-1)
+    with pytest.raises(ConfigError, match="mine_per_event_cap=0"):
+        LoopConfig(mine_per_event_cap=0)
+    assert LoopConfig(mine_dedup_s=None, mine_fill_nms_s=None, mine_per_event_cap=None).mining_overrides() == {}
+    assert LoopConfig(mine_dedup_s=None, mine_fill_nms_s=0.3, mine_per_event_cap=None).mining_overrides() == {
+        "selection": {"fill_nms_s": 0.3}}
 
 
 def test_same_drive_negatives_keep_their_distance_from_every_edge_case_of_the_drive() -> None:
@@ -89,6 +96,9 @@ def test_a_small_loop_runs_end_to_end_through_every_engine(tmp_path: Path) -> No
     assert res.models["v0"]["rare_acc"] == 0.0  # v0 has never seen a rare category
     mined, rand = res.selections["mined"], res.selections["random"]
     assert mined["candidates"] == rand["candidates"] > 0  # the same review effort
+    spec = json.loads((Path(mined["run_dir"]) / "run.json").read_text())["spec"]  # the loop's selection for training
+    assert spec["aggregate"]["dedup_s"] == cfg.mine_dedup_s and spec["selection"]["fill_nms_s"] == cfg.mine_fill_nms_s
+    assert spec["selection"]["per_event_cap"] == cfg.mine_per_event_cap
     assert mined["rare"] > rand["rare"]
     # every published row went through review, and the dataset is readable at its version
     assert mined["published"] > 0 and res.datasets["mined"]["version"] is not None
