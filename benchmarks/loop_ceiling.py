@@ -52,7 +52,7 @@ def main() -> int:
     import pyarrow.parquet as pq
 
     from edgemine.embeddings.baseline import DEFAULT_WIDTH, predict, split_by_drive, train_classifier
-    from edgemine.jobs.loop import LoopConfig, _rows, eval_slices
+    from edgemine.jobs.loop import LoopConfig, _rows, eval_slices, label_scores, per_label_accuracy
     from edgemine.jobs.synth import generate
 
     cfg = LoopConfig(seed=args.seed, size=args.size)
@@ -101,17 +101,12 @@ def main() -> int:
                         c for c, _ in set(zip(rare_fleet.column("category").to_pylist(),
                                               rare_fleet.column("event_id").to_pylist(), strict=True))).items())),
                     "seconds": {"synth": round(t_synth, 1), "v0": round(t_v0, 1), "v1": round(t_v1, 1)}}
+
     def scores(rare_pred: list[str], common_pred: list[str]) -> dict:
-        hit, total = Counter(), Counter()
-        for t, p in zip(rare.column("label").to_pylist(), rare_pred, strict=True):
-            total[t] += 1
-            hit[t] += p == t
-        tc = np.array(common.column("label").to_pylist(), dtype=object)
-        pc_ = np.array(common_pred, dtype=object)
-        return {"rare": round(sum(hit.values()) / max(sum(total.values()), 1), 3),
-                "common": round(float(np.mean(pc_ == tc)), 3),
-                "common_balanced": round(float(np.mean([np.mean(pc_[tc == c] == c) for c in set(tc)])), 3),
-                "per_category": {k: round(hit[k] / total[k], 3) for k in sorted(total)}}
+        rare_acc, per_category = per_label_accuracy(rare.column("label").to_pylist(), rare_pred)
+        c = label_scores(common.column("label").to_pylist(), common_pred, known=[])
+        return {"rare": round(rare_acc, 3), "common": round(c["acc"], 3),
+                "common_balanced": round(c["balanced_acc"], 3), "per_category": per_category}
 
     runs = {"v0": v0, "v1": v1}
     for name, model in runs.items():

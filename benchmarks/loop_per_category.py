@@ -33,7 +33,7 @@ def main() -> int:
     from edgemine.contracts import read_manifest
     from edgemine.embeddings.baseline import load_baseline, predict
     from edgemine.jobs.datasets import latest_version, read_dataset
-    from edgemine.jobs.loop import LoopConfig, _rows, eval_slices, finetune, slice_scores
+    from edgemine.jobs.loop import LoopConfig, _rows, eval_slices, finetune, per_label_accuracy, slice_scores
 
     d = Path(sys.argv[1])
     variants = json.loads(sys.argv[2]) if len(sys.argv) == 3 else {"base": {}}
@@ -64,13 +64,9 @@ def main() -> int:
             model = d / "models" / f"posthoc-{vname}-{who}.pt"
             finetune(d / "models" / "v0.pt", ref, ds, latest_version(ds), model, cfg=cfg, fleet=fleet)
             pred = predict(model, rare)
-            hit, total = Counter(), Counter()
-            for f, label in zip(pred.frame_ids, pred.labels, strict=True):
-                total[truth[f]] += 1
-                hit[truth[f]] += label == truth[f]
+            rare_acc, per_category = per_label_accuracy([truth[f] for f in pred.frame_ids], pred.labels)
             c = slice_scores(model, common, known=known)
-            res[who] = {"rare": sum(hit.values()) / max(sum(total.values()), 1), "common": c["acc"],
-                        "per_category": {k: round(hit[k] / total[k], 3) for k in sorted(total)}}
+            res[who] = {"rare": rare_acc, "common": c["acc"], "per_category": per_category}
             print(f"{vname} {who}: rare {res[who]['rare']:.3f}, common {c['acc']:.3f}; per category "
                   f"{res[who]['per_category']}", flush=True)
         out["variants"][vname] = {"overrides": overrides, **res}

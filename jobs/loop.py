@@ -19,6 +19,7 @@ import random
 import statistics
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -114,10 +115,13 @@ class LoopConfig:
 
     def mining_overrides(self) -> dict[str, dict[str, Any]]:
         """The mining spec's `aggregate` / `selection` values this loop sets (those not None)."""
-        agg = {"dedup_s": self.mine_dedup_s}
-        sel = {"fill_nms_s": self.mine_fill_nms_s, "per_event_cap": self.mine_per_event_cap}
-        return {k: {n: v for n, v in d.items() if v is not None} for k, d in (("aggregate", agg), ("selection", sel))
-                if any(v is not None for v in d.values())}
+        out: dict[str, dict[str, Any]] = {}
+        for section, option, value in (("aggregate", "dedup_s", self.mine_dedup_s),
+                                       ("selection", "fill_nms_s", self.mine_fill_nms_s),
+                                       ("selection", "per_event_cap", self.mine_per_event_cap)):
+            if value is not None:
+                out.setdefault(section, {})[option] = value
+        return out
 
 
 @dataclass
@@ -308,12 +312,27 @@ def slice_scores(model: Path, rows: pa.Table, *, known: list[str]) -> dict[str, 
 
     pred = predict(model, rows)
     truth = dict(zip(rows.column("frame_id").to_pylist(), rows.column("label").to_pylist(), strict=True))
-    if not pred.labels:
+    return label_scores([truth[f] for f in pred.frame_ids], pred.labels, known=known)
+
+
+def label_scores(truth: list[str], pred: list[str], *, known: list[str]) -> dict[str, float]:
+    """`slice_scores` of predicted labels against the true ones (one each, in the same order); NaN when empty."""
+    if not pred:
         return {"acc": float("nan"), "balanced_acc": float("nan"), "as_new": float("nan")}
-    t = np.array([truth[f] for f in pred.frame_ids], dtype=object)
-    p = np.array(pred.labels, dtype=object)
+    t = np.array(truth, dtype=object)
+    p = np.array(pred, dtype=object)
     return {"acc": float(np.mean(p == t)), "balanced_acc": float(np.mean([np.mean(p[t == c] == c) for c in set(t)])),
-            "as_new": float(np.mean([lab not in known for lab in pred.labels]))}
+            "as_new": float(np.mean([lab not in known for lab in pred]))}
+
+
+def per_label_accuracy(truth: list[str], pred: list[str]) -> tuple[float, dict[str, float]]:
+    """(accuracy, accuracy of each true label rounded to 3 places, by label) of predicted labels against the true
+    ones (one each, in the same order): the rare slice split by category."""
+    hit: Counter[str] = Counter()
+    total: Counter[str] = Counter(truth)
+    for t, p in zip(truth, pred, strict=True):
+        hit[t] += p == t
+    return sum(hit.values()) / max(len(truth), 1), {k: round(hit[k] / total[k], 3) for k in sorted(total)}
 
 
 def accuracy(model: Path, rows: pa.Table) -> float:
