@@ -177,7 +177,7 @@ CANDIDATES_EVIDENCE_SCHEMA = pa.schema(
 
 # ---------------------------------------------------------------- review decisions
 # Aggregation (edgemine.mining.spark_aggregate writes these; readers cast to them).
-_AGG_STATS = [pa.field(f"{s}_{a}", pa.float64()) for s in ("score", *SIGNAL_COLUMNS) for a in ("max", "mean")]
+_AGG_STATS = _signal_stat_fields()
 EVENT_FRAMES_SCHEMA = pa.schema(
     [pa.field("frame_id", pa.string()), pa.field("drive_id", pa.string()), pa.field("ts_us", pa.int64()),
      pa.field("score", pa.float64())] + [pa.field(s, pa.float64()) for s in SIGNAL_COLUMNS]
@@ -186,11 +186,11 @@ EVENT_FRAME_COLUMNS = tuple(EVENT_FRAMES_SCHEMA.names)
 EVENT_STATS_SCHEMA = pa.schema(
     [pa.field("event_id", pa.string()), pa.field("drive_id", pa.string()), pa.field("start_us", pa.int64()),
      pa.field("end_us", pa.int64()), pa.field("n_frames", pa.int64()), pa.field("n_kept", pa.int64()),
-     pa.field("peak_frame_id", pa.string())] + _AGG_STATS + [pa.field(NOVELTY_CALIBRATIONS, pa.list_(pa.string()))])
+     pa.field("peak_frame_id", pa.string())] + _AGG_STATS + [NOVELTY_CALIBRATIONS_FIELD.with_nullable(True)])
 SCENARIO_STATS_SCHEMA = pa.schema(
     [pa.field("scenario_id", pa.string()), pa.field("n_frames", pa.int64()), pa.field("n_drives", pa.int64()),
      pa.field("n_events", pa.int64()), pa.field("peak_frame_id", pa.string())] + _AGG_STATS
-    + [pa.field(NOVELTY_CALIBRATIONS, pa.list_(pa.string()))])
+    + [NOVELTY_CALIBRATIONS_FIELD.with_nullable(True)])
 
 
 

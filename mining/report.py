@@ -228,8 +228,8 @@ def _signal_plots(info: Mapping[str, Any], samples: Mapping[str, np.ndarray], ca
             hi = max(hi, float(np.nanmax(ov)))
         thr = counts.get("threshold") if name == "score" else None
         xlabel = "fused score" if name == "score" else f"{name} percentile"
-        if name == "novelty" and len(split) == 1 and next(iter(split)) != REFERENCE_CALIBRATION:
-            xlabel = f"novelty percentile within {next(iter(split))}"  # every frame ranked within one value
+        if name == "novelty" and split:  # every frame ranked within one value: the axis says which
+            xlabel = _novelty_axis(next(iter(split)))
         out.append(svg_histogram(samples[name], lo=0.0, hi=hi, title=title, overlay=ov,
                                  overlay_label=LABELS["candidates"], threshold=thr, xlabel=xlabel))
     for name in weights:
@@ -262,12 +262,15 @@ def _calibration_histogram(title: str, value: str, values: np.ndarray, frames: i
     if candidates is not None and len(candidates) and NOVELTY_CALIBRATION in candidates.columns:
         ov = candidates.loc[candidates[NOVELTY_CALIBRATION] == value, "novelty"].to_numpy(dtype=np.float64)
     if value == REFERENCE_CALIBRATION:  # fleet frames ranked against the reference, not the reference's frames
-        return svg_histogram(values, lo=0.0, hi=1.0, title=f"{title} · against the reference",
-                             label=f"fleet frames ranked against the reference: {frames:,}", overlay=ov,
-                             overlay_label="their candidates", xlabel="novelty percentile")
-    return svg_histogram(values, lo=0.0, hi=1.0, title=f"{title} · within {value}",
-                         label=f"fleet frames with {value}, ranked among themselves: {frames:,}", overlay=ov,
-                         overlay_label="their candidates", xlabel=f"novelty percentile within {value}")
+        on, label = "against the reference", f"fleet frames ranked against the reference: {frames:,}"
+    else:
+        on, label = f"within {value}", f"fleet frames with {value}, ranked among themselves: {frames:,}"
+    return svg_histogram(values, lo=0.0, hi=1.0, title=f"{title} · {on}", label=label, overlay=ov,
+                         overlay_label="their candidates", xlabel=_novelty_axis(value))
+
+
+def _novelty_axis(calibration: str) -> str:
+    return "novelty percentile" if calibration == REFERENCE_CALIBRATION else f"novelty percentile within {calibration}"
 
 
 def _contributions(info: Mapping[str, Any], candidates: Any) -> list[str]:
